@@ -1,1 +1,2 @@
-//! placeholder
+//! nasnet-cells: candle operations, cells and NASNet models.
+pub mod kernels;
