@@ -8,7 +8,9 @@ pub mod error;
 pub mod genotype;
 pub mod named;
 pub mod ops;
+pub mod space;
 
 pub use error::GenotypeError;
 pub use genotype::{unused_states, Block, Cell, CellRole, Genotype, NUM_CELL_INPUTS};
 pub use ops::{Combine, Op};
+pub use space::{Decision, DecisionKind, OutputRule, SearchSpace};
