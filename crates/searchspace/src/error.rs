@@ -127,4 +127,32 @@ pub enum GenotypeError {
         /// Comma-separated known names.
         known: String,
     },
+    /// A search-space name that is not known.
+    #[error("unknown search space `{name}` (known: {known})")]
+    UnknownSpace {
+        /// The name asked for.
+        name: String,
+        /// Comma-separated known names.
+        known: String,
+    },
+    /// A search space that cannot produce any genotype (no blocks, no ops, ...).
+    #[error("invalid search space: {reason}")]
+    InvalidSpace {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The compact text form is malformed at a known place.
+    #[error("cannot parse genotype text ({context}): {reason}")]
+    TextSyntax {
+        /// Where: `normal cell, block 2`, `reduction cell output list`, ...
+        context: String,
+        /// What was expected and what was found.
+        reason: String,
+    },
+    /// The compact text form lacks one of the two cells.
+    #[error("genotype text has no {cell} cell (expected `normal: ... ; reduction: ...`)")]
+    MissingCell {
+        /// `normal` or `reduction`.
+        cell: String,
+    },
 }

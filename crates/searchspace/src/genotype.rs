@@ -164,9 +164,18 @@ impl Genotype {
     }
 
     /// Parses and validates the JSON form (`{"normal": {...}, "reduction": {...}}`).
+    ///
+    /// An unknown op or combine name is reported as [`GenotypeError::UnknownOp`] /
+    /// [`GenotypeError::UnknownCombine`]; other shape errors as [`GenotypeError::Parse`].
     pub fn from_json(text: &str) -> Result<Self, GenotypeError> {
-        let g: Genotype =
+        let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| GenotypeError::Parse(e.to_string()))?;
+        let g: Genotype = match serde_json::from_value(value.clone()) {
+            Ok(g) => g,
+            Err(e) => {
+                return Err(unknown_name_in(&value).unwrap_or(GenotypeError::Parse(e.to_string())))
+            }
+        };
         g.validate()?;
         Ok(g)
     }
@@ -175,4 +184,28 @@ impl Genotype {
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("a genotype always serialises")
     }
+}
+
+/// The first op or combine name in a JSON genotype that is not known, as a typed error.
+fn unknown_name_in(value: &serde_json::Value) -> Option<GenotypeError> {
+    for role in ["normal", "reduction"] {
+        let blocks = value.get(role)?.get("blocks")?.as_array()?;
+        for block in blocks {
+            if let Some(ops) = block.get("ops").and_then(|o| o.as_array()) {
+                for op in ops {
+                    if let Some(name) = op.as_str() {
+                        if let Err(e) = name.parse::<Op>() {
+                            return Some(e);
+                        }
+                    }
+                }
+            }
+            if let Some(name) = block.get("combine").and_then(|c| c.as_str()) {
+                if let Err(e) = name.parse::<Combine>() {
+                    return Some(e);
+                }
+            }
+        }
+    }
+    None
 }
