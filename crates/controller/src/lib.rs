@@ -1,1 +1,23 @@
-//! placeholder
+//! nasnet-controller: the paper's RL controller (a one-layer LSTM emitting the 2 x 5B decisions,
+//! trained with PPO or REINFORCE) and the search strategies a search loop drives through one
+//! interface ([`Strategy`]): `ppo`, `reinforce`, `random` and regularized `evolution`.
+//!
+//! The controller always runs on the CPU in f32: it is tiny (about 100k parameters for the
+//! paper's space) and per-child, so a GPU would only add transfer latency.
+
+pub mod adam;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod policy;
+pub mod rng;
+pub mod strategy;
+
+pub use config::{ControllerConfig, EvolutionConfig, StrategyConfig, StrategyKind};
+pub use controller::{Controller, Evaluation, Sampled, PARAM_NAMES};
+pub use error::ControllerError;
+pub use policy::{Algorithm, EmaBaseline, Experience, PolicyTrainer, UpdateStats};
+pub use strategy::{
+    load_strategy, make_strategy, EvolutionStrategy, Member, Proposal, RandomStrategy, RlStrategy,
+    Strategy, STATE_FILE, STATE_FORMAT_VERSION, WEIGHTS_FILE,
+};

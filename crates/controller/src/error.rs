@@ -1,0 +1,72 @@
+//! Typed errors of the controller and the search strategies, so the search loop can report a bad
+//! config, a corrupt state directory or a foreign genotype without the library panicking.
+
+use thiserror::Error;
+
+use nasnet_searchspace::GenotypeError;
+
+/// Everything that can go wrong in the controller or a strategy.
+#[derive(Debug, Error)]
+pub enum ControllerError {
+    /// A tensor operation failed (shape bugs, allocation, safetensors I/O inside candle).
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A genotype or action sequence that the search space rejects.
+    #[error("invalid architecture: {0}")]
+    Genotype(#[from] GenotypeError),
+    /// A configuration value out of its range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A strategy name that is not one of `ppo|reinforce|random|evolution`.
+    #[error("unknown strategy `{0}` (expected one of: ppo, reinforce, random, evolution)")]
+    UnknownStrategy(String),
+    /// A reward that is NaN or infinite (the search loop must map failed children to a number).
+    #[error("trial {trial}: reward {reward} is not finite")]
+    InvalidReward {
+        /// The trial reported.
+        trial: u64,
+        /// The offending value.
+        reward: f64,
+    },
+    /// `observe` got a genotype different from the one proposed under that trial id.
+    #[error("trial {trial}: the observed genotype differs from the one proposed for this trial")]
+    GenotypeMismatch {
+        /// The trial reported.
+        trial: u64,
+    },
+    /// Reading or writing a state file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file that cannot be parsed or does not fit this strategy.
+    #[error("bad strategy state in {path}: {reason}")]
+    BadState {
+        /// The file involved.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ControllerError {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ControllerError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// A state-file error with the path it concerns.
+    pub(crate) fn bad_state(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        ControllerError::BadState {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The run folder of a search, and how it survives `kill -9` at any moment.
+//!
+//! ```text
+//! RUN_DIR/
+//!   config.json        the search configuration (written once)
+//!   trials.jsonl       one line per finished child, appended and fsynced before anything else
+//!   best.json          the best genotype so far (plain genotype JSON: `nasnet train --arch` reads it)
+//!   best_trial.json    the trial record behind best.json
+//!   state/CURRENT      name of the newest complete checkpoint, replaced atomically
+//!   state/ckpt-N/      strategy state + loop.json (next trial id, trials in flight, trials observed)
+//!   trials/ID/         whatever the backend writes for a child (logs, metrics)
+//! ```
+//!
+//! A checkpoint directory is written completely and fsynced before `CURRENT` is renamed to point
+//! at it, so a crash leaves either the old or the new checkpoint, never half of one. A torn last
+//! line of `trials.jsonl` (killed mid-append) is cut off on open; that trial is still in flight in
+//! the checkpoint and is trained again.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use nasnet_searchspace::Genotype;
+use serde::{Deserialize, Serialize};
+
+use super::backend::{TrialSpec, TrialStatus};
+use super::SearchError;
+
+/// One line of `trials.jsonl`: a finished child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Global trial id.
+    pub trial: u64,
+    /// The child's architecture, in nasnet-searchspace's JSON.
+    pub genotype: Genotype,
+    /// Validation accuracy (0 for failed children).
+    pub reward: f64,
+    /// Ok or failed.
+    pub status: TrialStatus,
+    /// Trainable parameters.
+    pub params: u64,
+    /// Wall time of the child.
+    pub seconds: f64,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The loop's own part of a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The id the next proposal gets.
+    pub next_trial: u64,
+    /// Trials proposed but not yet observed, in submission order.
+    pub in_flight: Vec<TrialSpec>,
+    /// Trials whose outcome the strategy has observed.
+    pub observed: BTreeSet<u64>,
+}
+
+/// An open run folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> SearchError {
+    SearchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SearchError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+impl RunDir {
+    /// Creates a new run folder holding `config`; refuses one that already holds a run.
+    pub fn create(root: &Path, config: &serde_json::Value) -> Result<Self, SearchError> {
+        if root.join("config.json").exists() {
+            return Err(SearchError::RunExists(root.to_path_buf()));
+        }
+        fs::create_dir_all(root.join("state")).map_err(|e| io_err(root, e))?;
+        fs::create_dir_all(root.join("trials")).map_err(|e| io_err(root, e))?;
+        let run = RunDir {
+            root: root.to_path_buf(),
+        };
+        let text = serde_json::to_string_pretty(config).expect("JSON values always serialise");
+        write_atomic(&root.join("config.json"), text.as_bytes())?;
+        Ok(run)
+    }
+
+    /// Opens an existing run folder (to resume or report on it).
+    pub fn open(root: &Path) -> Result<Self, SearchError> {
+        if !root.join("config.json").is_file() {
+            return Err(SearchError::NotARun(root.to_path_buf()));
+        }
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder a backend may use for trial `trial`'s files.
+    pub fn trial_dir(&self, trial: u64) -> PathBuf {
+        self.root.join("trials").join(format!("{trial:06}"))
+    }
+
+    /// The configuration the run was created with.
+    pub fn config(&self) -> Result<serde_json::Value, SearchError> {
+        let path = self.root.join("config.json");
+        let text = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| SearchError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    fn trials_path(&self) -> PathBuf {
+        self.root.join("trials.jsonl")
+    }
+
+    /// Every finished trial, in the order they finished. A torn last line (a crash mid-append)
+    /// is ignored, and cut off the file when `repair` is set (only the process that owns the run
+    /// may repair: a reader must not cut a line being written); a bad line elsewhere is an error
+    /// naming it.
+    pub fn read_trials(&self, repair: bool) -> Result<Vec<TrialRecord>, SearchError> {
+        let path = self.trials_path();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let mut records = Vec::new();
+        let mut good_len = 0u64;
+        let mut reader = BufReader::new(file);
+        let mut line = String::new();
+        let mut number = 0;
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).map_err(|e| io_err(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            let complete = line.ends_with('\n');
+            match serde_json::from_str::<TrialRecord>(line.trim_end()) {
+                Ok(r) if complete => {
+                    records.push(r);
+                    good_len += n as u64;
+                }
+                Ok(_) | Err(_) if !complete => {
+                    // Torn tail: the crash happened mid-append. Drop it.
+                    if !repair {
+                        break;
+                    }
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| io_err(&path, e))?;
+                    f.set_len(good_len).map_err(|e| io_err(&path, e))?;
+                    f.sync_all().map_err(|e| io_err(&path, e))?;
+                    break;
+                }
+                Err(e) => {
+                    return Err(SearchError::Corrupt {
+                        path,
+                        message: format!("line {number}: {e}"),
+                    })
+                }
+                Ok(_) => unreachable!("complete and incomplete cases are handled above"),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Appends one finished trial and fsyncs it: after this returns the trial is never lost.
+    pub fn append_trial(&self, record: &TrialRecord) -> Result<(), SearchError> {
+        let path = self.trials_path();
+        let mut line = serde_json::to_string(record).expect("records always serialise");
+        line.push('\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        f.write_all(line.as_bytes()).map_err(|e| io_err(&path, e))?;
+        f.sync_all().map_err(|e| io_err(&path, e))
+    }
+
+    /// Records `record` as the best trial so far (`best.json` is the bare genotype).
+    pub fn write_best(&self, record: &TrialRecord) -> Result<(), SearchError> {
+        write_atomic(
+            &self.root.join("best.json"),
+            record.genotype.to_json_pretty().as_bytes(),
+        )?;
+        let text = serde_json::to_string_pretty(record).expect("records always serialise");
+        write_atomic(&self.root.join("best_trial.json"), text.as_bytes())
+    }
+
+    /// Writes a new checkpoint: `save_strategy` fills a fresh folder with the strategy's state,
+    /// `loop_state` goes beside it, then `state/CURRENT` is switched to it atomically.
+    pub fn save_checkpoint(
+        &self,
+        loop_state: &LoopState,
+        save_strategy: impl FnOnce(&Path) -> Result<(), SearchError>,
+    ) -> Result<(), SearchError> {
+        let state = self.root.join("state");
+        fs::create_dir_all(&state).map_err(|e| io_err(&state, e))?;
+        let previous = self.current_checkpoint_name()?;
+        let serial = previous
+            .as_deref()
+            .and_then(|n| n.strip_prefix("ckpt-"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .map_or(0, |n| n + 1);
+        let name = format!("ckpt-{serial:08}");
+        let dir = state.join(&name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        save_strategy(&dir)?;
+        let text = serde_json::to_string_pretty(loop_state).expect("loop state serialises");
+        write_atomic(&dir.join("loop.json"), text.as_bytes())?;
+        // fsync every file the strategy wrote, then the folder, before pointing at it.
+        for entry in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
+            let p = entry.map_err(|e| io_err(&dir, e))?.path();
+            if p.is_file() {
+                File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io_err(&p, e))?;
+            }
+        }
+        sync_dir(&dir)?;
+        write_atomic(&state.join("CURRENT"), name.as_bytes())?;
+        // Older checkpoints are no longer needed.
+        for entry in fs::read_dir(&state).map_err(|e| io_err(&state, e))? {
+            let entry = entry.map_err(|e| io_err(&state, e))?;
+            let n = entry.file_name().to_string_lossy().into_owned();
+            if n.starts_with("ckpt-") && n != name {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn current_checkpoint_name(&self) -> Result<Option<String>, SearchError> {
+        let path = self.root.join("state").join("CURRENT");
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    /// The newest complete checkpoint: its folder (for the strategy) and the loop state.
+    pub fn load_checkpoint(&self) -> Result<Option<(PathBuf, LoopState)>, SearchError> {
+        let Some(name) = self.current_checkpoint_name()? else {
+            return Ok(None);
+        };
+        let dir = self.root.join("state").join(&name);
+        let path = dir.join("loop.json");
+        let text = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        let state = serde_json::from_str(&text).map_err(|e| SearchError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Some((dir, state)))
+    }
+}
