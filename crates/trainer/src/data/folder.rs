@@ -1,0 +1,191 @@
+//! An image folder: one sub-folder per class holding PNG or JPEG files.
+//!
+//! Layouts accepted: `DIR/train/<class>/*` with `DIR/test/<class>/*` (or `DIR/val/<class>/*`),
+//! or just `DIR/<class>/*`, in which case the caller holds a test set out of it. Classes are the
+//! sub-folder names in sorted order (so labels are stable). Every image must have the same size
+//! unless a size is given, in which case each is resized to it. The dataset is grayscale when
+//! every image is, RGB otherwise.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::data::Dataset;
+use crate::error::DataError;
+
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        out.push(entry.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The class sub-folders of `dir`, sorted by name.
+pub fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let dirs: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    if dirs.is_empty() {
+        return Err(DataError::Missing {
+            dir: dir.to_path_buf(),
+            what: "class sub-folders".into(),
+            looked_for: "one sub-folder per class".into(),
+        });
+    }
+    Ok(dirs)
+}
+
+struct Decoded {
+    rgb: Vec<u8>,
+    gray: bool,
+    size: (u32, u32),
+}
+
+fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, DataError> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| DataError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?
+        .decode()
+        .map_err(|e| DataError::format(path, format!("cannot decode image: {e}")))?;
+    let gray = !img.color().has_color();
+    let img = match size {
+        Some(s) if (img.width(), img.height()) != (s as u32, s as u32) => {
+            img.resize_exact(s as u32, s as u32, image::imageops::FilterType::Triangle)
+        }
+        _ => img,
+    };
+    Ok(Decoded {
+        size: (img.width(), img.height()),
+        rgb: img.to_rgb8().into_raw(),
+        gray,
+    })
+}
+
+/// Reads one class-per-sub-folder tree. `classes`, when given, fixes the class list (so a test
+/// tree uses the training tree's labels); a sub-folder not in it is an error. `size` resizes
+/// every image to `size` x `size`; without it all images must share the first one's size.
+pub fn read_class_tree(
+    name: &str,
+    dir: &Path,
+    classes: Option<&[String]>,
+    size: Option<usize>,
+) -> Result<Dataset, DataError> {
+    let dirs = class_dirs(dir)?;
+    let class_names: Vec<String> = match classes {
+        Some(c) => c.to_vec(),
+        None => dirs
+            .iter()
+            .map(|d| d.file_name().unwrap_or_default().to_string_lossy().into())
+            .collect(),
+    };
+    let mut files = Vec::new();
+    for d in &dirs {
+        let cname = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let label = class_names
+            .iter()
+            .position(|c| *c == cname)
+            .ok_or_else(|| {
+                DataError::format(
+                    d,
+                    format!("class `{cname}` is not among the training classes"),
+                )
+            })?;
+        for f in sorted_entries(d)? {
+            if f.is_file() && is_image(&f) {
+                files.push((f, label as u32));
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(DataError::Missing {
+            dir: dir.to_path_buf(),
+            what: "images".into(),
+            looked_for: "*.png, *.jpg, *.jpeg in the class sub-folders".into(),
+        });
+    }
+    let decoded: Vec<Decoded> = files
+        .par_iter()
+        .map(|(f, _)| decode(f, size))
+        .collect::<Result<_, _>>()?;
+    let (w, h) = decoded[0].size;
+    for (d, (f, _)) in decoded.iter().zip(&files) {
+        if d.size != (w, h) {
+            return Err(DataError::format(
+                f,
+                format!(
+                    "image is {}x{}, but {} is {w}x{h} (pass an image size to resize them all)",
+                    d.size.0,
+                    d.size.1,
+                    files[0].0.display()
+                ),
+            ));
+        }
+    }
+    let gray = decoded.iter().all(|d| d.gray);
+    let channels = if gray { 1 } else { 3 };
+    let (w, h) = (w as usize, h as usize);
+    let mut pixels = Vec::with_capacity(decoded.len() * channels * h * w);
+    for d in &decoded {
+        // interleaved HWC RGB -> CHW
+        for c in 0..channels {
+            pixels.extend(d.rgb.iter().skip(c).step_by(3).copied());
+        }
+    }
+    let labels = files.iter().map(|(_, l)| *l).collect();
+    Dataset::new(name, pixels, labels, class_names, channels, h, w)
+}
+
+/// Reads an image folder. Returns the training set and, when the folder has a `test/` (or
+/// `val/`) tree beside `train/`, the test set.
+pub fn read_image_folder(
+    dir: &Path,
+    size: Option<usize>,
+) -> Result<(Dataset, Option<Dataset>), DataError> {
+    let train_dir = dir.join("train");
+    if !train_dir.is_dir() {
+        return Ok((read_class_tree("folder", dir, None, size)?, None));
+    }
+    let train = read_class_tree("folder", &train_dir, None, size)?;
+    let size = size.or((train.height == train.width).then_some(train.height));
+    for t in ["test", "val"] {
+        let test_dir = dir.join(t);
+        if test_dir.is_dir() {
+            let mut test = read_class_tree("folder", &test_dir, Some(&train.class_names), size)?;
+            if (test.height, test.width) != (train.height, train.width) {
+                return Err(DataError::format(
+                    &test_dir,
+                    format!(
+                        "images are {}x{}, training images are {}x{}",
+                        test.width, test.height, train.width, train.height
+                    ),
+                ));
+            }
+            if test.channels != train.channels {
+                test = test.with_channels(train.channels);
+            }
+            return Ok((train, Some(test)));
+        }
+    }
+    Ok((train, None))
+}

@@ -1,0 +1,168 @@
+//! Typed errors of the trainer. Data and checkpoint errors name the file and what is wrong with
+//! it, so a user can fix their input; divergence is its own variant, because the architecture
+//! search records such children as failed instead of stopping.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Why a dataset could not be read.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// A file or folder could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that is not in the expected format (bad magic, wrong size, bad count...).
+    #[error("{}: {what}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        what: String,
+    },
+    /// A label outside the dataset's class range.
+    #[error("{}: label {label} of item {index} is out of range (the dataset has {classes} classes)", path.display())]
+    LabelOutOfRange {
+        /// The labels file.
+        path: PathBuf,
+        /// The item's position in the file.
+        index: usize,
+        /// The offending label.
+        label: u32,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// None of the file names a format accepts exists in the folder.
+    #[error("{}: no {what} found (looked for {looked_for})", dir.display())]
+    Missing {
+        /// The folder searched.
+        dir: PathBuf,
+        /// What was wanted, in words.
+        what: String,
+        /// The names tried.
+        looked_for: String,
+    },
+    /// The split asked for cannot be made from this data (e.g. a validation set as large as the
+    /// training set).
+    #[error("{0}")]
+    Split(String),
+    /// A dataset name that is not known.
+    #[error("unknown dataset `{name}` (known: {known})")]
+    UnknownDataset {
+        /// The name given.
+        name: String,
+        /// The names accepted.
+        known: String,
+    },
+}
+
+impl DataError {
+    /// A format error for `path`.
+    pub(crate) fn format(path: &Path, what: impl Into<String>) -> Self {
+        DataError::Format {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    /// An I/O error for `path`.
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Why training, evaluation or a checkpoint operation failed.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// The data could not be read or split.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A setting that cannot work (zero batch size, unknown device, bad schedule...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The loss became NaN or infinite: the run diverged.
+    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
+    Diverged {
+        /// The epoch (0-based) in which it happened.
+        epoch: usize,
+        /// The global step (0-based) whose loss was not finite.
+        step: usize,
+        /// The loss value.
+        loss: f64,
+    },
+    /// A checkpoint file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint that is damaged, inconsistent or does not fit the model.
+    #[error("checkpoint {}: {what}", path.display())]
+    Checkpoint {
+        /// The checkpoint file or folder.
+        path: PathBuf,
+        /// What is wrong, in words (naming the tensor where one is at fault).
+        what: String,
+    },
+    /// The model could not be built from its genotype and configuration.
+    #[error("model: {0}")]
+    Model(String),
+    /// The architecture could not be parsed.
+    #[error(transparent)]
+    Genotype(#[from] nasnet_searchspace::GenotypeError),
+    /// A tensor operation failed.
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The run was stopped by its progress hook (e.g. the search cancelled a child).
+    #[error("training stopped at step {step} by request")]
+    Stopped {
+        /// The global step reached.
+        step: usize,
+    },
+}
+
+impl TrainError {
+    /// An I/O error for `path`.
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A checkpoint error for `path`.
+    pub(crate) fn checkpoint(path: &Path, what: impl Into<String>) -> Self {
+        TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    /// Whether the error is the user's to fix (bad input, bad settings, bad files) rather than
+    /// an internal failure; the CLI exits with status 2 for these.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            TrainError::Data(_)
+                | TrainError::Config(_)
+                | TrainError::Checkpoint { .. }
+                | TrainError::Genotype(_)
+                | TrainError::Io { .. }
+        )
+    }
+}
+
+/// Results of the trainer.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
