@@ -11,6 +11,7 @@ pub mod controller;
 pub mod error;
 pub mod policy;
 pub mod rng;
+pub mod search_loop;
 pub mod strategy;
 
 pub use config::{ControllerConfig, EvolutionConfig, StrategyConfig, StrategyKind};

@@ -171,9 +171,7 @@ pub fn run_search(
         )));
     }
     if changed {
-        run.save_checkpoint(&state, |dir| {
-            strategy.save_state(dir).map_err(strategy_err)
-        })?;
+        run.save_checkpoint(&state, |dir| strategy.save_state(dir).map_err(strategy_err))?;
     }
     let mut best = best_of(&records);
     if let Some(b) = &best {
@@ -205,13 +203,11 @@ pub fn run_search(
                 }
             } else if ((records.len() + running.len()) as u64) < budget {
                 let trial = state.next_trial;
-                let genotype = strategy.propose(trial).map_err(strategy_err)?;
+                let genotype = strategy.propose(trial).map_err(strategy_err)?.genotype;
                 let spec = TrialSpec { trial, genotype };
                 state.next_trial += 1;
                 state.in_flight.push(spec.clone());
-                run.save_checkpoint(&state, |dir| {
-                    strategy.save_state(dir).map_err(strategy_err)
-                })?;
+                run.save_checkpoint(&state, |dir| strategy.save_state(dir).map_err(strategy_err))?;
                 spec
             } else {
                 break;
@@ -265,9 +261,7 @@ pub fn run_search(
             .map_err(strategy_err)?;
         state.observed.insert(record.trial);
         state.in_flight.retain(|s| s.trial != record.trial);
-        run.save_checkpoint(&state, |dir| {
-            strategy.save_state(dir).map_err(strategy_err)
-        })?;
+        run.save_checkpoint(&state, |dir| strategy.save_state(dir).map_err(strategy_err))?;
         if better(&record, best.as_ref()) {
             run.write_best(&record)?;
             best = Some(record.clone());
