@@ -1,1 +1,83 @@
-fn main() {}
+//! `nasnet`: the command line of nasnet-rs.
+//!
+//! One module per subcommand; each exposes an `Args` struct (clap derive) and a
+//! `run(args) -> anyhow::Result<()>`. To add a subcommand: write `src/NAME.rs`, then add
+//! `mod NAME;` and one variant to [`Command`] plus its arm in [`run`].
+//!
+//! Exit codes: 0 success; 2 a usage or user-input error (clap's own errors, an unknown name, a
+//! malformed or invalid file); 1 anything else. Errors are printed as one line on stderr.
+
+mod input;
+mod show;
+mod space;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use input::UserInputError;
+
+/// NASNet (Zoph et al. 2018) in Rust: search space, search, training.
+#[derive(Debug, Parser)]
+#[command(name = "nasnet", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an architecture (a name such as `nasnet-a`, or a JSON or text file) as text,
+    /// JSON or Graphviz DOT.
+    Show(show::Args),
+    /// List a search space's decisions and its exact size.
+    Space(space::Args),
+}
+
+/// Dispatches a parsed command line.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Show(args) => show::run(args),
+        Command::Space(args) => space::run(args),
+    }
+}
+
+/// Prints a clap parse failure: help and version as clap formats them, a usage error as one
+/// line (clap's multi-line report joined), with clap's exit code (2 for usage errors).
+fn report_parse_error(e: clap::Error) -> ExitCode {
+    let code = u8::try_from(e.exit_code()).unwrap_or(2);
+    let full_help = e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+    if !e.use_stderr() || full_help {
+        // --help / --version (or bare `nasnet`): print as clap would; a closed stream is not
+        // worth a panic.
+        let _ = e.print();
+        return ExitCode::from(code);
+    }
+    let rendered = e.render().to_string();
+    let line = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("{line}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return report_parse_error(e),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the context chain with ": "; keep the message on one line.
+            let message = format!("{e:#}").replace(['\n', '\r'], " ");
+            eprintln!("error: {message}");
+            ExitCode::from(input::exit_code(&e))
+        }
+    }
+}
