@@ -8,8 +8,12 @@
 //! malformed or invalid file); 1 anything else. Errors are printed as one line on stderr.
 
 mod input;
+mod process_backend;
+mod report;
+mod search;
 mod show;
 mod space;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -34,6 +38,14 @@ pub enum Command {
     Show(show::Args),
     /// List a search space's decisions and its exact size.
     Space(space::Args),
+    /// Search for a cell: a strategy proposes children, each is trained (in its own process)
+    /// and rewarded with its validation accuracy.
+    Search(search::SearchArgs),
+    /// Summarise a search run: the top architectures, a reward plot (SVG), the best cells (DOT).
+    Report(report::ReportArgs),
+    /// Train one search child (started by `nasnet search`; not meant to be typed).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
 }
 
 /// Dispatches a parsed command line.
@@ -41,6 +53,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Show(args) => show::run(args),
         Command::Space(args) => space::run(args),
+        Command::Search(args) => search::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Worker(args) => worker::run(&args),
     }
 }
 
