@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Result, Shape, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, ModuleT, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use nasnet_searchspace::Op;
 
 use crate::kernels::{self, AvgPoolCount, Padding2d};
@@ -49,7 +49,8 @@ pub(crate) const LINEAR_INIT: Init = Init::Kaiming {
 pub(crate) struct Ctx<'a> {
     vb: VarBuilder<'a>,
     reg: Rc<RefCell<Vec<ParamInfo>>>,
-    bn: BatchNormConfig,
+    bn_eps: f64,
+    bn_momentum: f64,
 }
 
 impl<'a> Ctx<'a> {
@@ -58,12 +59,8 @@ impl<'a> Ctx<'a> {
         Ctx {
             vb,
             reg: Rc::new(RefCell::new(Vec::new())),
-            bn: BatchNormConfig {
-                eps,
-                remove_mean: true,
-                affine: true,
-                momentum,
-            },
+            bn_eps: eps,
+            bn_momentum: momentum,
         }
     }
 
@@ -72,7 +69,8 @@ impl<'a> Ctx<'a> {
         Ctx {
             vb: self.vb.pp(s),
             reg: self.reg.clone(),
-            bn: self.bn,
+            bn_eps: self.bn_eps,
+            bn_momentum: self.bn_momentum,
         }
     }
 
@@ -100,17 +98,96 @@ impl<'a> Ctx<'a> {
 
     /// A batch norm over `c` channels (`weight`, `bias`, `running_mean`, `running_var`).
     pub fn batch_norm(&self, c: usize) -> Result<BatchNorm> {
-        let bn = candle_nn::batch_norm(c, self.bn, self.vb.clone())?;
+        let running_mean = self
+            .vb
+            .get_with_hints(c, "running_mean", Init::Const(0.0))?;
+        let running_var = self.vb.get_with_hints(c, "running_var", Init::Const(1.0))?;
+        let weight = self.vb.get_with_hints(c, "weight", Init::Const(1.0))?;
+        let bias = self.vb.get_with_hints(c, "bias", Init::Const(0.0))?;
         self.record("running_mean", Shape::from(c), false);
         self.record("running_var", Shape::from(c), false);
         self.record("weight", Shape::from(c), true);
         self.record("bias", Shape::from(c), true);
-        Ok(bn)
+        Ok(BatchNorm {
+            running_mean: candle_core::Var::from_tensor(&running_mean)?,
+            running_var: candle_core::Var::from_tensor(&running_var)?,
+            weight,
+            bias,
+            eps: self.bn_eps,
+            momentum: self.bn_momentum,
+        })
     }
 
     /// Everything recorded so far (shared by all contexts derived from the same root).
     pub fn params(&self) -> Vec<ParamInfo> {
         self.reg.borrow().clone()
+    }
+}
+
+/// Batch normalisation over (N, H, W) per channel, PyTorch semantics: training normalises with
+/// the biased batch variance and updates `running = (1 - m) running + m batch` (unbiased
+/// variance), eval uses the running statistics.
+///
+/// Same maths as `candle_nn::BatchNorm`, written here so that statistics are reduced over (H, W)
+/// then N (two short sums instead of a transpose, a copy and one long sum) and half types
+/// compute their statistics in f32.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchNorm {
+    running_mean: candle_core::Var,
+    running_var: candle_core::Var,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm {
+    fn stats_dtype(dtype: DType) -> DType {
+        match dtype {
+            DType::F16 | DType::BF16 => DType::F32,
+            other => other,
+        }
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let dtype = x.dtype();
+        let shape = (1, c, 1, 1);
+        let scale_shift = |y: Tensor| -> Result<Tensor> {
+            y.broadcast_mul(&self.weight.reshape(shape)?)?
+                .broadcast_add(&self.bias.reshape(shape)?)
+        };
+        if !train {
+            let mean = self.running_mean.as_detached_tensor().reshape(shape)?;
+            let var = self.running_var.as_detached_tensor().reshape(shape)?;
+            let y = x
+                .broadcast_sub(&mean.to_dtype(dtype)?)?
+                .broadcast_div(&(var + self.eps)?.sqrt()?.to_dtype(dtype)?)?;
+            return scale_shift(y);
+        }
+        let count = (n * h * w) as f64;
+        let inner = Self::stats_dtype(dtype);
+        let xi = x.to_dtype(inner)?;
+        let mean = (xi.sum_keepdim((2, 3))?.sum_keepdim(0)? / count)?;
+        let centred = xi.broadcast_sub(&mean)?;
+        let var = (centred.sqr()?.sum_keepdim((2, 3))?.sum_keepdim(0)? / count)?;
+        let y = centred
+            .broadcast_div(&(&var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
+        let m = self.momentum;
+        let stat_dtype = self.running_mean.dtype();
+        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))?
+            + (mean.detach().flatten_all()?.to_dtype(stat_dtype)? * m)?)?;
+        let unbias = if count > 1.0 {
+            count / (count - 1.0)
+        } else {
+            1.0
+        };
+        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))?
+            + (var.detach().flatten_all()?.to_dtype(stat_dtype)? * (m * unbias))?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        scale_shift(y)
     }
 }
 
