@@ -6,11 +6,13 @@
 //! - `start` (1, H): the first input;
 //! - `embed_input` (I, H), `embed_op` (O, H), `embed_combine` (C, H): embeddings of a sampled
 //!   decision, one table per decision kind (I is the largest number of input choices, 2 + B - 1);
-//! - `lstm_weight` (2H, 4H), `lstm_bias` (4H): the cell, gates in the order i, f, g, o, applied to
-//!   the concatenation `[x, h]`;
-//! - `proj_{input,op,combine}_{weight,bias}`: one output projection per decision kind. Block `b`'s
-//!   input decisions use the first `2 + b` logits of the input projection (the softmax runs over
-//!   those only).
+//! - `lstm_weight_x` (H, 4H), `lstm_weight_h` (H, 4H), `lstm_bias` (1, 4H): the cell,
+//!   `gates = x Wx + h Wh + b` in the order i, f, g, o (no forget-gate bias offset);
+//! - the softmax heads, a weight (H, K) and bias (1, K) each: by default one per decision
+//!   (`head{t}_weight`, `head{t}_bias`, K = that decision's choices); with
+//!   [`HeadSharing::PerKind`] one per decision kind (`head_{input,op,combine}_{weight,bias}`),
+//!   block `b`'s input decisions using the first `2 + b` logits of the input head (the softmax
+//!   runs over those only).
 //!
 //! Logits are optionally divided by a temperature and then squashed to `c * tanh(.)` (ENAS).
 //! Sampling runs step by step on detached tensors (batch 1, CPU f32); [`Controller::evaluate`]
@@ -24,32 +26,17 @@ use rand::Rng;
 
 use nasnet_searchspace::{DecisionKind, Genotype, GenotypeError, SearchSpace};
 
-use crate::config::ControllerConfig;
+use crate::config::{ControllerConfig, HeadSharing};
 use crate::error::ControllerError;
+use crate::matmul::matmul;
 use crate::rng::init_rng;
-
-/// Names of the parameters, in the order [`Controller::vars`] returns them (also the safetensors
-/// keys of a saved controller).
-pub const PARAM_NAMES: [&str; 12] = [
-    "start",
-    "embed_input",
-    "embed_op",
-    "embed_combine",
-    "lstm_weight",
-    "lstm_bias",
-    "proj_input_weight",
-    "proj_input_bias",
-    "proj_op_weight",
-    "proj_op_bias",
-    "proj_combine_weight",
-    "proj_combine_bias",
-];
 
 const START: usize = 0;
 const EMBED: usize = 1; // + kind
-const LSTM_W: usize = 4;
-const LSTM_B: usize = 5;
-const PROJ: usize = 6; // + 2 * kind (weight), + 1 (bias)
+const LSTM_WX: usize = 4;
+const LSTM_WH: usize = 5;
+const LSTM_B: usize = 6;
+const HEADS: usize = 7; // weight, bias pairs
 
 /// Decision kinds collapsed to the three tables they use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +61,10 @@ impl Kind {
 struct Step {
     kind: Kind,
     choices: usize,
+    /// Index in `vars` of the head's weight (its bias follows).
+    head: usize,
+    /// Number of logits the head computes (`choices` or more, for shared heads).
+    width: usize,
 }
 
 /// One architecture drawn from the controller, with what the policy update needs later.
@@ -107,9 +98,8 @@ impl Weights {
     fn embed(&self, kind: Kind) -> &Tensor {
         &self.t[EMBED + kind as usize]
     }
-    fn proj(&self, kind: Kind) -> (&Tensor, &Tensor) {
-        let i = PROJ + 2 * kind as usize;
-        (&self.t[i], &self.t[i + 1])
+    fn head(&self, step: Step) -> (&Tensor, &Tensor) {
+        (&self.t[step.head], &self.t[step.head + 1])
     }
 }
 
@@ -118,7 +108,7 @@ pub struct Controller {
     space: SearchSpace,
     cfg: ControllerConfig,
     steps: Vec<Step>,
-    widths: [usize; 3],
+    names: Vec<String>,
     vars: Vec<Var>,
     device: Device,
 }
@@ -128,7 +118,7 @@ impl std::fmt::Debug for Controller {
         f.debug_struct("Controller")
             .field("decisions", &self.steps.len())
             .field("hidden_size", &self.cfg.hidden_size)
-            .field("widths", &self.widths)
+            .field("heads", &self.cfg.heads)
             .finish()
     }
 }
@@ -149,7 +139,6 @@ impl Controller {
             ));
         }
         let mut widths = [1usize; 3];
-        let mut steps = Vec::with_capacity(decisions.len());
         for d in &decisions {
             if d.choices == 0 {
                 return Err(ControllerError::InvalidConfig(format!(
@@ -157,28 +146,65 @@ impl Controller {
                     d.kind, d.block
                 )));
             }
-            let kind = Kind::of(d.kind);
-            widths[kind as usize] = widths[kind as usize].max(d.choices);
-            steps.push(Step {
-                kind,
-                choices: d.choices,
-            });
+            let k = Kind::of(d.kind) as usize;
+            widths[k] = widths[k].max(d.choices);
         }
         let h = cfg.hidden_size;
-        let shapes: [(usize, usize); 12] = [
+        let mut names: Vec<String> = [
+            "start",
+            "embed_input",
+            "embed_op",
+            "embed_combine",
+            "lstm_weight_x",
+            "lstm_weight_h",
+            "lstm_bias",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut shapes: Vec<(usize, usize)> = vec![
             (1, h),
             (widths[0], h),
             (widths[1], h),
             (widths[2], h),
-            (2 * h, 4 * h),
+            (h, 4 * h),
+            (h, 4 * h),
             (1, 4 * h),
-            (h, widths[0]),
-            (1, widths[0]),
-            (h, widths[1]),
-            (1, widths[1]),
-            (h, widths[2]),
-            (1, widths[2]),
         ];
+        const KIND_NAMES: [&str; 3] = ["input", "op", "combine"];
+        if cfg.heads == HeadSharing::PerKind {
+            for (name, &w) in KIND_NAMES.iter().zip(&widths) {
+                names.push(format!("head_{name}_weight"));
+                names.push(format!("head_{name}_bias"));
+                shapes.push((h, w));
+                shapes.push((1, w));
+            }
+        }
+        let mut steps = Vec::with_capacity(decisions.len());
+        for (t, d) in decisions.iter().enumerate() {
+            let kind = Kind::of(d.kind);
+            let step = match cfg.heads {
+                HeadSharing::PerKind => Step {
+                    kind,
+                    choices: d.choices,
+                    head: HEADS + 2 * kind as usize,
+                    width: widths[kind as usize],
+                },
+                HeadSharing::PerDecision => {
+                    names.push(format!("head{t}_weight"));
+                    names.push(format!("head{t}_bias"));
+                    shapes.push((h, d.choices));
+                    shapes.push((1, d.choices));
+                    Step {
+                        kind,
+                        choices: d.choices,
+                        head: shapes.len() - 2,
+                        width: d.choices,
+                    }
+                }
+            };
+            steps.push(step);
+        }
         let device = Device::Cpu;
         let mut rng = init_rng(seed);
         let r = cfg.init_range as f32;
@@ -200,7 +226,7 @@ impl Controller {
             space,
             cfg: cfg.clone(),
             steps,
-            widths,
+            names,
             vars,
             device,
         })
@@ -221,7 +247,15 @@ impl Controller {
         self.steps.len()
     }
 
-    /// The trainable parameters, in [`PARAM_NAMES`] order.
+    /// The parameters' names, in [`Controller::vars`] order (the safetensors keys of a saved
+    /// controller): `start`, `embed_{input,op,combine}`, `lstm_{weight,bias}`, then the heads,
+    /// `head_{input,op,combine}_{weight,bias}` (shared per kind) or `head{t}_{weight,bias}`
+    /// (one per decision `t`).
+    pub fn param_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The trainable parameters, in [`Controller::param_names`] order.
     pub fn vars(&self) -> &[Var] {
         &self.vars
     }
@@ -233,20 +267,20 @@ impl Controller {
 
     /// The parameters by name, for saving as safetensors.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        PARAM_NAMES
+        self.names
             .iter()
             .zip(&self.vars)
-            .map(|(n, v)| (n.to_string(), v.as_tensor().detach()))
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
             .collect()
     }
 
-    /// Overwrites every parameter from `tensors` (keyed by [`PARAM_NAMES`]); shapes must match.
+    /// Overwrites every parameter from `tensors` (keyed by [`Controller::param_names`]); shapes must match.
     /// Nothing is changed unless every tensor is present and well-shaped.
     pub fn load_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<(), String> {
         let mut new = Vec::with_capacity(self.vars.len());
-        for (name, var) in PARAM_NAMES.iter().zip(&self.vars) {
+        for (name, var) in self.names.iter().zip(&self.vars) {
             let t = tensors
-                .get(*name)
+                .get(name)
                 .ok_or_else(|| format!("missing tensor `{name}`"))?;
             if t.dims() != var.dims() {
                 return Err(format!(
@@ -292,8 +326,12 @@ impl Controller {
         c: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let hs = self.cfg.hidden_size;
-        let xh = Tensor::cat(&[x, h], 1)?;
-        let gates = xh.matmul(&w.t[LSTM_W])?.broadcast_add(&w.t[LSTM_B])?;
+        // Two (H, 4H) products rather than one (2H, 4H): each gradient then stays under
+        // candle's 64k-element threshold for multi-threaded element-wise ops, whose dispatch
+        // costs more than the arithmetic at this size (backward ran 2-3x slower on a busy
+        // 2-core machine).
+        let gates =
+            (matmul(x, &w.t[LSTM_WX])? + matmul(h, &w.t[LSTM_WH])?)?.broadcast_add(&w.t[LSTM_B])?;
         let sig = candle_nn::ops::sigmoid(&gates)?;
         let i = sig.narrow(1, 0, hs)?;
         let f = sig.narrow(1, hs, hs)?;
@@ -306,9 +344,9 @@ impl Controller {
 
     /// The log-softmax (N, choices) of `step` given the LSTM output `h` (N, H).
     fn head(&self, w: &Weights, h: &Tensor, step: Step) -> candle_core::Result<Tensor> {
-        let (pw, pb) = w.proj(step.kind);
-        let mut logits = h.matmul(pw)?.broadcast_add(pb)?;
-        if step.choices < self.widths[step.kind as usize] {
+        let (pw, pb) = w.head(step);
+        let mut logits = matmul(h, pw)?.broadcast_add(pb)?;
+        if step.choices < step.width {
             logits = logits.narrow(1, 0, step.choices)?;
         }
         if let Some(t) = self.cfg.temperature {

@@ -9,13 +9,14 @@ pub mod adam;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod matmul;
 pub mod policy;
 pub mod rng;
 pub mod search_loop;
 pub mod strategy;
 
-pub use config::{ControllerConfig, EvolutionConfig, StrategyConfig, StrategyKind};
-pub use controller::{Controller, Evaluation, Sampled, PARAM_NAMES};
+pub use config::{ControllerConfig, EvolutionConfig, HeadSharing, StrategyConfig, StrategyKind};
+pub use controller::{Controller, Evaluation, Sampled};
 pub use error::ControllerError;
 pub use policy::{Algorithm, EmaBaseline, Experience, PolicyTrainer, UpdateStats};
 pub use strategy::{

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
-use crate::controller::{Controller, PARAM_NAMES};
+use crate::controller::Controller;
 use crate::error::ControllerError;
 
 /// Which policy-gradient estimator to use.
@@ -204,8 +204,11 @@ impl PolicyTrainer {
         Ok(stats)
     }
 
-    /// The optimiser's moments keyed for a safetensors file.
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.adam.named_tensors(&PARAM_NAMES)
+    /// The optimiser's moments keyed for a safetensors file (names from the controller).
+    pub fn named_tensors(
+        &self,
+        controller: &Controller,
+    ) -> Result<Vec<(String, Tensor)>, ControllerError> {
+        self.adam.named_tensors(controller.param_names())
     }
 }

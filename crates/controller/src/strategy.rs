@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use nasnet_searchspace::{Genotype, SearchSpace};
 
 use crate::config::{StrategyConfig, StrategyKind};
-use crate::controller::{Controller, PARAM_NAMES};
+use crate::controller::Controller;
 use crate::error::ControllerError;
 use crate::policy::{Algorithm, EmaBaseline, Experience, PolicyTrainer, UpdateStats};
 use crate::rng::trial_rng;
@@ -391,7 +391,7 @@ impl Strategy for RlStrategy {
         let (actions, proposal) = self.core.check_observation(trial, genotype, reward)?;
         let old_log_prob = match proposal.and_then(|p| p.log_prob) {
             Some(lp) => lp,
-            None => self.controller.log_probs_f64(&[actions.clone()], 0)?[0],
+            None => self.controller.log_probs_f64(std::slice::from_ref(&actions), 0)?[0],
         };
         let advantage = self.baseline.advantage(reward);
         self.core.pending.remove(&trial);
@@ -448,7 +448,7 @@ impl Strategy for RlStrategy {
         )?;
         let mut tensors: HashMap<String, Tensor> =
             self.controller.named_tensors().into_iter().collect();
-        tensors.extend(self.trainer.named_tensors());
+        tensors.extend(self.trainer.named_tensors(&self.controller)?);
         let path = dir.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&tensors, &path)
             .map_err(|e| ControllerError::bad_state(&path, e.to_string()))
@@ -474,7 +474,7 @@ impl Strategy for RlStrategy {
         let mut trainer = PolicyTrainer::new(self.trainer.algorithm(), &self.controller)?;
         trainer
             .adam_mut()
-            .load(&PARAM_NAMES, &tensors, st.adam_step)
+            .load(self.controller.param_names(), &tensors, st.adam_step)
             .map_err(|e| ControllerError::bad_state(&path, e))?;
         self.controller
             .load_tensors(&tensors)

@@ -220,7 +220,7 @@ fn gradient_reaches_every_parameter() {
     let eval = ctrl.evaluate(&batch).unwrap();
     let loss = (eval.log_prob.sum_all().unwrap() + eval.entropy.sum_all().unwrap()).unwrap();
     let grads = loss.backward().unwrap();
-    for (name, var) in nasnet_controller::PARAM_NAMES.iter().zip(ctrl.vars()) {
+    for (name, var) in ctrl.param_names().iter().zip(ctrl.vars()) {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
