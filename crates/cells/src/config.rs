@@ -65,7 +65,7 @@ pub fn parse_net(text: &str) -> Result<NetSize, CellsError> {
     if n == 0 {
         return Err(err("N must be at least 1"));
     }
-    if p == 0 || p % 24 != 0 {
+    if p == 0 || !p.is_multiple_of(24) {
         return Err(err("P must be a positive multiple of 24 (P = 24 F)"));
     }
     Ok(NetSize {

@@ -788,3 +788,142 @@ impl AffineNorm {
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn drop_path_schedule_follows_tf_slim() {
+        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        // Cell 5 of 20 with final keep 0.6: layer keep = 1 - 6/20 * 0.4 = 0.88.
+        let d = DropPath::new(0.6, 5, 20, progress.clone());
+        assert!((d.keep_prob() - 1.0).abs() < 1e-12);
+        progress.store(0.5f64.to_bits(), Ordering::Relaxed);
+        assert!((d.keep_prob() - (1.0 - 0.5 * 0.12)).abs() < 1e-12);
+        progress.store(1.0f64.to_bits(), Ordering::Relaxed);
+        assert!((d.keep_prob() - 0.88).abs() < 1e-12);
+        // The last cell ends at the configured keep probability.
+        assert!((DropPath::new(0.6, 19, 20, progress).keep_prob() - 0.6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn drop_path_drops_whole_examples_and_rescales() {
+        let progress = Arc::new(AtomicU64::new(1f64.to_bits()));
+        let d = DropPath::new(0.5, 0, 1, progress);
+        let x = Tensor::ones((4000, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            d.apply(x.clone(), false)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            4000.0 * 18.0
+        );
+        let y = d.apply(x, true).unwrap();
+        let per_example: Vec<f32> = y.sum((1, 2, 3)).unwrap().to_vec1().unwrap();
+        let kept = per_example.iter().filter(|&&s| s > 0.0).count();
+        assert!(per_example
+            .iter()
+            .all(|&s| s == 0.0 || (s - 36.0).abs() < 1e-4));
+        let frac = kept as f64 / 4000.0;
+        assert!((frac - 0.5).abs() < 0.05, "kept {frac}");
+    }
+
+    fn bn(c: usize, momentum: f64) -> BatchNorm {
+        let vb = VarBuilder::zeros(DType::F64, &Device::Cpu);
+        let ctx = Ctx::new(vb, 1e-5, momentum);
+        let mut b = ctx.batch_norm(c).unwrap();
+        // VarBuilder::zeros gives zeros everywhere; use the usual init.
+        b.running_var = candle_core::Var::ones(c, DType::F64, &Device::Cpu).unwrap();
+        b.weight = Tensor::ones(c, DType::F64, &Device::Cpu).unwrap();
+        b
+    }
+
+    #[test]
+    fn batch_norm_matches_pytorch_semantics() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(1.5f64, 2.0, (3, 2, 4, 5), &dev).unwrap();
+        let b = bn(2, 0.1);
+        let y = b.forward_t(&x, true).unwrap();
+        // Train output: zero mean, unit (biased) variance per channel.
+        let mean: Vec<f64> = y.mean((0, 2, 3)).unwrap().to_vec1().unwrap();
+        let var: Vec<f64> = y.sqr().unwrap().mean((0, 2, 3)).unwrap().to_vec1().unwrap();
+        for c in 0..2 {
+            assert!(mean[c].abs() < 1e-12);
+            assert!((var[c] - 1.0).abs() < 1e-3);
+        }
+        // Running stats: (1 - m) * old + m * batch, the variance unbiased.
+        let n = 60.0;
+        let bm: Vec<f64> = x.mean((0, 2, 3)).unwrap().to_vec1().unwrap();
+        let centred = x
+            .broadcast_sub(&x.mean_keepdim((0, 2, 3)).unwrap())
+            .unwrap();
+        let bv: Vec<f64> = centred
+            .sqr()
+            .unwrap()
+            .mean((0, 2, 3))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let rm: Vec<f64> = b.running_mean.as_tensor().to_vec1().unwrap();
+        let rv: Vec<f64> = b.running_var.as_tensor().to_vec1().unwrap();
+        for c in 0..2 {
+            assert!((rm[c] - 0.1 * bm[c]).abs() < 1e-12);
+            assert!((rv[c] - (0.9 + 0.1 * bv[c] * n / (n - 1.0))).abs() < 1e-12);
+        }
+        // Same as candle_nn's BatchNorm.
+        let reference = candle_nn::BatchNorm::new_with_momentum(
+            2,
+            Tensor::zeros(2, DType::F64, &dev).unwrap(),
+            Tensor::ones(2, DType::F64, &dev).unwrap(),
+            Tensor::ones(2, DType::F64, &dev).unwrap(),
+            Tensor::zeros(2, DType::F64, &dev).unwrap(),
+            1e-5,
+            0.1,
+        )
+        .unwrap();
+        use candle_nn::ModuleT;
+        let expected = reference.forward_t(&x, true).unwrap();
+        let diff = (y - expected).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f64>().unwrap() < 1e-10);
+        // Eval uses the running statistics.
+        let e = b.forward_t(&x, false).unwrap();
+        let manual = x
+            .broadcast_sub(&b.running_mean.as_tensor().reshape((1, 2, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_div(
+                &(b.running_var.as_tensor().reshape((1, 2, 1, 1)).unwrap() + 1e-5)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap(),
+            )
+            .unwrap();
+        let diff = (e - manual).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
+    }
+
+    #[test]
+    fn same_padding_conv_matches_tf_sizes() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::zeros(DType::F32, &dev);
+        let ctx = Ctx::new(vb, 1e-3, 0.1);
+        for (k, stride, h, w) in [(3, 2, 9, 8), (7, 2, 10, 11), (1, 2, 5, 5), (3, 1, 6, 7)] {
+            let mut spec = ConvSpec::dense(2, 3, (1, k), stride);
+            spec.relu_first = true;
+            let conv = Conv::new(&ctx, spec).unwrap();
+            let x = candle_core::Var::randn(0f32, 1.0, (2, 2, h, w), &dev).unwrap();
+            let y = conv.forward(x.as_tensor()).unwrap();
+            assert_eq!(y.dims(), &[2, 3, h.div_ceil(stride), w.div_ceil(stride)]);
+            assert_eq!(
+                conv.cost((h, w)).0,
+                (h.div_ceil(stride), w.div_ceil(stride))
+            );
+            // Backward works on non-square inputs and kernels with any parity.
+            let g = y.sum_all().unwrap().backward().unwrap();
+            assert_eq!(g.get(x.as_tensor()).unwrap().dims(), x.dims());
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Loading weights: a port's state dict loads as it is (inference constants or trainable vars),
+//! and a missing tensor, a wrong shape or a foreign tensor is an error naming the tensor (and
+//! both shapes), both through this crate's loaders and through candle's own VarBuilder.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use nasnet_cells::reference::relative_l2;
+use nasnet_cells::{CellsError, NasNet, NasNetConfig};
+use nasnet_searchspace::named::nasnet_a;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/nasnet-a-mobile-tiny"
+    ))
+}
+
+fn mobile_tiny() -> NasNetConfig {
+    let text = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    NasNetConfig::from_fixture_config(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+fn weights() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture().join("weights.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn temp_file(name: &str, tensors: &HashMap<String, Tensor>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nasnet-cells-loading-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    candle_core::safetensors::save(tensors, &path).unwrap();
+    path
+}
+
+#[test]
+fn constants_and_vars_give_the_same_model() {
+    let cfg = mobile_tiny();
+    let path = fixture().join("weights.safetensors");
+    let dev = Device::Cpu;
+    let a = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
+    let (b, varmap) = NasNet::load_trainable(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
+    assert_eq!(a.parameter_count(), 191_608);
+    // Every tensor but num_batches_tracked became a var.
+    let file = weights();
+    let tracked = file
+        .keys()
+        .filter(|k| k.ends_with("num_batches_tracked"))
+        .count();
+    assert!(tracked > 0);
+    assert_eq!(varmap.all_vars().len(), file.len() - tracked);
+    let x = Tensor::randn(0f32, 1f32, (1, 3, 224, 224), &dev).unwrap();
+    let la = a.forward_t(&x, false).unwrap().logits;
+    let lb = b.forward_t(&x, false).unwrap().logits;
+    assert!(relative_l2(&la, &lb).unwrap() < 1e-6);
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_shapes() {
+    let cfg = mobile_tiny().with_classes(11);
+    let path = fixture().join("weights.safetensors");
+    let err = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
+        .map(|_| ())
+        .expect_err("11 classes do not fit a 10-class file");
+    match &err {
+        CellsError::ShapeMismatch {
+            name,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(name, "last_linear.weight");
+            assert_eq!(expected.dims(), &[11, 192]);
+            assert_eq!(found.dims(), &[10, 192]);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("last_linear.weight")
+            && msg.contains("[11, 192]")
+            && msg.contains("[10, 192]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_and_unexpected_tensors() {
+    let cfg = mobile_tiny();
+    let mut file = weights();
+    file.remove("cell_0.path_2.conv.weight");
+    let path = temp_file("missing.safetensors", &file);
+    let err = NasNet::load_trainable(&nasnet_a(), &cfg, &path, DType::F64, &Device::Cpu)
+        .map(|_| ())
+        .expect_err("a missing tensor is an error");
+    assert!(
+        matches!(&err, CellsError::MissingTensor { name, .. } if name == "cell_0.path_2.conv.weight"),
+        "{err}"
+    );
+
+    let mut file = weights();
+    file.insert(
+        "aux_head.linear.weight".into(),
+        Tensor::zeros((10, 768), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let path = temp_file("extra.safetensors", &file);
+    let err = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
+        .map(|_| ())
+        .expect_err("a foreign tensor is an error");
+    assert!(
+        matches!(&err, CellsError::UnexpectedTensors { count: 1, first, .. } if first == "aux_head.linear.weight"),
+        "{err}"
+    );
+    // Loading that file with the aux head built needs its other tensors, and says which.
+    let err = NasNet::from_safetensors(
+        &nasnet_a(),
+        &cfg.with_aux_head(true),
+        &path,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .map(|_| ())
+    .expect_err("the aux head's other tensors are missing");
+    assert!(err.to_string().contains("aux_head.proj"), "{err}");
+}
+
+#[test]
+fn candle_var_builder_errors_name_the_tensor() {
+    // Building directly on candle's VarBuilder (no pre-check) also fails with the name and shapes.
+    let tensors = weights();
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let err = NasNet::new(&nasnet_a(), &mobile_tiny().with_classes(11), vb)
+        .map(|_| ())
+        .expect_err("shape mismatch");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("last_linear.weight")
+            && msg.contains("[11, 192]")
+            && msg.contains("[10, 192]"),
+        "{msg}"
+    );
+
+    let mut tensors = tensors;
+    tensors.remove("conv0.bn.running_var");
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let err = NasNet::new(&nasnet_a(), &mobile_tiny(), vb)
+        .map(|_| ())
+        .expect_err("missing tensor");
+    assert!(err.to_string().contains("conv0.bn.running_var"), "{err}");
+}
