@@ -7,12 +7,15 @@
 //! Exit codes: 0 success; 2 a usage or user-input error (clap's own errors, an unknown name, a
 //! malformed or invalid file); 1 anything else. Errors are printed as one line on stderr.
 
+mod eval;
+mod info;
 mod input;
 mod process_backend;
 mod report;
 mod search;
 mod show;
 mod space;
+mod train;
 mod worker;
 
 use std::process::ExitCode;
@@ -43,6 +46,12 @@ pub enum Command {
     Search(search::SearchArgs),
     /// Summarise a search run: the top architectures, a reward plot (SVG), the best cells (DOT).
     Report(report::ReportArgs),
+    /// Train an architecture on a dataset, with checkpoints, metrics and --resume.
+    Train(train::TrainArgs),
+    /// Test (or validation) accuracy and loss of a checkpoint written by `nasnet train`.
+    Eval(eval::EvalArgs),
+    /// Exact parameter count and mult-adds of an architecture built into a network.
+    Info(info::Args),
     /// Train one search child (started by `nasnet search`; not meant to be typed).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -56,6 +65,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => search::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Worker(args) => worker::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Info(args) => info::run(args),
     }
 }
 

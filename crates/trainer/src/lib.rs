@@ -6,18 +6,48 @@
 //! - [`augment`] and [`loader`]: seeded augmentation and batches made on a background thread;
 //! - [`optim`] and [`schedule`]: SGD with momentum, Nesterov, weight decay and clipping; cosine,
 //!   exponential and warm-up schedules; drop-path progress;
-//! - [`checkpoint`]: crash-safe checkpoints.
+//! - [`checkpoint`]: crash-safe checkpoint files;
+//! - [`trainer`]: the training loop ([`Trainer`]), evaluation and checkpoint loading;
+//! - [`progress`]: the hook the loop reports to (quiet, or bars / lines on the console).
+//!
+//! ```no_run
+//! use candle_core::Device;
+//! use nasnet_cells::NasNetConfig;
+//! use nasnet_trainer::{fit_model_config, progress::Quiet, DataConfig, DataSource, Splits,
+//!     TrainConfig, Trainer};
+//!
+//! let data = DataConfig::new(DataSource::Embedded);
+//! let splits = Splits::load(&data)?;
+//! let model = fit_model_config(NasNetConfig::cifar(2, 384)?.with_aux_head(false), &splits.train);
+//! let cfg = TrainConfig::quick(2);
+//! let genotype = nasnet_searchspace::named::nasnet_a();
+//! let mut trainer = Trainer::new(&genotype, &model, &cfg, &Device::Cpu)?;
+//! let summary = trainer.train(&splits, &mut Quiet)?;
+//! println!("test accuracy {:?}", summary.last().and_then(|m| m.test_acc));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod augment;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod loader;
+pub mod metrics;
 pub mod optim;
+pub mod progress;
 pub mod schedule;
+pub mod trainer;
 
 pub use augment::AugmentConfig;
+pub use config::{parse_device, TestEval, TrainConfig};
 pub use data::{DataConfig, DataSource, Dataset, Normalization, Splits};
 pub use error::{DataError, Result, TrainError};
+pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};
+pub use progress::{ConsoleProgress, ProgressHook, Quiet};
 pub use schedule::{drop_path_progress, LrSchedule, ScheduleConfig};
+pub use trainer::{
+    build_model, cross_entropy, evaluate, fit_model_config, load_checkpoint, BestInfo,
+    CheckpointState, DataSummary, LoadedModel, TrainSummary, Trainer, Weights,
+};

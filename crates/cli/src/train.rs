@@ -1,0 +1,366 @@
+//! `nasnet train`: trains an architecture (a name or a genotype file) on a dataset with the
+//! trainer crate, writing checkpoints, the best model and `metrics.jsonl` to an output folder;
+//! `--resume` continues a killed run from its last checkpoint.
+//!
+//! Defaults depend on the data: CIFAR-10/100 get the paper's recipe (lr 0.025 cosine, batch 32,
+//! clip 5, wd 5e-4, Nesterov, auxiliary head, drop path 0.6, crops and flips); other data (the
+//! embedded Fashion-MNIST subset by default) gets a quick recipe for few-epoch runs (lr 0.05,
+//! batch 64, flips only, no auxiliary head, no drop path). Every knob has a flag.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use nasnet_cells::{parse_net, NasNetConfig, StemKind};
+use nasnet_trainer::checkpoint::STATE_FILE;
+use nasnet_trainer::progress::{ConsoleProgress, ProgressHook, Quiet};
+use nasnet_trainer::{
+    fit_model_config, parse_device, DataConfig, DataSource, LrSchedule, Splits, TrainConfig,
+    TrainError, TrainSummary, Trainer,
+};
+
+use crate::input::{load_architecture, user_error};
+
+/// Which stem to put before the cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StemArg {
+    /// 3x3 conv keeping the resolution (small images).
+    Cifar,
+    /// conv0 stride 2 and two reduction cells (ImageNet-sized images).
+    Imagenet,
+}
+
+/// The learning-rate decay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// Cosine decay to --min-lr over the run.
+    Cosine,
+    /// TF-slim's ImageNet staircase: x0.97 every 2.4 epochs.
+    Exponential,
+    /// No decay.
+    Constant,
+}
+
+/// Arguments of `nasnet train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Architecture: a known name (nasnet-a, pnasnet-5, ...) or a genotype file (JSON or text).
+    #[arg(long, default_value = "nasnet-a")]
+    pub arch: String,
+    /// Network size: N@P (N normal cells per stack, P = 24 F), or `mobile` / `large` for the
+    /// ImageNet presets.
+    #[arg(long, default_value = "2@384")]
+    pub net: String,
+    /// Stem (default: cifar for N@P, imagenet for mobile/large).
+    #[arg(long, value_enum)]
+    pub stem: Option<StemArg>,
+    /// Dataset: embedded (built in, no download), fashion-mnist, mnist, cifar10, cifar100, folder.
+    #[arg(long, default_value = "embedded")]
+    pub dataset: String,
+    /// Folder holding the dataset's files (all but `embedded`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Resize folder images to this square size.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Use at most this many training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Hold this many training images out as a validation set.
+    #[arg(long, default_value_t = 0)]
+    pub val_size: usize,
+    /// Use at most this many test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Seed of the validation hold-out (independent of --seed).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Epochs.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// Images per step (default 32 on CIFAR, 64 otherwise).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Base learning rate (default 0.025 on CIFAR, 0.05 otherwise).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate decay.
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleArg,
+    /// Final learning rate of the cosine decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f64,
+    /// Epochs of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Plain (heavy-ball) momentum instead of Nesterov.
+    #[arg(long)]
+    pub no_nesterov: bool,
+    /// L2 weight decay on conv and linear weights.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Clip the gradients' global norm (0: no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    pub clip_norm: f64,
+    /// Label smoothing.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Final ScheduledDropPath keep probability (default 0.6 on CIFAR, 1.0 = off otherwise).
+    #[arg(long)]
+    pub drop_path_keep: Option<f64>,
+    /// Train with the auxiliary head (default on CIFAR).
+    #[arg(long, conflicts_with = "no_aux_head")]
+    pub aux_head: bool,
+    /// Train without the auxiliary head (default off CIFAR).
+    #[arg(long)]
+    pub no_aux_head: bool,
+    /// Weight of the auxiliary loss.
+    #[arg(long, default_value_t = 0.4)]
+    pub aux_weight: f64,
+    /// Padding of the random crop (default 4 at 32x32 on CIFAR, 0 = no crop otherwise).
+    #[arg(long)]
+    pub crop_pad: Option<usize>,
+    /// Side of the cutout square (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub cutout: usize,
+    /// No random horizontal flips.
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Seed of the data order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device: cpu, cuda, cuda:N, metal (cuda and metal need the cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output folder for checkpoints and metrics (default runs/train-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (with its saved settings; the model,
+    /// data and training flags are then ignored).
+    #[arg(long)]
+    pub resume: bool,
+    /// Also checkpoint every this many steps inside an epoch.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A trainer error for the CLI: the user's (exit 2) or not (exit 1).
+pub fn train_error(e: TrainError) -> anyhow::Error {
+    if e.is_user_error() {
+        user_error(e.to_string())
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// Builds the data config from a dataset name and folder (canonicalised, so a resume from
+/// another working folder finds it).
+pub fn data_source(
+    dataset: &str,
+    dir: Option<&Path>,
+    image_size: Option<usize>,
+) -> Result<DataSource> {
+    let dir = match dir {
+        Some(d) => Some(
+            std::fs::canonicalize(d)
+                .map_err(|e| user_error(format!("data folder {}: {e}", d.display())))?,
+        ),
+        None => None,
+    };
+    DataSource::from_name(dataset, dir.as_deref(), image_size)
+        .map_err(|e| train_error(TrainError::Data(e)))
+}
+
+fn model_config(args: &TrainArgs, splits: &Splits, source: &DataSource) -> Result<NasNetConfig> {
+    let base = match args.net.to_ascii_lowercase().as_str() {
+        "mobile" => NasNetConfig::mobile(),
+        "large" => NasNetConfig::large(),
+        text => {
+            let size = parse_net(text).map_err(|e| user_error(e.to_string()))?;
+            match args.stem.unwrap_or(StemArg::Cifar) {
+                StemArg::Cifar => NasNetConfig::cifar_size(size),
+                StemArg::Imagenet => NasNetConfig::imagenet(size, 1.0, splits.train.height),
+            }
+        }
+    };
+    let cfg = base;
+    if let Some(stem) = args.stem {
+        let wanted = match stem {
+            StemArg::Cifar => StemKind::Cifar,
+            StemArg::Imagenet => StemKind::ImageNet,
+        };
+        if wanted != cfg.stem {
+            return Err(user_error(format!(
+                "--net {} has the {:?} stem; --stem applies to N@P sizes only",
+                args.net, cfg.stem
+            )));
+        }
+    }
+    let mut cfg = fit_model_config(cfg, &splits.train);
+    if !source.is_cifar() {
+        cfg.aux_head = false;
+        cfg.drop_path_keep_prob = 1.0;
+    }
+    if args.aux_head {
+        cfg.aux_head = true;
+    }
+    if args.no_aux_head {
+        cfg.aux_head = false;
+    }
+    if let Some(k) = args.drop_path_keep {
+        cfg.drop_path_keep_prob = k;
+    }
+    Ok(cfg)
+}
+
+fn train_config(args: &TrainArgs, source: &DataSource, image_size: usize) -> TrainConfig {
+    let mut c = TrainConfig::for_source(source, args.epochs, image_size);
+    if let Some(b) = args.batch_size {
+        c.batch_size = b;
+    }
+    if let Some(lr) = args.lr {
+        c.sgd.lr = lr;
+    }
+    c.sgd.momentum = args.momentum;
+    c.sgd.nesterov = !args.no_nesterov && args.momentum > 0.0;
+    c.sgd.weight_decay = args.weight_decay;
+    c.sgd.clip_norm = (args.clip_norm > 0.0).then_some(args.clip_norm);
+    c.schedule.schedule = match args.schedule {
+        ScheduleArg::Cosine => LrSchedule::Cosine {
+            min_lr: args.min_lr,
+        },
+        ScheduleArg::Exponential => LrSchedule::Exponential {
+            rate: 0.97,
+            every_epochs: 2.4,
+        },
+        ScheduleArg::Constant => LrSchedule::Constant,
+    };
+    c.schedule.warmup_epochs = args.warmup_epochs;
+    c.label_smoothing = args.label_smoothing;
+    c.aux_weight = args.aux_weight;
+    if let Some(p) = args.crop_pad {
+        c.augment.crop_padding = p;
+    }
+    c.augment.cutout = args.cutout;
+    if args.no_flip {
+        c.augment.flip = false;
+    }
+    c.seed = args.seed;
+    c.checkpoint_every_steps = args.checkpoint_every;
+    c
+}
+
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("runs/train-{secs}"))
+}
+
+/// Makes candle's CPU element-wise ops single-threaded unless `CANDLE_NUM_THREADS` is set.
+///
+/// candle 0.11's CPU pool waits for its workers by spinning; on a small machine shared with
+/// other work (our own batch loader included) that costs more than it gains: NASNet-A 2@384
+/// trained about twice as fast with one thread on the 2-core development machine. Matrix products
+/// and nasnet-cells' kernels still use every core (rayon). Must run before the first candle op.
+pub fn tune_cpu_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called first thing in the subcommand, while the process has no other threads.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
+/// Runs `nasnet train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    tune_cpu_threads();
+    let device = parse_device(&args.device).map_err(train_error)?;
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let mut quiet = Quiet;
+    let mut console = ConsoleProgress::new();
+    let hook: &mut dyn ProgressHook = if args.quiet { &mut quiet } else { &mut console };
+
+    let resuming = args.resume && out.join(STATE_FILE).exists();
+    if args.resume && !resuming && !args.quiet {
+        eprintln!("no checkpoint in {}: starting a new run", out.display());
+    }
+    let (mut trainer, splits) = if resuming {
+        let trainer = Trainer::resume(&out, &device).map_err(train_error)?;
+        let data = trainer.data_config().cloned().ok_or_else(|| {
+            user_error(format!(
+                "{}: the checkpoint does not say which data it was trained on",
+                out.display()
+            ))
+        })?;
+        let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
+        (trainer, splits)
+    } else {
+        let (genotype, _) = load_architecture(&args.arch)?;
+        let source = data_source(&args.dataset, args.data_dir.as_deref(), args.image_size)?;
+        let mut data = DataConfig::new(source.clone());
+        data.val_size = args.val_size;
+        data.train_limit = args.train_limit;
+        data.test_limit = args.test_limit;
+        data.split_seed = args.split_seed;
+        let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
+        let model_cfg = model_config(args, &splits, &source)?;
+        let cfg = train_config(args, &source, model_cfg.image_size);
+        let trainer = Trainer::new(&genotype, &model_cfg, &cfg, &device)
+            .and_then(|t| t.with_output_dir(&out))
+            .map_err(train_error)?
+            .with_data_config(data);
+        (trainer, splits)
+    };
+    if !args.quiet {
+        eprintln!("output folder: {}", out.display());
+    }
+    let summary = trainer.train(&splits, hook).map_err(train_error)?;
+    print_summary(&summary, &out, args.json)
+}
+
+fn print_summary(summary: &TrainSummary, out: &Path, json: bool) -> Result<()> {
+    if json {
+        let value = serde_json::json!({
+            "out": out,
+            "steps": summary.steps,
+            "parameters": summary.parameters,
+            "last": summary.last(),
+            "best": summary.best,
+            "seconds": summary.history.iter().map(|m| m.seconds).sum::<f64>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let seconds: f64 = summary.history.iter().map(|m| m.seconds).sum();
+    if let Some(m) = summary.last() {
+        let mut line = format!(
+            "epoch {}: train loss {:.4} acc {:.2}%",
+            m.epoch,
+            m.train_loss,
+            100.0 * m.train_acc
+        );
+        if let Some(v) = m.val_acc {
+            line.push_str(&format!(", val acc {:.2}%", 100.0 * v));
+        }
+        if let (Some(t), Some(l)) = (m.test_acc, m.test_loss) {
+            line.push_str(&format!(", test acc {:.2}% (loss {l:.4})", 100.0 * t));
+        }
+        line.push_str(&format!(
+            "; {} steps, {:.0} s, {} parameters; checkpoint in {}",
+            summary.steps,
+            seconds,
+            summary.parameters,
+            out.display()
+        ));
+        println!("{line}");
+    }
+    Ok(())
+}
