@@ -318,20 +318,36 @@ impl Controller {
     }
 
     /// One LSTM step on a batch: `x`, `h`, `c` are (N, H).
+    /// The input half of the gates for every possible input: `start Wx + b` (1, 4H) and, per
+    /// decision kind, `embed Wx + b` (rows, 4H). An input is always one of these rows, so one
+    /// product per table replaces one (N, H) x (H, 4H) product per step (half the arithmetic).
+    fn input_gates(&self, w: &Weights) -> candle_core::Result<(Tensor, [Tensor; 3])> {
+        let proj = |t: &Tensor| matmul(t, &w.t[LSTM_WX])?.broadcast_add(&w.t[LSTM_B]);
+        Ok((
+            proj(&w.t[START])?,
+            [
+                proj(w.embed(Kind::Input))?,
+                proj(w.embed(Kind::Op))?,
+                proj(w.embed(Kind::Combine))?,
+            ],
+        ))
+    }
+
+    /// One LSTM step on a batch: `xg` (N, 4H) is the input's row of [`Self::input_gates`],
+    /// `h` and `c` are (N, H).
     fn lstm(
         &self,
         w: &Weights,
-        x: &Tensor,
+        xg: &Tensor,
         h: &Tensor,
         c: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let hs = self.cfg.hidden_size;
-        // Two (H, 4H) products rather than one (2H, 4H): each gradient then stays under
-        // candle's 64k-element threshold for multi-threaded element-wise ops, whose dispatch
-        // costs more than the arithmetic at this size (backward ran 2-3x slower on a busy
-        // 2-core machine).
-        let gates =
-            (matmul(x, &w.t[LSTM_WX])? + matmul(h, &w.t[LSTM_WH])?)?.broadcast_add(&w.t[LSTM_B])?;
+        // Separate (H, 4H) input and hidden weights rather than one (2H, 4H): each gradient
+        // then stays under candle's 64k-element threshold for multi-threaded element-wise ops,
+        // whose dispatch costs more than the arithmetic at this size (backward ran 2-3x slower
+        // on a busy 2-core machine).
+        let gates = (xg + matmul(h, &w.t[LSTM_WH])?)?;
         let sig = candle_nn::ops::sigmoid(&gates)?;
         let i = sig.narrow(1, 0, hs)?;
         let f = sig.narrow(1, hs, hs)?;
@@ -383,7 +399,8 @@ impl Controller {
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Sampled, ControllerError> {
         let w = self.weights(false);
         let hs = self.cfg.hidden_size;
-        let mut x = w.t[START].clone();
+        let (start_gates, table_gates) = self.input_gates(&w)?;
+        let mut x = start_gates;
         let mut h = Tensor::zeros((1, hs), DType::F32, &self.device)?;
         let mut c = h.clone();
         let mut actions = Vec::with_capacity(self.steps.len());
@@ -411,7 +428,7 @@ impl Controller {
             let chosen = chosen.unwrap_or(last_live);
             log_prob += lp[chosen] as f64;
             actions.push(chosen);
-            x = w.embed(step.kind).narrow(0, chosen, 1)?;
+            x = table_gates[step.kind as usize].narrow(0, chosen, 1)?;
         }
         let genotype = self.space.actions_to_genotype(&actions)?;
         Ok(Sampled {
@@ -425,6 +442,15 @@ impl Controller {
     /// Log-probabilities and entropies of a batch of action sequences under the current policy,
     /// with gradient, all architectures in one (N, ...) pass per decision.
     pub fn evaluate(&self, batch: &[Vec<usize>]) -> Result<Evaluation, ControllerError> {
+        self.evaluate_with(batch, true)
+    }
+
+    /// [`Self::evaluate`], with gradient tracking only when `track` (plain numbers otherwise).
+    fn evaluate_with(
+        &self,
+        batch: &[Vec<usize>],
+        track: bool,
+    ) -> Result<Evaluation, ControllerError> {
         if batch.is_empty() {
             return Err(ControllerError::InvalidConfig(
                 "cannot evaluate an empty batch of architectures".into(),
@@ -435,8 +461,9 @@ impl Controller {
         }
         let n = batch.len();
         let hs = self.cfg.hidden_size;
-        let w = self.weights(true);
-        let mut x = w.t[START].broadcast_as((n, hs))?.contiguous()?;
+        let w = self.weights(track);
+        let (start_gates, table_gates) = self.input_gates(&w)?;
+        let mut x = start_gates.broadcast_as((n, 4 * hs))?.contiguous()?;
         let mut h = Tensor::zeros((n, hs), DType::F32, &self.device)?;
         let mut c = h.clone();
         let mut chosen = Vec::with_capacity(self.steps.len());
@@ -448,7 +475,7 @@ impl Controller {
             let ids = Tensor::from_vec(ids, n, &self.device)?;
             chosen.push(lp.gather(&ids.unsqueeze(1)?, 1)?);
             entropies.push((lp.exp()? * &lp)?.sum_keepdim(1)?);
-            x = w.embed(step.kind).index_select(&ids, 0)?;
+            x = table_gates[step.kind as usize].index_select(&ids, 0)?;
         }
         let log_prob = Tensor::cat(&chosen, 1)?.sum(1)?;
         let entropy = Tensor::cat(&entropies, 1)?.sum(1)?.neg()?;
@@ -481,7 +508,7 @@ impl Controller {
         };
         let mut out = Vec::with_capacity(batch.len());
         for part in batch.chunks(chunk) {
-            let lp = self.evaluate(part)?.log_prob.detach().to_vec1::<f32>()?;
+            let lp = self.evaluate_with(part, false)?.log_prob.to_vec1::<f32>()?;
             out.extend(lp.into_iter().map(f64::from));
         }
         Ok(out)

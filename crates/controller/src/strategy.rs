@@ -58,9 +58,13 @@ pub struct Proposal {
     pub genotype: Genotype,
     /// Its action sequence (one choice per decision of the space).
     pub actions: Vec<usize>,
-    /// Its log-probability under the controller when sampled (RL strategies only).
+    /// Its log-probability under the controller when sampled (RL strategies only). In JSON a
+    /// number, or a string where a number would not parse back exactly ([`crate::exact`]).
+    #[serde(with = "crate::exact::option")]
     pub log_prob: Option<f64>,
-    /// The summed entropy of the controller's softmaxes along it (RL strategies only).
+    /// The summed entropy of the controller's softmaxes along it (RL strategies only); JSON as
+    /// `log_prob`.
+    #[serde(with = "crate::exact::option")]
     pub entropy: Option<f64>,
     /// The trial it was mutated from (evolution's children only).
     pub parent: Option<u64>,
@@ -286,6 +290,7 @@ impl Core {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct MinibatchEntry {
     trial: u64,
+    #[serde(with = "crate::exact")]
     reward: f64,
     experience: Experience,
 }
@@ -391,7 +396,9 @@ impl Strategy for RlStrategy {
         let (actions, proposal) = self.core.check_observation(trial, genotype, reward)?;
         let old_log_prob = match proposal.and_then(|p| p.log_prob) {
             Some(lp) => lp,
-            None => self.controller.log_probs_f64(std::slice::from_ref(&actions), 0)?[0],
+            None => self
+                .controller
+                .log_probs_f64(std::slice::from_ref(&actions), 0)?[0],
         };
         let advantage = self.baseline.advantage(reward);
         self.core.pending.remove(&trial);
@@ -580,7 +587,8 @@ pub struct Member {
     pub trial: u64,
     /// The architecture.
     pub genotype: Genotype,
-    /// Its reward.
+    /// Its reward (JSON as [`crate::exact`]).
+    #[serde(with = "crate::exact")]
     pub reward: f64,
 }
 

@@ -3,7 +3,8 @@
 //! recomputation, gradients reach every parameter, bad input is an error.
 
 use nasnet_controller::{
-    Algorithm, Controller, ControllerConfig, ControllerError, Experience, PolicyTrainer,
+    Algorithm, Controller, ControllerConfig, ControllerError, Experience, HeadSharing,
+    PolicyTrainer,
 };
 use nasnet_searchspace::{Combine, Op, OutputRule, SearchSpace};
 use rand::SeedableRng;
@@ -79,6 +80,19 @@ fn probabilities_sum_to_one_at_init() {
                 init_range: 2.0, // far from uniform, so the test is not trivially 1
                 ..small_cfg(8)
             },
+            // Shared heads: block 0's input softmax uses 2 of the input head's logits.
+            ControllerConfig {
+                heads: HeadSharing::PerKind,
+                init_range: 2.0,
+                ..small_cfg(8)
+            },
+            ControllerConfig {
+                heads: HeadSharing::PerKind,
+                temperature: Some(5.0),
+                tanh_constant: Some(2.5),
+                init_range: 1.0,
+                ..small_cfg(16)
+            },
         ] {
             let ctrl = Controller::new(space.clone(), &cfg, 3).unwrap();
             let total = total_probability(&ctrl);
@@ -89,11 +103,16 @@ fn probabilities_sum_to_one_at_init() {
 
 #[test]
 fn probabilities_sum_to_one_after_updates() {
-    for (algorithm, temp) in [(Algorithm::Ppo, None), (Algorithm::Reinforce, Some(2.0))] {
+    for (algorithm, temp, heads) in [
+        (Algorithm::Ppo, None, HeadSharing::PerDecision),
+        (Algorithm::Reinforce, Some(2.0), HeadSharing::PerDecision),
+        (Algorithm::Ppo, Some(2.0), HeadSharing::PerKind),
+    ] {
         let cfg = ControllerConfig {
             learning_rate: 0.05,
             temperature: temp,
             tanh_constant: temp.map(|_| 2.5),
+            heads,
             ..small_cfg(16)
         };
         let mut ctrl = Controller::new(tiny_space(), &cfg, 11).unwrap();
@@ -136,6 +155,11 @@ fn sampled_log_prob_equals_recomputed() {
         ControllerConfig {
             temperature: Some(5.0),
             tanh_constant: Some(2.5),
+            init_range: 0.5,
+            ..small_cfg(32)
+        },
+        ControllerConfig {
+            heads: HeadSharing::PerKind,
             init_range: 0.5,
             ..small_cfg(32)
         },
@@ -212,13 +236,24 @@ fn fresh_controller_is_near_uniform_and_sampling_is_seeded() {
 
 #[test]
 fn gradient_reaches_every_parameter() {
-    let ctrl = Controller::new(tiny_space(), &small_cfg(8), 2).unwrap();
+    for heads in [HeadSharing::PerDecision, HeadSharing::PerKind] {
+        gradient_reaches_every_parameter_with(heads);
+    }
+}
+
+fn gradient_reaches_every_parameter_with(heads: HeadSharing) {
+    let cfg = ControllerConfig {
+        heads,
+        ..small_cfg(8)
+    };
+    let ctrl = Controller::new(tiny_space(), &cfg, 2).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let batch: Vec<Vec<usize>> = (0..8)
         .map(|_| ctrl.sample(&mut rng).unwrap().actions)
         .collect();
     let eval = ctrl.evaluate(&batch).unwrap();
     let loss = (eval.log_prob.sum_all().unwrap() + eval.entropy.sum_all().unwrap()).unwrap();
+    assert_eq!(ctrl.param_names().len(), ctrl.vars().len());
     let grads = loss.backward().unwrap();
     for (name, var) in ctrl.param_names().iter().zip(ctrl.vars()) {
         let g = grads

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use nasnet_controller::{
     load_strategy, make_strategy, ControllerConfig, ControllerError, EvolutionConfig,
-    EvolutionStrategy, Proposal, Strategy, StrategyConfig, StrategyKind, STATE_FILE,
+    EvolutionStrategy, Proposal, Strategy, StrategyConfig, StrategyKind, STATE_FILE, WEIGHTS_FILE,
 };
 use nasnet_searchspace::{Genotype, SearchSpace};
 
@@ -100,6 +100,19 @@ fn save_load_round_trip_every_kind() {
         let mut restored = make_strategy(kind, space(), &cfg(), 42).unwrap();
         restored.load_state(&dir).unwrap();
         let mut rebuilt = load_strategy(&dir).unwrap();
+        // Saving the restored state reproduces the saved files byte for byte (floats included).
+        let again = temp_dir(&format!("{}-again", kind.name()));
+        restored.save_state(&again).unwrap();
+        for file in [STATE_FILE, WEIGHTS_FILE] {
+            let a = std::fs::read(dir.join(file));
+            let b = std::fs::read(again.join(file));
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert!(a == b, "{kind}: {file} differs after a round trip"),
+                (Err(_), Err(_)) => assert_eq!(file, WEIGHTS_FILE, "{kind}: no {file}"),
+                _ => panic!("{kind}: {file} written by only one of the two"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&again);
         for r in [&restored, &rebuilt] {
             assert_eq!(r.kind(), kind);
             assert_eq!(r.observed(), 21);
@@ -197,7 +210,7 @@ fn load_state_rejects_foreign_or_corrupt_state() {
 
     // Missing weights, truncated JSON: errors, and the target keeps its state.
     let mut target = make_strategy(StrategyKind::Ppo, space(), &cfg(), 5).unwrap();
-    std::fs::remove_file(dir.join(nasnet_controller::WEIGHTS_FILE)).unwrap();
+    std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
     assert!(target.load_state(&dir).is_err());
     assert!(target.pending().is_empty());
     std::fs::write(dir.join(STATE_FILE), "{\"format_version\": 1, ").unwrap();
