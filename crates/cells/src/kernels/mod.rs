@@ -1,2 +1,355 @@
-//! Custom candle kernels NASNet needs and candle lacks (REFERENCE.md §9): depthwise convolution and
-//! SAME-padded pooling, each with a backward. Filled in by the kernels work.
+//! Custom candle kernels NASNet needs and candle lacks (REFERENCE.md §9): depthwise convolution
+//! (optionally with the preceding ReLU fused in) and padded average / max pooling, each with a
+//! backward, multi-threaded over (batch, channel) planes with rayon.
+//!
+//! candle's grouped convolution runs one convolution per channel and its backward costs O(C^2);
+//! its pools take no padding and cannot backpropagate unless kernel == stride. NASNet's separable
+//! convs and SAME-padded pools are the bulk of its training time, so they get dedicated loops.
+//!
+//! On CPU the public functions run the custom ops (f32 and f64 natively; f16/bf16 are computed
+//! in f32 and cast back). On other devices they fall back to compositions of candle's own ops,
+//! the `*_candle` functions, which are public so that tests can check them against the custom
+//! ops on CPU.
+
+mod depthwise;
+mod geometry;
+mod parallel;
+mod plane;
+mod pool;
+
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+
+use depthwise::DepthwiseFwd;
+use plane::Real;
+use pool::{AvgPoolFwd, MaxPoolFwd, PoolParams};
+
+/// Explicit, possibly asymmetric padding of a 2-D op.
+///
+/// TF's SAME padding puts the extra pixel after the input (bottom/right) when the total is odd,
+/// which a single symmetric padding number (all candle offers) cannot express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Padding2d {
+    /// Rows added above the input.
+    pub top: usize,
+    /// Rows added below the input.
+    pub bottom: usize,
+    /// Columns added left of the input.
+    pub left: usize,
+    /// Columns added right of the input.
+    pub right: usize,
+}
+
+impl Padding2d {
+    /// TF SAME padding computed from the actual input size (REFERENCE.md §6), so that models
+    /// reproduce TF/timm at any resolution rather than only the one a port hard-coded:
+    /// `out = ceil(in / stride)`, `pad = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`,
+    /// `pad / 2` before and the rest after. A stride of 0 is treated as 1.
+    pub fn same(
+        in_h: usize,
+        in_w: usize,
+        k_h: usize,
+        k_w: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Self {
+        let stride = stride.max(1);
+        let split = |input: usize, k: usize| {
+            let out = input.div_ceil(stride);
+            let need = (out.saturating_sub(1)) * stride + k.saturating_sub(1) * dilation + 1;
+            let total = need.saturating_sub(input);
+            (total / 2, total - total / 2)
+        };
+        let (top, bottom) = split(in_h, k_h);
+        let (left, right) = split(in_w, k_w);
+        Self {
+            top,
+            bottom,
+            left,
+            right,
+        }
+    }
+
+    /// The same padding `p` on all four sides (PyTorch-style `padding=p`).
+    pub fn symmetric(p: usize) -> Self {
+        Self {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
+    }
+
+    /// No padding (TF VALID).
+    pub fn valid() -> Self {
+        Self::default()
+    }
+}
+
+/// Whether an average pool counts padded zeros in the divisor.
+///
+/// TF (and the paper) exclude them; timm's stride-2 average pools zero-pad first and so include
+/// them, which a model must reproduce to match timm's logits (REFERENCE.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvgPoolCount {
+    /// Divide each window by the number of real input pixels it covers (TF SAME).
+    ExcludePadding,
+    /// Divide every window by `kh * kw` (zero-pad, then pool).
+    IncludePadding,
+}
+
+/// The contiguous data of one operand; the wrappers make operands contiguous, so a strided
+/// layout here is an internal error rather than something to handle.
+pub(crate) fn contiguous_slice<'a, T: Real>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("{what} must be contiguous"),
+    }
+}
+
+/// Output size of a 2-D window op, validating the arguments so every path (custom op or candle
+/// fallback) reports the same errors.
+fn check_window(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = x.dims4()?;
+    let oh = geometry::out_len(h, pad.top, pad.bottom, kernel.0, stride, dilation)?;
+    let ow = geometry::out_len(w, pad.left, pad.right, kernel.1, stride, dilation)?;
+    Ok((n, c, oh, ow))
+}
+
+/// Pools whose result is undefined on an all-padding window (max, mean over real pixels) need
+/// every window to touch the input; padding smaller than the kernel on each side guarantees it.
+fn check_pool_pad(kernel: (usize, usize), pad: Padding2d) -> Result<()> {
+    if pad.top >= kernel.0
+        || pad.bottom >= kernel.0
+        || pad.left >= kernel.1
+        || pad.right >= kernel.1
+    {
+        bail!("pool padding {pad:?} must be smaller than the kernel {kernel:?} on every side")
+    }
+    Ok(())
+}
+
+/// Half-precision inputs are computed in f32: accumulating window sums in 16 bits would lose
+/// too much, and the kernels are memory-bound anyway.
+fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
+fn depthwise_impl(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+    relu: bool,
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (wc, one, kh, kw) = w.dims4()?;
+    if wc != c || one != 1 {
+        bail!(
+            "depthwise kernel must be (C, 1, kh, kw) with C = {c}, got {:?}",
+            w.shape()
+        )
+    }
+    check_window(x, (kh, kw), stride, dilation, pad)?;
+    if x.dtype() != w.dtype() {
+        bail!(
+            "depthwise conv: input dtype {:?} differs from kernel dtype {:?}",
+            x.dtype(),
+            w.dtype()
+        )
+    }
+    if !x.device().is_cpu() {
+        let x = if relu { x.relu()? } else { x.clone() };
+        return depthwise_conv2d_candle(&x, w, stride, dilation, pad);
+    }
+    let dtype = x.dtype();
+    if is_half(dtype) {
+        let y = depthwise_impl(
+            &x.to_dtype(DType::F32)?,
+            &w.to_dtype(DType::F32)?,
+            stride,
+            dilation,
+            pad,
+            relu,
+        )?;
+        return y.to_dtype(dtype);
+    }
+    let op = DepthwiseFwd {
+        stride,
+        dilation,
+        pad,
+        relu,
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+}
+
+/// Depthwise conv: x (N,C,H,W), w (C,1,kh,kw) (PyTorch layout, groups = C, depth multiplier 1).
+///
+/// Exists because candle's grouped conv is one conv per channel with an O(C^2) backward; this
+/// one is a single pass over the planes in both directions. Output size per dimension:
+/// `(in + pad_before + pad_after - dilation * (k - 1) - 1) / stride + 1`.
+pub fn depthwise_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+) -> Result<Tensor> {
+    depthwise_impl(x, w, stride, dilation, pad, false)
+}
+
+/// `depthwise_conv2d(x.relu(), ...)` in one pass: NASNet always applies a ReLU right before a
+/// depthwise conv, and fusing it saves writing and re-reading the rectified tensor. The
+/// backward masks the input gradient with `x > 0`.
+pub fn relu_depthwise_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+) -> Result<Tensor> {
+    depthwise_impl(x, w, stride, dilation, pad, true)
+}
+
+/// Padded average pool with a backward for any kernel and stride (candle's has neither), and
+/// the choice of divisor that TF and timm disagree on (see [`AvgPoolCount`]).
+pub fn avg_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    pad: Padding2d,
+    count: AvgPoolCount,
+) -> Result<Tensor> {
+    check_window(x, kernel, stride, 1, pad)?;
+    if count == AvgPoolCount::ExcludePadding {
+        check_pool_pad(kernel, pad)?;
+    }
+    if !x.device().is_cpu() {
+        return avg_pool2d_candle(x, kernel, stride, pad, count);
+    }
+    let dtype = x.dtype();
+    if is_half(dtype) {
+        let y = avg_pool2d(&x.to_dtype(DType::F32)?, kernel, stride, pad, count)?;
+        return y.to_dtype(dtype);
+    }
+    let params = PoolParams {
+        kernel,
+        stride,
+        pad,
+    };
+    x.contiguous()?.apply_op1(AvgPoolFwd { params, count })
+}
+
+/// Padded max pool with a backward for any kernel and stride; padding acts as `-inf` (never
+/// selected), as in TF SAME pooling. The gradient goes to the first maximum in window order.
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    pad: Padding2d,
+) -> Result<Tensor> {
+    check_window(x, kernel, stride, 1, pad)?;
+    check_pool_pad(kernel, pad)?;
+    if !x.device().is_cpu() {
+        return max_pool2d_candle(x, kernel, stride, pad);
+    }
+    let dtype = x.dtype();
+    if is_half(dtype) {
+        let y = max_pool2d(&x.to_dtype(DType::F32)?, kernel, stride, pad)?;
+        return y.to_dtype(dtype);
+    }
+    let params = PoolParams {
+        kernel,
+        stride,
+        pad,
+    };
+    x.contiguous()?.apply_op1(MaxPoolFwd(params))
+}
+
+/// Pads the last two dims of an NCHW tensor with `value`, since candle's `pad_with_zeros` only
+/// pads with zeros and max pooling needs padding that never wins.
+fn pad_with_value(x: &Tensor, pad: Padding2d, value: f64) -> Result<Tensor> {
+    let side = |t: &Tensor, dim: usize, len: usize| -> Result<Tensor> {
+        let mut dims = t.dims().to_vec();
+        dims[dim] = len;
+        Tensor::full(value, dims, t.device())?.to_dtype(t.dtype())
+    };
+    let mut t = x.clone();
+    for (dim, before, after) in [(3, pad.left, pad.right), (2, pad.top, pad.bottom)] {
+        let mut parts = Vec::with_capacity(3);
+        if before > 0 {
+            parts.push(side(&t, dim, before)?);
+        }
+        parts.push(t.clone());
+        if after > 0 {
+            parts.push(side(&t, dim, after)?);
+        }
+        if parts.len() > 1 {
+            t = Tensor::cat(&parts, dim)?;
+        }
+    }
+    Ok(t)
+}
+
+/// Zero-pads the last two dims of an NCHW tensor.
+fn pad_zeros(x: &Tensor, pad: Padding2d) -> Result<Tensor> {
+    x.pad_with_zeros(3, pad.left, pad.right)?
+        .pad_with_zeros(2, pad.top, pad.bottom)
+}
+
+/// [`depthwise_conv2d`] built from candle ops (explicit zero padding, then grouped `conv2d`):
+/// the path taken on CUDA/Metal, and the reference the custom op is tested against.
+pub fn depthwise_conv2d_candle(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    pad_zeros(x, pad)?.conv2d(w, 0, stride, dilation, c)
+}
+
+/// [`avg_pool2d`] built from candle ops (zero padding, pooling, and for
+/// [`AvgPoolCount::ExcludePadding`] a division by the pooled fraction of real pixels): the path
+/// taken on CUDA/Metal. Its backward only works when kernel == stride (a candle limitation).
+pub fn avg_pool2d_candle(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    pad: Padding2d,
+    count: AvgPoolCount,
+) -> Result<Tensor> {
+    let pooled = pad_zeros(x, pad)?.avg_pool2d_with_stride(kernel, (stride, stride))?;
+    match count {
+        AvgPoolCount::IncludePadding => Ok(pooled),
+        AvgPoolCount::ExcludePadding => {
+            let (_, _, h, w) = x.dims4()?;
+            let ones = Tensor::ones((1, 1, h, w), x.dtype(), x.device())?;
+            let frac = pad_zeros(&ones, pad)?.avg_pool2d_with_stride(kernel, (stride, stride))?;
+            pooled.broadcast_div(&frac)
+        }
+    }
+}
+
+/// [`max_pool2d`] built from candle ops (`-inf` padding, then pooling): the path taken on
+/// CUDA/Metal. Its backward only works when kernel == stride (a candle limitation).
+pub fn max_pool2d_candle(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: usize,
+    pad: Padding2d,
+) -> Result<Tensor> {
+    pad_with_value(x, pad, f64::NEG_INFINITY)?.max_pool2d_with_stride(kernel, (stride, stride))
+}

@@ -1,0 +1,96 @@
+//! Benchmarks of `nasnet_cells::kernels` against candle's own ops on a NASNet-sized activation
+//! (8 x 64 x 32 x 32, f32): these kernels are the hot path of NASNet training, and candle's
+//! grouped conv (one conv per channel, O(C^2) backward) is what they replace.
+//!
+//! Run with `cargo bench -p nasnet-benches --bench kernels`; add `-- --test` for a quick smoke run.
+
+use std::time::Duration;
+
+use candle_core::{Device, Result, Tensor, Var};
+use criterion::{criterion_group, criterion_main, Criterion};
+use nasnet_cells::kernels::{
+    avg_pool2d, avg_pool2d_candle, depthwise_conv2d, depthwise_conv2d_candle, max_pool2d,
+    max_pool2d_candle, relu_depthwise_conv2d, AvgPoolCount, Padding2d,
+};
+
+const N: usize = 8;
+const C: usize = 64;
+const HW: usize = 32;
+
+/// Forward, sum, backward: the cost one training step pays for the op.
+fn fwd_bwd(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Var) -> Result<()> {
+    let loss = f(x.as_tensor())?.sum_all()?;
+    let grads = loss.backward()?;
+    std::hint::black_box(grads);
+    Ok(())
+}
+
+fn bench_kernels(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (N, C, HW, HW), &dev).unwrap();
+    let xv = Var::from_tensor(&x).unwrap();
+    let mut group = c.benchmark_group("kernels");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+
+    for (k, s) in [(3, 1), (5, 1), (7, 1), (5, 2)] {
+        let w = Tensor::randn(0f32, 1., (C, 1, k, k), &dev).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let p = Padding2d::same(HW, HW, k, k, s, 1);
+        let name = format!("dw{k}x{k}_s{s}");
+        group.bench_function(format!("{name}/fwd/ours"), |b| {
+            b.iter(|| depthwise_conv2d(&x, &w, s, 1, p).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd/candle"), |b| {
+            b.iter(|| depthwise_conv2d_candle(&x, &w, s, 1, p).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd_bwd/ours"), |b| {
+            b.iter(|| fwd_bwd(|x| depthwise_conv2d(x, &wv, s, 1, p), &xv).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd_bwd/candle"), |b| {
+            b.iter(|| fwd_bwd(|x| depthwise_conv2d_candle(x, &wv, s, 1, p), &xv).unwrap())
+        });
+    }
+
+    // The fused ReLU against a separate relu followed by our depthwise.
+    let w = Tensor::randn(0f32, 1., (C, 1, 5, 5), &dev).unwrap();
+    let wv = Var::from_tensor(&w).unwrap();
+    let p = Padding2d::same(HW, HW, 5, 5, 1, 1);
+    group.bench_function("relu_dw5x5_s1/fwd_bwd/ours_fused", |b| {
+        b.iter(|| fwd_bwd(|x| relu_depthwise_conv2d(x, &wv, 1, 1, p), &xv).unwrap())
+    });
+    group.bench_function("relu_dw5x5_s1/fwd_bwd/ours_relu_then_dw", |b| {
+        b.iter(|| fwd_bwd(|x| depthwise_conv2d(&x.relu()?, &wv, 1, 1, p), &xv).unwrap())
+    });
+
+    for s in [1, 2] {
+        let p = Padding2d::same(HW, HW, 3, 3, s, 1);
+        let count = AvgPoolCount::ExcludePadding;
+        let name = format!("avg3x3_s{s}");
+        group.bench_function(format!("{name}/fwd/ours"), |b| {
+            b.iter(|| avg_pool2d(&x, (3, 3), s, p, count).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd/candle"), |b| {
+            b.iter(|| avg_pool2d_candle(&x, (3, 3), s, p, count).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd_bwd/ours"), |b| {
+            b.iter(|| fwd_bwd(|x| avg_pool2d(x, (3, 3), s, p, count), &xv).unwrap())
+        });
+        let name = format!("max3x3_s{s}");
+        group.bench_function(format!("{name}/fwd/ours"), |b| {
+            b.iter(|| max_pool2d(&x, (3, 3), s, p).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd/candle"), |b| {
+            b.iter(|| max_pool2d_candle(&x, (3, 3), s, p).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd_bwd/ours"), |b| {
+            b.iter(|| fwd_bwd(|x| max_pool2d(x, (3, 3), s, p), &xv).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_kernels);
+criterion_main!(benches);
