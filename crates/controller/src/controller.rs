@@ -386,7 +386,11 @@ impl Controller {
             if a >= s.choices {
                 return Err(GenotypeError::ActionOutOfRange {
                     decision: i,
-                    what: format!("{:?}", s.kind).to_lowercase(),
+                    what: self
+                        .space
+                        .decision(i)
+                        .map(|d| d.describe())
+                        .unwrap_or_else(|| format!("{:?}", s.kind).to_lowercase()),
                     value: a,
                     choices: s.choices,
                 });
@@ -452,9 +456,7 @@ impl Controller {
         track: bool,
     ) -> Result<Evaluation, ControllerError> {
         if batch.is_empty() {
-            return Err(ControllerError::InvalidConfig(
-                "cannot evaluate an empty batch of architectures".into(),
-            ));
+            return Err(ControllerError::EmptyBatch);
         }
         for a in batch {
             self.check_actions(a)?;

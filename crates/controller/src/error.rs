@@ -17,6 +17,12 @@ pub enum ControllerError {
     /// A configuration value out of its range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A log-probability evaluation or policy update asked for no architectures.
+    #[error("empty batch of architectures")]
+    EmptyBatch,
+    /// A minibatch entry whose advantage or old log-probability is NaN or infinite.
+    #[error("minibatch has a non-finite advantage or old log-probability")]
+    NonFiniteExperience,
     /// A strategy name that is not one of `ppo|reinforce|random|evolution`.
     #[error("unknown strategy `{0}` (expected one of: ppo, reinforce, random, evolution)")]
     UnknownStrategy(String),

@@ -2,8 +2,21 @@
 //! trained with PPO or REINFORCE) and the search strategies a search loop drives through one
 //! interface ([`Strategy`]): `ppo`, `reinforce`, `random` and regularized `evolution`.
 //!
-//! The controller always runs on the CPU in f32: it is tiny (about 100k parameters for the
-//! paper's space) and per-child, so a GPU would only add transfer latency.
+//! The controller always runs on the CPU in f32: it is tiny (about 120k parameters for the
+//! paper's space at 100 units) and per-child, so a GPU would only add transfer latency.
+//!
+//! Driving a strategy (see [`strategy`] for resuming and parallel workers):
+//! ```
+//! use nasnet_controller::{make_strategy, StrategyConfig, StrategyKind};
+//! use nasnet_searchspace::SearchSpace;
+//!
+//! let kind: StrategyKind = "ppo".parse()?;
+//! let mut s = make_strategy(kind, SearchSpace::nasnet(), &StrategyConfig::default(), 7)?;
+//! let p = s.propose(0)?; // train p.genotype somewhere, then:
+//! s.observe(p.trial, &p.genotype, 0.91)?;
+//! assert_eq!(s.observed(), 1);
+//! # Ok::<(), nasnet_controller::ControllerError>(())
+//! ```
 
 pub mod adam;
 pub mod config;

@@ -167,9 +167,7 @@ impl PolicyTrainer {
         batch: &[Experience],
     ) -> Result<UpdateStats, ControllerError> {
         if batch.is_empty() {
-            return Err(ControllerError::InvalidConfig(
-                "cannot update on an empty minibatch".into(),
-            ));
+            return Err(ControllerError::EmptyBatch);
         }
         let n = batch.len();
         let actions: Vec<Vec<usize>> = batch.iter().map(|e| e.actions.clone()).collect();
@@ -177,9 +175,7 @@ impl PolicyTrainer {
         let old: Vec<f32> = batch.iter().map(|e| e.old_log_prob as f32).collect();
         let adv: Vec<f32> = batch.iter().map(|e| e.advantage as f32).collect();
         if adv.iter().chain(&old).any(|x| !x.is_finite()) {
-            return Err(ControllerError::InvalidConfig(
-                "minibatch has a non-finite advantage or log-probability".into(),
-            ));
+            return Err(ControllerError::NonFiniteExperience);
         }
         let old = Tensor::from_vec(old, n, &dev)?;
         let adv = Tensor::from_vec(adv, n, &dev)?;

@@ -286,7 +286,10 @@ fn bad_actions_and_configs_are_errors() {
         ctrl.log_prob(&a),
         Err(ControllerError::Genotype(_))
     ));
-    assert!(ctrl.evaluate(&[]).is_err());
+    assert!(matches!(
+        ctrl.evaluate(&[]),
+        Err(ControllerError::EmptyBatch)
+    ));
     for bad in [
         ControllerConfig {
             hidden_size: 0,
