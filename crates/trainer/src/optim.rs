@@ -148,7 +148,7 @@ impl Sgd {
         let mut squares = Vec::new();
         for p in &self.params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                squares.push(g.to_dtype(DType::F32)?.sqr()?.sum_all()?);
+                squares.push(g.detach().to_dtype(DType::F32)?.sqr()?.sum_all()?);
             }
         }
         if squares.is_empty() {
@@ -178,14 +178,18 @@ impl Sgd {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
-            let w = p.var.as_tensor();
+            // Gradients carry the graph they were computed with (candle records ops on
+            // tensors derived from variables), and so would every momentum buffer built from
+            // them, each one holding the previous step's graph alive: detach everything.
+            let w = p.var.as_detached_tensor();
+            let g = g.detach();
             let mut g = if clip_scale != 1.0 {
                 (g * clip_scale)?
             } else {
-                g.clone()
+                g
             };
             if p.decay && wd != 0.0 {
-                g = (g + (w * wd)?)?;
+                g = (g + (&w * wd)?)?;
             }
             if m != 0.0 {
                 let buf = match self.buffers.get(&p.name) {
@@ -204,7 +208,7 @@ impl Sgd {
                 } else {
                     buf.clone()
                 };
-                self.buffers.insert(p.name.clone(), buf);
+                self.buffers.insert(p.name.clone(), buf.detach());
             }
             p.var.set(&(w - (g * lr)?)?)?;
             updated += 1;

@@ -94,8 +94,11 @@ fn nesterov_momentum_with_weight_decay_two_steps() {
     // buf_b = 1.9 d; b -= 0.1 (d + 0.9 * 1.9 d) = 0.271 d
     close(&values(&s.b), &[-0.383, -0.078]);
     close(&values(&s.unused), &[7.0; 4]);
-    let names: Vec<String> = sgd.state_tensors().into_iter().map(|(k, _)| k).collect();
+    let state = sgd.state_tensors();
+    let names: Vec<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, vec!["momentum.b", "momentum.w"]);
+    // Buffers hold no autograd graph (else each would keep every earlier step's graph alive).
+    assert!(state.iter().all(|(_, t)| !t.track_op()));
 }
 
 #[test]
@@ -281,4 +284,20 @@ fn drop_path_progress_values() {
     assert_eq!(drop_path_progress(100, 100), 1.0);
     assert_eq!(drop_path_progress(250, 100), 1.0);
     assert_eq!(drop_path_progress(3, 0), 1.0);
+}
+
+#[test]
+fn momentum_buffers_hold_no_graph() {
+    // d(sum w^2)/dw = 2w is computed from the variable, so candle records its graph; a buffer
+    // built from it would keep that graph (and, step after step, every earlier one) alive.
+    let w = var(&[1.0, -2.0, 3.0, 0.5], &[2, 2]);
+    let mut sgd = Sgd::from_vars(vec![("w".to_string(), w.clone())], nesterov()).unwrap();
+    for _ in 0..3 {
+        let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+        sgd.step(&loss.backward().unwrap()).unwrap();
+    }
+    let state = sgd.state_tensors();
+    assert_eq!(state.len(), 1);
+    assert!(!state[0].1.track_op());
+    assert!(!w.as_detached_tensor().track_op());
 }
