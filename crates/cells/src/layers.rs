@@ -166,6 +166,25 @@ impl BatchNorm {
             return scale_shift(y);
         }
         let count = (n * h * w) as f64;
+        let m = self.momentum;
+        let unbias = if count > 1.0 {
+            count / (count - 1.0)
+        } else {
+            1.0
+        };
+        if crate::fused::supported(x) {
+            let (y, stats) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            let dev = x.device();
+            let stat_dtype = self.running_mean.dtype();
+            let mean = Tensor::from_vec(stats.mean, c, dev)?.to_dtype(stat_dtype)?;
+            let var = Tensor::from_vec(stats.var, c, dev)?.to_dtype(stat_dtype)?;
+            let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean * m)?)?;
+            let new_var =
+                ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var * (m * unbias))?)?;
+            self.running_mean.set(&new_mean)?;
+            self.running_var.set(&new_var)?;
+            return Ok(y);
+        }
         let inner = Self::stats_dtype(dtype);
         let xi = x.to_dtype(inner)?;
         let mean = (xi.sum_keepdim((2, 3))?.sum_keepdim(0)? / count)?;
@@ -174,15 +193,9 @@ impl BatchNorm {
         let y = centred
             .broadcast_div(&(&var + self.eps)?.sqrt()?)?
             .to_dtype(dtype)?;
-        let m = self.momentum;
         let stat_dtype = self.running_mean.dtype();
         let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))?
             + (mean.detach().flatten_all()?.to_dtype(stat_dtype)? * m)?)?;
-        let unbias = if count > 1.0 {
-            count / (count - 1.0)
-        } else {
-            1.0
-        };
         let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))?
             + (var.detach().flatten_all()?.to_dtype(stat_dtype)? * (m * unbias))?)?;
         self.running_mean.set(&new_mean)?;
@@ -325,10 +338,18 @@ impl Conv {
             };
         }
         let x = if self.relu_first {
-            x.relu()?
+            crate::fused::relu(x)?
         } else {
             x.clone()
         };
+        let (n, cin, h, w) = x.dims4()?;
+        if self.kernel == (1, 1) && self.stride == 1 {
+            // A 1x1 conv is a batched matmul; candle's conv backward goes through a much slower
+            // transposed convolution.
+            let wm = self.weight.reshape((self.out_channels, cin))?;
+            let y = wm.broadcast_left(n)?.matmul(&x.reshape((n, cin, h * w))?)?;
+            return y.reshape((n, self.out_channels, h, w));
+        }
         let symmetric = pad.top == pad.bottom && pad.left == pad.right && pad.top == pad.left;
         if symmetric && self.stride == 1 {
             return x.conv2d(&self.weight, pad.top, 1, self.dilation, 1);
@@ -493,7 +514,11 @@ impl FactorizedReduction {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = if self.relu { x.relu()? } else { x.clone() };
+        let x = if self.relu {
+            crate::fused::relu(x)?
+        } else {
+            x.clone()
+        };
         let (_, _, h, w) = x.dims4()?;
         let p1 = self.path_1.forward(&subsample2(&x)?)?;
         let shifted = x

@@ -21,6 +21,7 @@
 mod cell;
 pub mod config;
 pub mod error;
+mod fused;
 pub mod kernels;
 mod layers;
 pub mod model;

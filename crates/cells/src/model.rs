@@ -53,14 +53,14 @@ struct AuxHead {
 impl AuxHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = kernels::avg_pool2d(
-            &x.relu()?,
+            &crate::fused::relu(x)?,
             (5, 5),
             3,
             Padding2d::valid(),
             AvgPoolCount::ExcludePadding,
         )?;
-        let y = self.proj.forward_t(&y, train)?.relu()?;
-        let y = self.last.forward_t(&y, train)?.relu()?;
+        let y = crate::fused::relu(&self.proj.forward_t(&y, train)?)?;
+        let y = crate::fused::relu(&self.last.forward_t(&y, train)?)?;
         self.linear.forward_t(&y.flatten_from(1)?, train)
     }
 }
@@ -427,7 +427,7 @@ impl NasNet {
         let features = tensors
             .last()
             .ok_or_else(|| candle_core::Error::Msg("model has no layers".into()))?;
-        let pooled = features.relu()?.mean((2, 3))?;
+        let pooled = crate::fused::relu(features)?.mean((2, 3))?;
         let keep = self.config.dense_dropout_keep_prob;
         let pooled = if train && keep < 1.0 {
             candle_nn::ops::dropout(&pooled, (1.0 - keep) as f32)?

@@ -1,0 +1,487 @@
+//! Fused CPU ops for the per-element work that dominates NASNet training once the convolutions
+//! are fast: train-mode batch normalisation and ReLU, each with a one-pass backward.
+//!
+//! Composed from candle's ops, a train-mode BN's backward reduces broadcast gradients over the
+//! (N, H, W) axes through candle's generic strided reduction; on a (16, 64, 32, 32) tensor that
+//! takes about 90 ms against 1.4 ms forward, and ReLU's backward makes four passes. Here each is
+//! a custom op: BN computes its per-channel statistics with f64 accumulators (as PyTorch's CPU
+//! kernels do), normalises in one pass, and its backward is the closed form
+//! `dx = g / s * (dy - mean(dy) - x_hat * mean(dy * x_hat))`. They run on CPU f32/f64 tensors;
+//! other devices and dtypes use the composed ops (see `layers::BatchNorm`).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    WithDType,
+};
+use rayon::prelude::*;
+
+/// Whether the fused ops can run on `x`.
+pub(crate) fn supported(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4
+}
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("{what} must be contiguous"),
+    }
+}
+
+/// Per-channel statistics of one train-mode BN call, kept for its backward and for the running
+/// statistics update.
+#[derive(Debug, Clone)]
+pub(crate) struct BnStats {
+    /// Batch mean per channel.
+    pub mean: Vec<f64>,
+    /// Biased batch variance per channel.
+    pub var: Vec<f64>,
+    /// `1 / sqrt(var + eps)`.
+    pub inv_std: Vec<f64>,
+    /// Elements per channel (N H W).
+    pub count: usize,
+}
+
+/// Train-mode BN of `x` (N, C, H, W) with affine `gamma`, `beta` (C): a custom op whose forward
+/// also stores the batch statistics.
+pub(crate) struct BnTrain {
+    eps: f64,
+    stats: Mutex<Option<BnStats>>,
+}
+
+/// Runs train-mode BN, returning the output (in the graph) and the batch statistics.
+pub(crate) fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BnStats)> {
+    let op = Arc::new(BnTrain {
+        eps,
+        stats: Mutex::new(None),
+    });
+    let x = x.contiguous()?;
+    let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
+    let beta = beta.to_dtype(x.dtype())?.contiguous()?;
+    let dynop: Arc<Box<dyn CustomOp3 + Send + Sync>> =
+        Arc::new(Box::new(BnTrainHandle(op.clone())));
+    let y = x.apply_op3_arc(&gamma, &beta, dynop)?;
+    let stats = op
+        .stats
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?
+        .clone()
+        .ok_or_else(|| candle_core::Error::Msg("batch-norm forward stored no statistics".into()))?;
+    Ok((y, stats))
+}
+
+/// The op as registered in the graph (shares the statistics with the caller).
+struct BnTrainHandle(Arc<BnTrain>);
+
+impl BnTrain {
+    fn fwd<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let x = contiguous::<T>(s1, l1, "batch-norm input")?;
+        let gamma = contiguous::<T>(s2, l2, "batch-norm weight")?;
+        let beta = contiguous::<T>(s3, l3, "batch-norm bias")?;
+        if gamma.len() != c || beta.len() != c {
+            bail!(
+                "batch-norm: {c} channels but weight/bias of {} / {}",
+                gamma.len(),
+                beta.len()
+            )
+        }
+        let hw = h * w;
+        let count = n * hw;
+        if count == 0 {
+            bail!("batch-norm over an empty batch")
+        }
+        let per_channel: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let mut sum = 0f64;
+                for b in 0..n {
+                    let off = (b * c + ch) * hw;
+                    sum += x[off..off + hw].iter().map(|v| v.to_f64()).sum::<f64>();
+                }
+                let mean = sum / count as f64;
+                let mut sq = 0f64;
+                for b in 0..n {
+                    let off = (b * c + ch) * hw;
+                    sq += x[off..off + hw]
+                        .iter()
+                        .map(|v| {
+                            let d = v.to_f64() - mean;
+                            d * d
+                        })
+                        .sum::<f64>();
+                }
+                (mean, sq / count as f64)
+            })
+            .collect();
+        let mean: Vec<f64> = per_channel.iter().map(|p| p.0).collect();
+        let var: Vec<f64> = per_channel.iter().map(|p| p.1).collect();
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(hw.max(1))
+            .zip(x.par_chunks(hw.max(1)))
+            .enumerate()
+            .for_each(|(plane, (yo, xi))| {
+                let ch = plane % c;
+                let m = T::from_f64(mean[ch]);
+                let scale = T::from_f64(gamma[ch].to_f64() * inv_std[ch]);
+                let shift = beta[ch];
+                for (o, &v) in yo.iter_mut().zip(xi) {
+                    *o = (v - m) * scale + shift;
+                }
+            });
+        *self
+            .stats
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))? =
+            Some(BnStats {
+                mean,
+                var,
+                inv_std,
+                count,
+            });
+        Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
+    }
+}
+
+impl CustomOp3 for BnTrainHandle {
+    fn name(&self) -> &'static str {
+        "nasnet-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => self.0.fwd::<f32>(s1, l1, s2, l2, s3, l3),
+            CpuStorage::F64(_) => self.0.fwd::<f64>(s1, l1, s2, l2, s3, l3),
+            _ => bail!("fused batch norm: only f32 and f64 are supported"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self
+            .0
+            .stats
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("batch-norm backward before forward".into()))?;
+        let op = BnBackward {
+            stats,
+            sums: Mutex::new(None),
+        };
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op3_no_bwd(x, gamma, &op)?;
+        let (dgamma, dbeta) = op
+            .sums
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch-norm gradient lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("batch-norm backward stored no sums".into()))?;
+        let c = dgamma.len();
+        let dgamma = Tensor::from_vec(dgamma, c, x.device())?.to_dtype(gamma.dtype())?;
+        let dbeta = Tensor::from_vec(dbeta, c, x.device())?.to_dtype(gamma.dtype())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// BN's backward: from `dy`, `x` and `gamma`, the input gradient; the per-channel sums
+/// (`dgamma = sum(dy x_hat)`, `dbeta = sum(dy)`) are stored for the caller.
+struct BnBackward {
+    stats: BnStats,
+    sums: Mutex<Option<(Vec<f64>, Vec<f64>)>>,
+}
+
+impl BnBackward {
+    fn run<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        if l2.shape() != l1.shape() {
+            bail!(
+                "batch-norm backward: gradient {:?} vs input {:?}",
+                l1.shape(),
+                l2.shape()
+            )
+        }
+        let dy = contiguous::<T>(s1, l1, "batch-norm output gradient")?;
+        let x = contiguous::<T>(s2, l2, "batch-norm input")?;
+        let gamma = contiguous::<T>(s3, l3, "batch-norm weight")?;
+        let hw = h * w;
+        let st = &self.stats;
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, is) = (st.mean[ch], st.inv_std[ch]);
+                let (mut sdy, mut sdyx) = (0f64, 0f64);
+                for b in 0..n {
+                    let off = (b * c + ch) * hw;
+                    for (&g, &v) in dy[off..off + hw].iter().zip(&x[off..off + hw]) {
+                        let g = g.to_f64();
+                        sdy += g;
+                        sdyx += g * (v.to_f64() - m) * is;
+                    }
+                }
+                (sdy, sdyx)
+            })
+            .collect();
+        let count = st.count as f64;
+        let mut dx = vec![T::zero(); dy.len()];
+        dx.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let ch = plane % c;
+                let off = plane * hw;
+                let is = st.inv_std[ch];
+                let k = gamma[ch].to_f64() * is;
+                let mean_dy = sums[ch].0 / count;
+                let mean_dyx = sums[ch].1 / count;
+                let m = st.mean[ch];
+                for ((o, &g), &v) in out
+                    .iter_mut()
+                    .zip(&dy[off..off + hw])
+                    .zip(&x[off..off + hw])
+                {
+                    let xhat = (v.to_f64() - m) * is;
+                    *o = T::from_f64(k * (g.to_f64() - mean_dy - xhat * mean_dyx));
+                }
+            });
+        *self
+            .sums
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch-norm gradient lock poisoned".into()))? =
+            Some((
+                sums.iter().map(|s| s.1).collect(),
+                sums.iter().map(|s| s.0).collect(),
+            ));
+        Ok((T::to_cpu_storage_owned(dx), Shape::from((n, c, h, w))))
+    }
+}
+
+impl CustomOp3 for BnBackward {
+    fn name(&self) -> &'static str {
+        "nasnet-batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2, s3, l3),
+            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2, s3, l3),
+            _ => bail!("fused batch norm: only f32 and f64 are supported"),
+        }
+    }
+}
+
+/// ReLU with a one-pass backward (`dy * (x > 0)`, PyTorch's convention at 0).
+struct Relu;
+
+/// `max(x, 0)`; its gradient is `dy` where `x > 0`.
+pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Relu)
+}
+
+fn relu_fwd<T: WithDType>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    let x = contiguous::<T>(s, l, "relu input")?;
+    let zero = T::zero();
+    let mut y = vec![zero; x.len()];
+    y.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(o, i)| {
+            for (o, &v) in o.iter_mut().zip(i) {
+                *o = if v > zero { v } else { zero };
+            }
+        });
+    Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
+}
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "nasnet-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => relu_fwd::<f32>(s, l),
+            CpuStorage::F64(_) => relu_fwd::<f64>(s, l),
+            _ => bail!("fused relu: only f32 and f64 are supported"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(x, &ReluBackward)?))
+    }
+}
+
+struct ReluBackward;
+
+fn relu_bwd<T: WithDType>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    if l1.shape() != l2.shape() {
+        bail!(
+            "relu backward: gradient {:?} vs input {:?}",
+            l1.shape(),
+            l2.shape()
+        )
+    }
+    let dy = contiguous::<T>(s1, l1, "relu output gradient")?;
+    let x = contiguous::<T>(s2, l2, "relu input")?;
+    let zero = T::zero();
+    let mut dx = vec![zero; x.len()];
+    dx.par_chunks_mut(1 << 14)
+        .zip(dy.par_chunks(1 << 14).zip(x.par_chunks(1 << 14)))
+        .for_each(|(o, (g, i))| {
+            for ((o, &g), &v) in o.iter_mut().zip(g).zip(i) {
+                *o = if v > zero { g } else { zero };
+            }
+        });
+    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+}
+
+impl CustomOp2 for ReluBackward {
+    fn name(&self) -> &'static str {
+        "nasnet-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => relu_bwd::<f32>(s1, l1, s2, l2),
+            CpuStorage::F64(_) => relu_bwd::<f64>(s1, l1, s2, l2),
+            _ => bail!("fused relu: only f32 and f64 are supported"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn batch_norm_matches_composed_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (n, c, h, w) = (3, 4, 5, 6);
+        let x = Var::randn(0.7f64, 2.0, (n, c, h, w), &dev).unwrap();
+        let g = Var::randn(1f64, 0.5, c, &dev).unwrap();
+        let b = Var::randn(0f64, 0.5, c, &dev).unwrap();
+        let r = Tensor::randn(0f64, 1.0, (n, c, h, w), &dev).unwrap();
+        let eps = 1e-3;
+
+        let (y, stats) =
+            batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), eps).unwrap();
+        let gf = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+
+        let count = (n * h * w) as f64;
+        let mean = (x.sum_keepdim((0, 2, 3)).unwrap() / count).unwrap();
+        let cen = x.broadcast_sub(&mean).unwrap();
+        let var = (cen.sqr().unwrap().sum_keepdim((0, 2, 3)).unwrap() / count).unwrap();
+        let y2 = cen
+            .broadcast_div(&(&var + eps).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&g.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
+            .unwrap();
+        let gc = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+
+        assert!(max_diff(&y, &y2) < 1e-12);
+        for v in [&x, &g, &b] {
+            let a = gf.get(v.as_tensor()).unwrap();
+            let e = gc.get(v.as_tensor()).unwrap();
+            assert!(max_diff(a, e) < 1e-10, "{}", max_diff(a, e));
+        }
+        let m: Vec<f64> = mean.flatten_all().unwrap().to_vec1().unwrap();
+        let v: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
+        for ch in 0..c {
+            assert!((stats.mean[ch] - m[ch]).abs() < 1e-12);
+            assert!((stats.var[ch] - v[ch]).abs() < 1e-12);
+        }
+        assert_eq!(stats.count, n * h * w);
+    }
+
+    #[test]
+    fn relu_gradient_is_zero_at_and_below_zero() {
+        let dev = Device::Cpu;
+        let x = Var::new(&[-1f32, 0.0, 2.0, 3.5], &dev).unwrap();
+        let y = relu(x.as_tensor()).unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), [0.0, 0.0, 2.0, 3.5]);
+        let g = (y * Tensor::new(&[1f32, 2.0, 3.0, 4.0], &dev).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+            [0.0, 0.0, 3.0, 4.0]
+        );
+    }
+}
