@@ -21,7 +21,9 @@
 //! `(seed, t)` ([`crate::rng::trial_rng`]), and updates use no randomness. So a strategy's state
 //! is a function of its seed and the sequence of `propose`/`observe` calls: replaying the same
 //! calls in the same order rebuilds the same state, and a restored strategy proposes exactly what
-//! the original would have. A reward for a trial the strategy does not know (e.g. proposed after
+//! the original would have. Saved f64 values (baseline, rewards, log-probabilities) read back
+//! bit for bit ([`crate::exact`]), so saving a restored strategy reproduces the files byte for
+//! byte. A reward for a trial the strategy does not know (e.g. proposed after
 //! the last save) is accepted: the RL strategies then take the current policy's log-probability
 //! as the "old" one.
 
