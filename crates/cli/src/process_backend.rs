@@ -50,6 +50,9 @@ enum Message {
     },
 }
 
+/// Called with the progress of every running child whenever one reports.
+pub type ProgressCallback = Box<dyn FnMut(&HashMap<u64, WorkerProgress>)>;
+
 /// Runs up to `workers` child processes at once.
 pub struct ProcessBackend {
     exe: PathBuf,
@@ -60,7 +63,7 @@ pub struct ProcessBackend {
     progress: HashMap<u64, WorkerProgress>,
     tx: Sender<Message>,
     rx: Receiver<Message>,
-    on_progress: Box<dyn FnMut(&HashMap<u64, WorkerProgress>)>,
+    on_progress: ProgressCallback,
 }
 
 impl ProcessBackend {
@@ -69,7 +72,7 @@ impl ProcessBackend {
         run: RunDir,
         child: crate::search::ChildSettings,
         workers: usize,
-        on_progress: Box<dyn FnMut(&HashMap<u64, WorkerProgress>)>,
+        on_progress: ProgressCallback,
     ) -> std::io::Result<Self> {
         let (tx, rx) = channel();
         Ok(ProcessBackend {

@@ -77,13 +77,13 @@ pub enum SearchEvent {
     /// A trial finished and was recorded.
     Finished {
         /// Its record.
-        record: TrialRecord,
+        record: Box<TrialRecord>,
         /// Finished trials so far.
         done: usize,
         /// The budget.
         budget: u64,
         /// Best trial so far.
-        best: Option<TrialRecord>,
+        best: Option<Box<TrialRecord>>,
     },
 }
 
@@ -268,10 +268,10 @@ pub fn run_search(
         }
         records.push(record.clone());
         on_event(&SearchEvent::Finished {
-            record,
+            record: Box::new(record),
             done: records.len(),
             budget,
-            best: best.clone(),
+            best: best.clone().map(Box::new),
         });
     }
 
