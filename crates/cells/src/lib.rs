@@ -4,6 +4,17 @@
 //! public PyTorch ports' weights (timm `nasnetalarge`, pretrainedmodels `nasnetamobile`) and
 //! reproduce their outputs ([`reference`] checks that against stored fixtures).
 //!
+//! Every op is relu-conv-BN as in TF-slim (REFERENCE.md §3). For the ops no released model uses,
+//! and so no port defines, this crate chooses: `conv_1x3_3x1` / `conv_1x7_7x1` are relu, a 1xk
+//! conv carrying the stride, a kx1 conv, BN (tensors `conv_1xk`, `conv_kx1`, `bn`);
+//! `dil_conv_3x3` is relu, a full 3x3 conv with dilation 2, BN (`conv`, `bn`); `conv_1x1` and
+//! `conv_3x3` are relu, conv, BN (`conv`, `bn`); an identity that must change stride or filters is
+//! relu, 1x1 conv, BN and a pooling that must change filters is followed by 1x1 conv, BN (both
+//! `conv`, `bn`); the normalising combines are `comb_iter_{b}_norm.{weight,bias}`; output states
+//! brought to the cell's size are `output_proj_{i}`; the auxiliary head is `aux_head`. Normal
+//! cells are named `cell_{s * max(N, 6) + j}`, which is both ports' numbering (Mobile's
+//! cell_0..3, cell_6..9, cell_12..15; Large's cell_0..17) and never collides for larger N.
+//!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};

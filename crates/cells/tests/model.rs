@@ -114,3 +114,10 @@ fn bad_configurations_are_errors() {
     ));
     assert!(NasNetConfig::cifar(6, 770).is_err());
 }
+
+#[test]
+fn model_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<NasNet>();
+    check::<NasNetConfig>();
+}
