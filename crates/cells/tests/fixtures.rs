@@ -3,15 +3,15 @@
 //!
 //! One documented exception: the early-layer gradients of the Large fixture in f32. That
 //! fixture's last stack runs on 3x3 maps at batch 2, where train-mode BN amplifies rounding
-//! ~1.35x per cell (f32 train-mode features drift from 1e-7 at conv0 to 8e-5 at cell_17 while
-//! eval-mode ones stay below 1e-6), so a few ReLU inputs within 1e-4 of zero change sign
-//! between f32 and f64, and each sign change moves the early gradients by about 1e-2. The same
-//! happens in f64: perturbing every weight by a relative 4e-8 flips cell_14's smallest ReLU
-//! input (3.8e-5 x rms) and moves conv0's gradient by 1.2e-2. Which inputs flip depends on
-//! summation order: with candle's grouped conv as the depthwise kernel the f32 errors are
-//! ~1e-4, with the custom kernel 5e-2..6.7e-2, both kernels being accurate to 1e-7 on their own.
-//! Those five checks are held to 1e-1 instead of the README's 5e-2; every other check uses the
-//! README's tolerance.
+//! about 1.35x per cell (f32 train-mode features drift from 1e-7 at conv0 to 8e-5 at cell_17,
+//! eval-mode ones stay below 1e-6), so ReLU inputs within ~1e-4 of zero (cell_14 has one at
+//! 3.8e-5 x rms) can change sign, and one such flip moves conv0's gradient by about 5e-2. The
+//! reference itself is that sensitive: in f64, multiplying the fixture's input by
+//! `1 + 1e-7 N(0, 1)` (below f32 resolution) gave early-gradient errors of 4e-5 to 5.7e-2 over
+//! seven draws; in f32 the same draws gave 1e-4 (two), 1.4e-2 (one) and 4.5e-2..6.6e-2 (four).
+//! The unperturbed f32 run measures 4.6e-2..6.0e-2, so those five checks are held to 1e-1
+//! instead of the README's 5e-2; every other check, and everything in f64 and on Mobile, uses
+//! the README's tolerance.
 
 use std::path::PathBuf;
 
