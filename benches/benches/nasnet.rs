@@ -1,0 +1,113 @@
+//! Whole-model benchmarks, group `nasnet`: the three workloads of BENCHMARKS.md, measured against
+//! PyTorch by `benches/pytorch_reference.py`.
+//!
+//! - `train_cifar_6_768_b32`: NASNet-A 6@768 (CIFAR stem, 10 classes), 32x32, batch 32;
+//! - `train_cifar_2_384_b64`: NASNet-A 2@384, 32x32, batch 64 (a typical search child);
+//! - `infer_mobile_224_b1`: NASNet-A Mobile, 224x224, batch 1, eval mode.
+//!
+//! A training step is forward (drop path off, no auxiliary head), cross-entropy, backward and an
+//! SGD momentum update (Nesterov, weight decay 5e-4), as nasnet-trainer runs it.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion};
+use nasnet_cells::{NasNet, NasNetConfig};
+use nasnet_searchspace::named::nasnet_a;
+use nasnet_trainer::trainer::cross_entropy;
+use nasnet_trainer::{Sgd, SgdConfig};
+
+/// Thread pools as the `nasnet` binary sets them (see crates/cli/src/main.rs).
+fn configure_threads() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
+struct TrainStep {
+    model: NasNet,
+    sgd: Sgd,
+    x: Tensor,
+    labels: Tensor,
+}
+
+impl TrainStep {
+    fn new(n: usize, p: usize, batch: usize) -> Self {
+        let dev = Device::Cpu;
+        let mut cfg = NasNetConfig::cifar(n, p).expect("valid net");
+        cfg.aux_head = false;
+        cfg.drop_path_keep_prob = 1.0;
+        let varmap = VarMap::new();
+        let model = NasNet::new(
+            &nasnet_a(),
+            &cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        )
+        .expect("model builds");
+        let sgd = Sgd::new(
+            &varmap,
+            SgdConfig {
+                lr: 0.025,
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+                weight_decay: 5e-4,
+                clip_norm: None,
+            },
+        )
+        .expect("optimiser");
+        let x = Tensor::randn(0f32, 1f32, (batch, 3, 32, 32), &dev).expect("input");
+        let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+        let labels = Tensor::from_vec(labels, batch, &dev).expect("labels");
+        TrainStep {
+            model,
+            sgd,
+            x,
+            labels,
+        }
+    }
+
+    fn step(&mut self) {
+        let out = self.model.forward_t(&self.x, true).expect("forward");
+        let loss = cross_entropy(&out.logits, &self.labels, 0.0).expect("loss");
+        let grads = loss.backward().expect("backward");
+        self.sgd.step(&grads).expect("sgd step");
+    }
+}
+
+fn bench_nasnet(c: &mut Criterion) {
+    configure_threads();
+    let mut group = c.benchmark_group("nasnet");
+    group.sample_size(10);
+    group.measurement_time(std::time::Duration::from_secs(20));
+    group.warm_up_time(std::time::Duration::from_secs(3));
+
+    let mut small = TrainStep::new(2, 384, 64);
+    group.bench_function("train_cifar_2_384_b64", |b| b.iter(|| small.step()));
+    drop(small);
+
+    let mut big = TrainStep::new(6, 768, 32);
+    group.bench_function("train_cifar_6_768_b32", |b| b.iter(|| big.step()));
+    drop(big);
+
+    let dev = Device::Cpu;
+    let cfg = NasNetConfig::mobile();
+    let varmap = VarMap::new();
+    let mobile = NasNet::new(
+        &nasnet_a(),
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+    )
+    .expect("mobile builds");
+    let x = Tensor::randn(0f32, 1f32, (1, 3, 224, 224), &dev).expect("input");
+    group.bench_function("infer_mobile_224_b1", |b| {
+        b.iter(|| mobile.forward_t(&x, false).expect("forward"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_nasnet);
+criterion_main!(benches);
