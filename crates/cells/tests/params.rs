@@ -134,3 +134,17 @@ fn large_mult_adds() {
     let m = count(&NasNetConfig::large());
     within(m.mult_adds(331, 331), 23.8e9, 0.01);
 }
+
+#[test]
+fn larger_imagenet_presets_build() {
+    // Unpublished configurations (see their docs): only that they build, with the counts this
+    // crate reports for them.
+    assert_eq!(
+        count(&NasNetConfig::imagenet_5_1538()).parameter_count(),
+        12_263_416
+    );
+    assert_eq!(
+        count(&NasNetConfig::imagenet_7_1920()).parameter_count(),
+        24_613_292
+    );
+}
