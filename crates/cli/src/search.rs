@@ -88,7 +88,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub train_limit: Option<usize>,
     /// Images held out of the training set; the reward is accuracy on them.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub val_size: usize,
     /// Children trained at once, each in its own process (default: one per core, at most 4).
     #[arg(long)]
@@ -115,9 +115,9 @@ pub struct SearchArgs {
 }
 
 /// The budget of a default search: sized to finish in about 10-15 minutes on a 2-core CPU.
-pub const DEFAULT_TRIALS: u64 = 24;
+pub const DEFAULT_TRIALS: u64 = 20;
 /// Training images per child in a default search on the embedded data.
-pub const DEFAULT_TRAIN_LIMIT: usize = 3000;
+pub const DEFAULT_TRAIN_LIMIT: usize = 2000;
 
 fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
     let mut strategy: StrategyKind = args
