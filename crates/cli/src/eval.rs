@@ -82,10 +82,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             d
         }
         (None, Some(cfg)) => cfg.clone(),
-        (None, None) => return Err(user_error(format!(
+        (None, None) => {
+            return Err(user_error(format!(
             "{}: the checkpoint does not say which data it was trained on; name one with --dataset",
             args.checkpoint.display()
-        ))),
+        )))
+        }
     };
     if args.test_limit.is_some() {
         data.test_limit = args.test_limit;

@@ -4,7 +4,7 @@
 //!
 //! Defaults depend on the data: CIFAR-10/100 get the paper's recipe (lr 0.025 cosine, batch 32,
 //! clip 5, wd 5e-4, Nesterov, auxiliary head, drop path 0.6, crops and flips); other data (the
-//! embedded Fashion-MNIST subset by default) gets a quick recipe for few-epoch runs (lr 0.05,
+//! embedded Fashion-MNIST subset by default) gets a quick recipe for few-epoch runs (lr 0.1,
 //! batch 64, flips only, no auxiliary head, no drop path). Every knob has a flag.
 
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ pub struct TrainArgs {
     /// Images per step (default 32 on CIFAR, 64 otherwise).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Base learning rate (default 0.025 on CIFAR, 0.05 otherwise).
+    /// Base learning rate (default 0.025 on CIFAR, 0.1 otherwise).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Learning-rate decay.
@@ -282,6 +282,9 @@ pub fn tune_cpu_threads() {
 /// Runs `nasnet train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     tune_cpu_threads();
+    if args.resume && args.out.is_none() {
+        return Err(user_error("--resume needs the run's folder (--out DIR)"));
+    }
     let device = parse_device(&args.device).map_err(train_error)?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let mut quiet = Quiet;

@@ -46,6 +46,8 @@ pub struct StepInfo {
     pub lr: f64,
     /// Training images per second over the epoch so far.
     pub images_per_sec: f64,
+    /// Global norm of the step's gradients (measured only when clipping is on).
+    pub grad_norm: Option<f64>,
 }
 
 /// Called by the training loop; every method has a do-nothing default.

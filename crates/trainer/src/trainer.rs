@@ -264,6 +264,8 @@ pub struct Trainer {
     history: Vec<EpochMetrics>,
     best: Option<BestInfo>,
     out_dir: Option<PathBuf>,
+    /// Held (locked) while this trainer owns `out_dir`, so two runs never write one folder.
+    _lock: Option<std::fs::File>,
     data_config: Option<DataConfig>,
     resumed: Option<(DataSummary, usize)>,
 }
@@ -294,6 +296,7 @@ impl Trainer {
             history: Vec::new(),
             best: None,
             out_dir: None,
+            _lock: None,
             data_config: None,
             resumed: None,
         })
@@ -304,6 +307,7 @@ impl Trainer {
     pub fn with_output_dir(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        let lock = lock_dir(&dir)?;
         checkpoint::recover(&dir)?;
         if dir.join(STATE_FILE).exists() {
             return Err(TrainError::Config(format!(
@@ -316,6 +320,7 @@ impl Trainer {
             atomic_write(&metrics, b"")?;
         }
         self.out_dir = Some(dir);
+        self._lock = Some(lock);
         Ok(self)
     }
 
@@ -331,6 +336,10 @@ impl Trainer {
     /// data to continue.
     pub fn resume(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(TrainError::checkpoint(dir, "no such checkpoint folder"));
+        }
+        let lock = lock_dir(dir)?;
         let (state_bytes, model_bytes, optim_bytes) = read_checkpoint(dir)?;
         let state = parse_state(&state_bytes, &dir.join(STATE_FILE))?;
         let (model, varmap) = build_model(&state.genotype, &state.model_config, device)?;
@@ -368,6 +377,7 @@ impl Trainer {
             history: state.history.clone(),
             best: state.best.clone(),
             out_dir: Some(dir.to_path_buf()),
+            _lock: Some(lock),
             data_config: state.data.config.clone(),
             resumed: Some((state.data.clone(), state.steps_per_epoch)),
         })
@@ -542,7 +552,7 @@ impl Trainer {
                 }
                 let main_value = f64::from(main.to_scalar::<f32>()?);
                 let grads = loss.backward()?;
-                self.sgd.step(&grads)?;
+                let stats = self.sgd.step(&grads)?;
                 drop(grads);
                 let correct = count_correct(&out.logits, &y)?;
                 self.accum.loss_sum += main_value * n as f64;
@@ -560,6 +570,7 @@ impl Trainer {
                     epoch_acc: self.accum.accuracy(),
                     lr,
                     images_per_sec: self.accum.images_per_sec(),
+                    grad_norm: stats.grad_norm,
                 });
                 let mid_epoch = step_in_epoch + 1 < spe;
                 let stop = hook.should_stop();
@@ -709,6 +720,29 @@ impl Trainer {
         };
         let json = serde_json::to_vec_pretty(&state).map_err(json_error)?;
         write_checkpoint(dir, &model_bytes, &optim_bytes, &json)
+    }
+}
+
+/// The lock file of an output folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the exclusive lock of an output folder (an OS file lock, released when the process
+/// ends however it ends, so a killed run never leaves a stale lock).
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| TrainError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::Config(format!(
+            "{} is in use by another training run",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
     }
 }
 

@@ -234,6 +234,13 @@ fn stop_and_resume_at_an_epoch_end() {
     // The best model is loadable and its record matches.
     let best = load_checkpoint(&out, &Device::Cpu, Weights::Best).unwrap();
     assert!(best.state.best.is_some());
+    // Only one trainer at a time may own the folder.
+    let err = Trainer::resume(&out, &Device::Cpu).err().unwrap();
+    assert!(
+        err.to_string().contains("in use by another training run"),
+        "{err}"
+    );
+    drop(r);
     // Resuming a finished run trains nothing more.
     let mut again = Trainer::resume(&out, &Device::Cpu).unwrap();
     assert_eq!(again.train(&s, &mut Quiet).unwrap().steps, 8);
@@ -265,6 +272,7 @@ fn stop_and_resume_at_an_epoch_end() {
         vec![
             "best.json",
             "best.safetensors",
+            "lock",
             "metrics.jsonl",
             "model.safetensors",
             "optimizer.safetensors",
@@ -294,6 +302,7 @@ fn mid_epoch_checkpoint_resumes_the_same_batches() {
     let st = state(dir.path());
     assert_eq!((st.epoch, st.step, st.partial.seen), (1, 6, 2 * 32));
     assert_eq!(metrics_lines(dir.path()).len(), 1);
+    drop(t); // releases the folder's lock, as a killed process would
     let mut r = Trainer::resume(dir.path(), &Device::Cpu).unwrap();
     let summary = r.train(&s, &mut Quiet).unwrap();
     assert_eq!(summary.steps, 8);
@@ -315,6 +324,7 @@ fn crash_during_a_save_leaves_a_loadable_checkpoint() {
         .with_output_dir(dir.path())
         .unwrap();
     t.train(&s, &mut Quiet).unwrap();
+    drop(t);
     // A crash while writing the next checkpoint: temp files half written, no commit record.
     write_synced(&dir.path().join("model.safetensors.tmp"), b"partial").unwrap();
     write_synced(&dir.path().join("state.json.tmp"), b"{\"format\": 1, \"ep").unwrap();
@@ -338,6 +348,7 @@ fn checkpoint_of_another_shape_names_the_tensor() {
         .with_output_dir(dir.path())
         .unwrap();
     t.train(&s, &mut Quiet).unwrap();
+    drop(t);
     // Edit the saved config to a wider model: the weights no longer fit.
     let mut st = state(dir.path());
     st.model_config.filters = 8;
