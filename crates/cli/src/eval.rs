@@ -47,8 +47,8 @@ pub struct EvalArgs {
     /// Which split to evaluate.
     #[arg(long, value_enum, default_value = "test")]
     pub split: SplitArg,
-    /// Images per batch.
-    #[arg(long, default_value_t = 250)]
+    /// Images per batch (64 evaluated about twice as fast as 250 on the 2-core machine).
+    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Device: cpu, cuda, cuda:N, metal.
     #[arg(long, default_value = "cpu")]

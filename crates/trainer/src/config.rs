@@ -68,7 +68,7 @@ impl TrainConfig {
         TrainConfig {
             epochs,
             batch_size: 32,
-            eval_batch_size: 250,
+            eval_batch_size: 64,
             sgd: SgdConfig {
                 lr: 0.025,
                 momentum: 0.9,
