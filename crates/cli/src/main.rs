@@ -109,6 +109,11 @@ fn configure_threads() {
 
 fn main() -> ExitCode {
     configure_threads();
+    // `nasnet report RUN | head` must end quietly, as other Unix tools do, not panic on EPIPE.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return report_parse_error(e),
