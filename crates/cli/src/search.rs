@@ -227,8 +227,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     nasnet_trainer::Splits::load(&config.child.data)
         .map_err(|e| user_error(format!("dataset: {e}")))?;
 
-    let mut strategy = if run.load_checkpoint()?.is_some() {
-        let (dir, _) = run.load_checkpoint()?.expect("checked above");
+    let mut strategy = if let Some((dir, _)) = run.load_checkpoint()? {
         load_strategy(&dir)?
     } else {
         make_strategy(
