@@ -16,17 +16,6 @@ use nasnet_searchspace::named::nasnet_a;
 use nasnet_trainer::trainer::cross_entropy;
 use nasnet_trainer::{Sgd, SgdConfig};
 
-/// Thread pools as the `nasnet` binary sets them (see crates/cli/src/main.rs).
-fn configure_threads() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
-    }
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-}
-
 struct TrainStep {
     model: NasNet,
     sgd: Sgd,
@@ -79,7 +68,8 @@ impl TrainStep {
 }
 
 fn bench_nasnet(c: &mut Criterion) {
-    configure_threads();
+    // Thread pools and malloc as the `nasnet` binary sets them.
+    nasnet_cells::configure_cpu();
     let mut group = c.benchmark_group("nasnet");
     group.sample_size(10);
     group.measurement_time(std::time::Duration::from_secs(20));

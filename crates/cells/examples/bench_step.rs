@@ -6,6 +6,7 @@ use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::{parse_net, NasNet, NasNetConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    nasnet_cells::configure_cpu();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let size = parse_net(args.first().map(String::as_str).unwrap_or("2@384"))?;
     let batch: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(32);

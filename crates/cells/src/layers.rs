@@ -337,19 +337,19 @@ impl Conv {
                 kernels::depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
             };
         }
+        if self.kernel == (1, 1) && self.stride == 1 {
+            // candle's conv backward goes through a much slower transposed convolution.
+            return if self.relu_first {
+                kernels::relu_pointwise_conv2d(x, &self.weight)
+            } else {
+                kernels::pointwise_conv2d(x, &self.weight)
+            };
+        }
         let x = if self.relu_first {
             crate::fused::relu(x)?
         } else {
             x.clone()
         };
-        let (n, cin, h, w) = x.dims4()?;
-        if self.kernel == (1, 1) && self.stride == 1 {
-            // A 1x1 conv is a batched matmul; candle's conv backward goes through a much slower
-            // transposed convolution.
-            let wm = self.weight.reshape((self.out_channels, cin))?;
-            let y = wm.broadcast_left(n)?.matmul(&x.reshape((n, cin, h * w))?)?;
-            return y.reshape((n, self.out_channels, h, w));
-        }
         let symmetric = pad.top == pad.bottom && pad.left == pad.right && pad.top == pad.left;
         if symmetric && self.stride == 1 {
             return x.conv2d(&self.weight, pad.top, 1, self.dilation, 1);

@@ -37,8 +37,10 @@ pub mod kernels;
 mod layers;
 pub mod model;
 pub mod reference;
+pub mod runtime;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
 pub use layers::ParamInfo;
 pub use model::{NasNet, NasNetOutput};
+pub use runtime::configure_cpu;

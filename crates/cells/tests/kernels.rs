@@ -7,7 +7,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use nasnet_cells::kernels::{
     avg_pool2d, avg_pool2d_candle, depthwise_conv2d, depthwise_conv2d_candle, max_pool2d,
-    max_pool2d_candle, relu_depthwise_conv2d, AvgPoolCount, Padding2d,
+    max_pool2d_candle, pointwise_conv2d, pointwise_conv2d_candle, relu_depthwise_conv2d,
+    relu_pointwise_conv2d, AvgPoolCount, Padding2d,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -801,5 +802,124 @@ fn gradients_flow_only_where_asked() -> Result<()> {
         .backward()?;
     assert!(g.get(&w).is_none());
     assert!(g.get(&xv).is_some());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise (1x1) convolution.
+
+/// `y[n][o][p] = sum_i w[o][i] * act(x[n][i][p])` in f64 loops.
+fn ref_pointwise(x: &[f64], dims: Dims, wt: &[f64], cout: usize, relu: bool) -> Vec<f64> {
+    let (n, cin, h, w) = dims;
+    let hw = h * w;
+    let mut y = vec![0.0; n * cout * hw];
+    for b in 0..n {
+        for o in 0..cout {
+            for i in 0..cin {
+                let wv = wt[o * cin + i];
+                for p in 0..hw {
+                    let xv = x[(b * cin + i) * hw + p];
+                    let xv = if relu { xv.max(0.0) } else { xv };
+                    y[(b * cout + o) * hw + p] += wv * xv;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn pointwise_matches_reference_candle_and_finite_differences() -> Result<()> {
+    let mut rng = rng(21);
+    // Batches below and above the thread count (the two ways the GEMMs are spread), odd sizes,
+    // and a batch larger than the number of partial weight gradients.
+    for (n, cin, cout, h, w) in [
+        (1, 3, 5, 7, 7),
+        (2, 4, 3, 8, 8),
+        (3, 5, 6, 5, 6),
+        (11, 2, 3, 3, 3),
+    ] {
+        let dims = (n, cin, h, w);
+        let x = random(&mut rng, n * cin * h * w);
+        let wt = random(&mut rng, cout * cin);
+        let r = random(&mut rng, n * cout * h * w);
+        let od = [n, cout, h, w];
+        for relu in [false, true] {
+            let f = |x: &Tensor, w: &Tensor| {
+                if relu {
+                    relu_pointwise_conv2d(x, w)
+                } else {
+                    pointwise_conv2d(x, w)
+                }
+            };
+            let what = format!("{dims:?} -> {cout}, relu {relu}");
+            for dtype in [DType::F64, DType::F32] {
+                let xt = tensor(&x, &shape4(dims), dtype)?;
+                let wtt = tensor(&wt, &[cout, cin, 1, 1], dtype)?;
+                let y = to_vec(&f(&xt, &wtt)?)?;
+                assert_close(
+                    &y,
+                    &ref_pointwise(&x, dims, &wt, cout, relu),
+                    tol(dtype),
+                    &what,
+                );
+                let act = if relu { xt.relu()? } else { xt.clone() };
+                let theirs = to_vec(&pointwise_conv2d_candle(&act, &wtt)?)?;
+                assert_close(&y, &theirs, tol(dtype), &format!("vs candle {what}"));
+            }
+            let xt = tensor(&x, &shape4(dims), DType::F64)?;
+            let wtt = tensor(&wt, &[cout, cin, 1, 1], DType::F64)?;
+            let (gx, gw) = grads(&f, &xt, &wtt, &tensor(&r, &od, DType::F64)?)?;
+            let fd_x = finite_diff(&x, &|xv| dot(&ref_pointwise(xv, dims, &wt, cout, relu), &r));
+            let fd_w = finite_diff(&wt, &|wv| dot(&ref_pointwise(&x, dims, wv, cout, relu), &r));
+            assert_close(&gx, &fd_x, 1e-6, &format!("grad x {what}"));
+            assert_close(&gw, &fd_w, 1e-6, &format!("grad w {what}"));
+            let candle = grads(
+                &|x, w| pointwise_conv2d_candle(&if relu { x.relu()? } else { x.clone() }, w),
+                &xt,
+                &wtt,
+                &tensor(&r, &od, DType::F64)?,
+            )?;
+            assert_close(&gw, &candle.1, 1e-12, &format!("grad w vs candle {what}"));
+            let (gx32, gw32) = grads(
+                &f,
+                &xt.to_dtype(DType::F32)?,
+                &wtt.to_dtype(DType::F32)?,
+                &tensor(&r, &od, DType::F32)?,
+            )?;
+            assert_close(&gx32, &gx, 1e-5, &format!("f32 grad x {what}"));
+            assert_close(&gw32, &gw, 1e-5, &format!("f32 grad w {what}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn pointwise_accepts_strided_and_half_inputs_and_rejects_bad_kernels() -> Result<()> {
+    let mut rng = rng(22);
+    let x = tensor(&random(&mut rng, 2 * 4 * 3 * 5), &[2, 4, 5, 3], DType::F32)?;
+    let xt = x.transpose(2, 3)?; // (2, 4, 3, 5), not contiguous
+    let w = tensor(&random(&mut rng, 6 * 4), &[6, 4, 1, 1], DType::F32)?;
+    let want = to_vec(&pointwise_conv2d_candle(&xt.contiguous()?, &w)?)?;
+    assert_close(
+        &to_vec(&pointwise_conv2d(&xt, &w)?)?,
+        &want,
+        2e-5,
+        "strided",
+    );
+    let half = pointwise_conv2d(&xt.to_dtype(DType::BF16)?, &w.to_dtype(DType::BF16)?)?;
+    assert_eq!(half.dtype(), DType::BF16);
+    assert_close(&to_vec(&half)?, &want, 3e-2, "bf16");
+    for bad in [
+        Tensor::zeros((6, 3, 1, 1), DType::F32, &Device::Cpu)?,
+        Tensor::zeros((6, 4, 3, 3), DType::F32, &Device::Cpu)?,
+    ] {
+        let err = pointwise_conv2d(&xt, &bad).unwrap_err().to_string();
+        assert!(err.contains("pointwise conv kernel"), "{err}");
+    }
+    let err = pointwise_conv2d(&xt, &w.to_dtype(DType::F64)?)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dtype"), "{err}");
     Ok(())
 }

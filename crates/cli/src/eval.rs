@@ -12,7 +12,7 @@ use nasnet_trainer::{
 };
 
 use crate::input::user_error;
-use crate::train::{data_source, train_error, tune_cpu_threads};
+use crate::train::{data_source, train_error};
 
 /// Which split to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,7 +60,6 @@ pub struct EvalArgs {
 
 /// Runs `nasnet eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    tune_cpu_threads();
     if args.batch_size == 0 {
         return Err(user_error("--batch-size must be at least 1"));
     }

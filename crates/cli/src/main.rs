@@ -93,22 +93,9 @@ fn report_parse_error(e: clap::Error) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Sets the thread-pool sizes once, before any pool starts: candle 0.11 re-reads
-/// `/proc/cpuinfo` on every CPU matmul unless `RAYON_NUM_THREADS` is set, and its element-wise
-/// pool spins against rayon's (measured 2x on forward+backward), so the element-wise pool gets
-/// one thread unless the user chose otherwise.
-fn configure_threads() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
-    }
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-}
-
 fn main() -> ExitCode {
-    configure_threads();
+    // Thread pools and malloc tuned for training on CPU (see nasnet_cells::runtime).
+    nasnet_cells::configure_cpu();
     // `nasnet report RUN | head` must end quietly, as other Unix tools do, not panic on EPIPE.
     #[cfg(unix)]
     unsafe {

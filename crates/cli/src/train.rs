@@ -266,22 +266,8 @@ fn default_out() -> PathBuf {
     PathBuf::from(format!("runs/train-{secs}"))
 }
 
-/// Makes candle's CPU element-wise ops single-threaded unless `CANDLE_NUM_THREADS` is set.
-///
-/// candle 0.11's CPU pool waits for its workers by spinning; on a small machine shared with
-/// other work (our own batch loader included) that costs more than it gains: NASNet-A 2@384
-/// trained about twice as fast with one thread on the 2-core development machine. Matrix products
-/// and nasnet-cells' kernels still use every core (rayon). Must run before the first candle op.
-pub fn tune_cpu_threads() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // Called first thing in the subcommand, while the process has no other threads.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-}
-
 /// Runs `nasnet train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    tune_cpu_threads();
     if args.resume && args.out.is_none() {
         return Err(user_error("--resume needs the run's folder (--out DIR)"));
     }
