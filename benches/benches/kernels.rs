@@ -1,17 +1,22 @@
 //! Benchmarks of `nasnet_cells::kernels` against candle's own ops on a NASNet-sized activation
 //! (8 x 64 x 32 x 32, f32): these kernels are the hot path of NASNet training, and candle's
-//! grouped conv (one conv per channel, O(C^2) backward) is what they replace.
+//! grouped conv (one conv per channel, O(C^2) backward) is what they replace. Beside them, the
+//! pieces they make up: one separable op and one NASNet-A cell, forward and backward.
 //!
 //! Run with `cargo bench -p nasnet-benches --bench kernels`; add `-- --test` for a quick smoke run.
 
 use std::time::Duration;
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use nasnet_cells::kernels::{
     avg_pool2d, avg_pool2d_candle, depthwise_conv2d, depthwise_conv2d_candle, max_pool2d,
-    max_pool2d_candle, relu_depthwise_conv2d, AvgPoolCount, Padding2d,
+    max_pool2d_candle, pointwise_conv2d, pointwise_conv2d_candle, relu_depthwise_conv2d,
+    relu_pointwise_conv2d, AvgPoolCount, Padding2d,
 };
+use nasnet_cells::{CellUnit, OpUnit};
+use nasnet_searchspace::{named::nasnet_a, CellRole, Op};
 
 const N: usize = 8;
 const C: usize = 64;
@@ -26,6 +31,8 @@ fn fwd_bwd(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Var) -> Result<()> {
 }
 
 fn bench_kernels(c: &mut Criterion) {
+    // Thread pools and malloc as the `nasnet` binary sets them.
+    nasnet_cells::configure_cpu();
     let dev = Device::Cpu;
     let x = Tensor::randn(0f32, 1., (N, C, HW, HW), &dev).unwrap();
     let xv = Var::from_tensor(&x).unwrap();
@@ -89,6 +96,44 @@ fn bench_kernels(c: &mut Criterion) {
             b.iter(|| fwd_bwd(|x| max_pool2d(x, (3, 3), s, p), &xv).unwrap())
         });
     }
+
+    // 1x1 conv, C -> C: our single-node op against candle's reshape + batched matmul.
+    let w = Tensor::randn(0f32, 0.1, (C, C, 1, 1), &dev).unwrap();
+    let wv = Var::from_tensor(&w).unwrap();
+    group.bench_function("pw1x1/fwd/ours", |b| {
+        b.iter(|| pointwise_conv2d(&x, &w).unwrap())
+    });
+    group.bench_function("pw1x1/fwd/candle", |b| {
+        b.iter(|| pointwise_conv2d_candle(&x, &w).unwrap())
+    });
+    group.bench_function("pw1x1/fwd_bwd/ours", |b| {
+        b.iter(|| fwd_bwd(|x| relu_pointwise_conv2d(x, &wv), &xv).unwrap())
+    });
+    group.bench_function("pw1x1/fwd_bwd/candle", |b| {
+        b.iter(|| fwd_bwd(|x| pointwise_conv2d_candle(&x.relu()?, &wv), &xv).unwrap())
+    });
+
+    // One separable op and one cell in training mode (batch statistics), all parameters
+    // trainable: what a training step pays per op and per cell.
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let sep = OpUnit::new(Op::SepConv5x5, C, C, 1, vb.pp("sep")).unwrap();
+    group.bench_function("sep5x5_op/fwd_bwd/ours", |b| {
+        b.iter(|| fwd_bwd(|x| sep.forward_t(x, true), &xv).unwrap())
+    });
+    let cell = CellUnit::new(
+        nasnet_a().cell(CellRole::Normal),
+        CellRole::Normal,
+        C / 2,
+        C,
+        Some(C),
+        vb.pp("cell"),
+    )
+    .unwrap();
+    let prev = Var::from_tensor(&x.affine(0.5, 0.1).unwrap()).unwrap();
+    group.bench_function("nasnet_a_normal_cell/fwd_bwd/ours", |b| {
+        b.iter(|| fwd_bwd(|x| cell.forward_t(x, Some(prev.as_tensor()), true), &xv).unwrap())
+    });
     group.finish();
 }
 

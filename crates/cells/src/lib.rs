@@ -38,9 +38,11 @@ mod layers;
 pub mod model;
 pub mod reference;
 pub mod runtime;
+pub mod unit;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
 pub use layers::ParamInfo;
 pub use model::{NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
+pub use unit::{CellUnit, OpUnit};
