@@ -11,14 +11,14 @@
 //! (`output_proj_{i}`: factorized reduction where the height differs, else 1x1 conv + BN; no
 //! ReLU, as TF-slim's `_combine_unused_states`).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use nasnet_searchspace::{Cell, CellRole, Combine};
 
 use crate::layers::{
-    AffineNorm, ConvBn, ConvSpec, Ctx, DropPath, FactorizedReduction, OpContext, OpModule,
+    AffineNorm, ConvBn, ConvSpec, Ctx, DropPath, DropPathState, FactorizedReduction, OpContext,
+    OpModule,
 };
 
 /// Channels and resolution level (number of halvings since the stem conv) of a tensor.
@@ -76,7 +76,8 @@ pub(crate) struct CellSpec<'a> {
     pub cell_num: usize,
     pub total_cells: usize,
     pub drop_path_keep_prob: f64,
-    pub progress: Arc<AtomicU64>,
+    /// Drop-path progress and masks, shared by the whole model.
+    pub drop_path: Arc<DropPathState>,
     pub avg_count_pad_stride2: bool,
 }
 
@@ -152,7 +153,7 @@ impl CellModule {
                         spec.drop_path_keep_prob,
                         spec.cell_num,
                         spec.total_cells,
-                        spec.progress.clone(),
+                        spec.drop_path.clone(),
                     ),
                 };
                 ops.push(OpModule::new(

@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::{DType, Result, Shape, Tensor};
@@ -17,6 +16,7 @@ use candle_nn::{Init, VarBuilder};
 use nasnet_searchspace::Op;
 
 use crate::kernels::{self, AvgPoolCount, Padding2d};
+pub(crate) use crate::seed::DropPathState;
 
 /// One tensor a model reads from its VarBuilder.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +48,7 @@ pub(crate) const LINEAR_INIT: Init = Init::Kaiming {
 #[derive(Clone)]
 pub(crate) struct Ctx<'a> {
     vb: VarBuilder<'a>,
-    reg: Rc<RefCell<Vec<ParamInfo>>>,
+    reg: Rc<RefCell<Vec<(ParamInfo, Init)>>>,
     bn_eps: f64,
     bn_momentum: f64,
 }
@@ -74,25 +74,26 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn record(&self, name: &str, shape: Shape, trainable: bool) {
+    fn record(&self, name: &str, shape: Shape, trainable: bool, init: Init) {
         let prefix = self.vb.prefix();
         let full = if prefix.is_empty() {
             name.to_string()
         } else {
             format!("{prefix}.{name}")
         };
-        self.reg.borrow_mut().push(ParamInfo {
+        let info = ParamInfo {
             name: full,
             shape,
             trainable,
-        });
+        };
+        self.reg.borrow_mut().push((info, init));
     }
 
     /// A trainable tensor `name` of `shape`.
     pub fn get<S: Into<Shape>>(&self, shape: S, name: &str, init: Init) -> Result<Tensor> {
         let shape = shape.into();
         let t = self.vb.get_with_hints(shape.clone(), name, init)?;
-        self.record(name, shape, true);
+        self.record(name, shape, true, init);
         Ok(t)
     }
 
@@ -104,10 +105,10 @@ impl<'a> Ctx<'a> {
         let running_var = self.vb.get_with_hints(c, "running_var", Init::Const(1.0))?;
         let weight = self.vb.get_with_hints(c, "weight", Init::Const(1.0))?;
         let bias = self.vb.get_with_hints(c, "bias", Init::Const(0.0))?;
-        self.record("running_mean", Shape::from(c), false);
-        self.record("running_var", Shape::from(c), false);
-        self.record("weight", Shape::from(c), true);
-        self.record("bias", Shape::from(c), true);
+        self.record("running_mean", Shape::from(c), false, Init::Const(0.0));
+        self.record("running_var", Shape::from(c), false, Init::Const(1.0));
+        self.record("weight", Shape::from(c), true, Init::Const(1.0));
+        self.record("bias", Shape::from(c), true, Init::Const(0.0));
         Ok(BatchNorm {
             running_mean: candle_core::Var::from_tensor(&running_mean)?,
             running_var: candle_core::Var::from_tensor(&running_var)?,
@@ -120,7 +121,16 @@ impl<'a> Ctx<'a> {
 
     /// Everything recorded so far (shared by all contexts derived from the same root).
     pub fn params(&self) -> Vec<ParamInfo> {
-        self.reg.borrow().clone()
+        self.reg.borrow().iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// How each recorded tensor is initialised when trained from scratch, by full name.
+    pub fn inits(&self) -> Vec<(String, Init)> {
+        self.reg
+            .borrow()
+            .iter()
+            .map(|(p, init)| (p.name.clone(), *init))
+            .collect()
     }
 }
 
@@ -572,28 +582,28 @@ impl Pool {
     }
 }
 
-/// ScheduledDropPath for one cell (REFERENCE.md §5), sharing the training progress with the
-/// whole model so one call to `set_drop_path_progress` moves every cell.
+/// ScheduledDropPath for one cell (REFERENCE.md §5), sharing the training progress and the
+/// mask stream with the whole model so one call to `set_drop_path_progress` moves every cell.
 #[derive(Debug, Clone)]
 pub(crate) struct DropPath {
     /// Keep probability at full progress, already scaled by the cell's depth.
     layer_keep: f64,
-    progress: Arc<AtomicU64>,
+    state: Arc<DropPathState>,
 }
 
 impl DropPath {
     /// For cell number `cell_num` of `total_cells`, final keep probability `keep`.
-    pub fn new(keep: f64, cell_num: usize, total_cells: usize, progress: Arc<AtomicU64>) -> Self {
+    pub fn new(keep: f64, cell_num: usize, total_cells: usize, state: Arc<DropPathState>) -> Self {
         let ratio = (cell_num + 1) as f64 / total_cells as f64;
         DropPath {
             layer_keep: 1.0 - ratio * (1.0 - keep),
-            progress,
+            state,
         }
     }
 
     /// The keep probability now.
     pub fn keep_prob(&self) -> f64 {
-        let p = f64::from_bits(self.progress.load(Ordering::Relaxed)).clamp(0.0, 1.0);
+        let p = self.state.progress().clamp(0.0, 1.0);
         1.0 - p * (1.0 - self.layer_keep)
     }
 
@@ -607,7 +617,10 @@ impl DropPath {
             return Ok(x);
         }
         let n = x.dim(0)?;
-        let u = Tensor::rand(0f32, 1f32, (n, 1, 1, 1), x.device())?;
+        let u = match self.state.uniform(n) {
+            Some(u) => Tensor::from_vec(u, (n, 1, 1, 1), x.device())?,
+            None => Tensor::rand(0f32, 1f32, (n, 1, 1, 1), x.device())?,
+        };
         let mask = ((u + keep)?.floor()? / keep)?.to_dtype(x.dtype())?;
         x.broadcast_mul(&mask)
     }
@@ -821,13 +834,13 @@ mod tests {
 
     #[test]
     fn drop_path_schedule_follows_tf_slim() {
-        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let progress = Arc::new(DropPathState::new());
         // Cell 5 of 20 with final keep 0.6: layer keep = 1 - 6/20 * 0.4 = 0.88.
         let d = DropPath::new(0.6, 5, 20, progress.clone());
         assert!((d.keep_prob() - 1.0).abs() < 1e-12);
-        progress.store(0.5f64.to_bits(), Ordering::Relaxed);
+        progress.set_progress(0.5);
         assert!((d.keep_prob() - (1.0 - 0.5 * 0.12)).abs() < 1e-12);
-        progress.store(1.0f64.to_bits(), Ordering::Relaxed);
+        progress.set_progress(1.0);
         assert!((d.keep_prob() - 0.88).abs() < 1e-12);
         // The last cell ends at the configured keep probability.
         assert!((DropPath::new(0.6, 19, 20, progress).keep_prob() - 0.6).abs() < 1e-12);
@@ -835,8 +848,9 @@ mod tests {
 
     #[test]
     fn drop_path_drops_whole_examples_and_rescales() {
-        let progress = Arc::new(AtomicU64::new(1f64.to_bits()));
-        let d = DropPath::new(0.5, 0, 1, progress);
+        let progress = Arc::new(DropPathState::new());
+        progress.set_progress(1.0);
+        let d = DropPath::new(0.5, 0, 1, progress.clone());
         let x = Tensor::ones((4000, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(
             d.apply(x.clone(), false)
@@ -855,6 +869,20 @@ mod tests {
             .all(|&s| s == 0.0 || (s - 36.0).abs() < 1e-4));
         let frac = kept as f64 / 4000.0;
         assert!((frac - 0.5).abs() < 0.05, "kept {frac}");
+
+        // Seeded: the same masks again after re-seeding, different ones for another seed.
+        let x = Tensor::ones((64, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let masks = |seed: u64| -> Vec<f32> {
+            progress.seed(seed);
+            d.apply(x.clone(), true)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(masks(3), masks(3));
+        assert_ne!(masks(3), masks(4));
     }
 
     fn bn(c: usize, momentum: f64) -> BatchNorm {

@@ -38,6 +38,7 @@ mod layers;
 pub mod model;
 pub mod reference;
 pub mod runtime;
+mod seed;
 pub mod unit;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};

@@ -9,7 +9,6 @@
 //! 128), `aux_head.final.{conv,bn}` (to 768) and `aux_head.linear`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -22,7 +21,7 @@ use crate::cell::{CellModule, CellSpec, TensorInfo};
 use crate::config::{NasNetConfig, StemKind};
 use crate::error::CellsError;
 use crate::kernels::{self, AvgPoolCount, Padding2d};
-use crate::layers::{ConvBn, ConvSpec, Ctx, Pad, ParamInfo, LINEAR_INIT};
+use crate::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
 
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
@@ -76,7 +75,9 @@ pub struct NasNet {
     aux: Option<(usize, AuxHead)>,
     last_linear: Linear,
     params: Vec<ParamInfo>,
-    progress: Arc<AtomicU64>,
+    /// Initialiser of each tensor, by full name, for [`NasNet::seed`].
+    inits: Vec<(String, Init)>,
+    drop_path: Arc<DropPathState>,
 }
 
 /// Spatial size at resolution `level` for a `size` input: the stem conv, then a halving
@@ -103,7 +104,7 @@ impl NasNet {
         cfg.validate()?;
         genotype.validate()?;
         let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum);
-        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let drop_path = Arc::new(DropPathState::new());
 
         let conv0 = ConvBn::new(
             &ctx.pp("conv0"),
@@ -158,7 +159,7 @@ impl NasNet {
                 cell_num: *cell_num,
                 total_cells,
                 drop_path_keep_prob: cfg.drop_path_keep_prob,
-                progress: progress.clone(),
+                drop_path: drop_path.clone(),
                 avg_count_pad_stride2: cfg.avg_pool_count_pad_stride2,
             };
             let module = CellModule::new(&ctx.pp(&name), spec)?;
@@ -263,7 +264,8 @@ impl NasNet {
             aux,
             last_linear,
             params: ctx.params(),
-            progress,
+            inits: ctx.inits(),
+            drop_path,
         })
     }
 
@@ -379,7 +381,40 @@ impl NasNet {
         } else {
             0.0
         };
-        self.progress.store(p.to_bits(), Ordering::Relaxed);
+        self.drop_path.set_progress(p);
+    }
+
+    /// Makes training from scratch reproducible: re-draws every tensor this model reads from
+    /// `varmap` with its initialiser (the same distributions as candle's), from a stream derived
+    /// from `seed` and the tensor's name, and seeds the drop-path masks
+    /// ([`NasNet::seed_drop_path`]). candle cannot seed its CPU generator, so without this two
+    /// runs differ from the first step. Call on a freshly built model, before training;
+    /// `varmap` is the one the model was built from.
+    pub fn seed(&self, varmap: &VarMap, seed: u64) -> Result<(), CellsError> {
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| CellsError::Config("the VarMap's lock is poisoned".into()))?;
+        for (name, init) in &self.inits {
+            let var = vars.get(name).ok_or_else(|| {
+                CellsError::Config(format!(
+                    "cannot seed `{name}`: it is not in the VarMap the model was built from"
+                ))
+            })?;
+            let mut rng = crate::seed::stream(seed, name);
+            let values = crate::seed::draw(*init, var.shape(), &mut rng);
+            let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
+            var.set(&t)?;
+        }
+        self.seed_drop_path(seed);
+        Ok(())
+    }
+
+    /// Draws drop-path masks from streams of `seed` keyed by the drop-path progress, which the
+    /// trainer sets before each step: a step's masks then depend only on the seed and the step,
+    /// so a run resumed from a checkpoint (weights restored, not re-drawn) continues exactly.
+    pub fn seed_drop_path(&self, seed: u64) {
+        self.drop_path.seed(seed);
     }
 
     /// Sets the drop path progress from a step count and the config's `total_training_steps`.

@@ -2,7 +2,6 @@
 //! goes, and what a user studying a searched cell in isolation builds. Both use the same generic
 //! builders as [`NasNet`](crate::NasNet), so parameter names and numerics are the network's.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
@@ -10,7 +9,7 @@ use candle_nn::VarBuilder;
 use nasnet_searchspace::{Cell, CellRole, Op};
 
 use crate::cell::{CellModule, CellSpec, TensorInfo};
-use crate::layers::{Ctx, DropPath, OpContext, OpModule};
+use crate::layers::{Ctx, DropPath, DropPathState, OpContext, OpModule};
 
 /// BN settings of the CIFAR preset (PyTorch's defaults), used by the standalone units.
 const BN_EPS: f64 = 1e-5;
@@ -18,7 +17,7 @@ const BN_MOMENTUM: f64 = 0.1;
 
 /// A drop path that never drops: standalone units have no place in a schedule.
 fn no_drop_path() -> DropPath {
-    DropPath::new(1.0, 0, 1, Arc::new(AtomicU64::new(0)))
+    DropPath::new(1.0, 0, 1, Arc::new(DropPathState::new()))
 }
 
 /// A single cell of a genotype, as a trainable module.
@@ -52,7 +51,7 @@ impl CellUnit {
             cell_num: 0,
             total_cells: 1,
             drop_path_keep_prob: 1.0,
-            progress: Arc::new(AtomicU64::new(0)),
+            drop_path: Arc::new(DropPathState::new()),
             avg_count_pad_stride2: false,
         };
         Ok(CellUnit {

@@ -6,9 +6,9 @@
 //! head's loss when the model has one, a non-finite loss ends the run with
 //! [`TrainError::Diverged`], backward, clipped SGD step. At each epoch end: validation and test
 //! accuracy, best model, checkpoint, one `metrics.jsonl` line. Data order and augmentation are
-//! functions of (seed, epoch, batch), and the schedule of the step, so a resumed run continues
-//! exactly where the checkpoint left off (weight initialisation and drop-path masks come from
-//! candle's unseeded generator and are not reproducible across runs).
+//! functions of (seed, epoch, batch), initial weights of (seed, tensor name) and drop-path masks
+//! of (seed, step) (see `NasNet::seed`), so on CPU two runs with the same seed and settings
+//! compute the same numbers, and a resumed run continues exactly where the checkpoint left off.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -281,6 +281,7 @@ impl Trainer {
     ) -> Result<Self> {
         cfg.validate()?;
         let (model, varmap) = build_model(genotype, model_cfg, device)?;
+        model.seed(&varmap, cfg.seed).map_err(cells_error)?;
         let sgd = Sgd::new(&varmap, cfg.sgd.clone())?;
         Ok(Trainer {
             genotype: genotype.clone(),
@@ -349,6 +350,7 @@ impl Trainer {
             &tensors_from_bytes(&model_bytes, device, &model_path)?,
             &model_path,
         )?;
+        model.seed_drop_path(state.train_config.seed);
         let mut sgd = Sgd::new(&varmap, state.train_config.sgd.clone())?;
         let optim_path = dir.join(OPTIMIZER_FILE);
         sgd.load_state(
