@@ -173,11 +173,7 @@ impl CustomOp3 for BnTrainHandle {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.0.fwd::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.0.fwd::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!("fused batch norm: only f32 and f64 are supported"),
-        }
+        for_float_storage!(s1, "fused batch norm", T => self.0.fwd::<T>(s1, l1, s2, l2, s3, l3))
     }
 
     fn bwd(
@@ -307,11 +303,7 @@ impl CustomOp3 for BnBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!("fused batch norm: only f32 and f64 are supported"),
-        }
+        for_float_storage!(s1, "fused batch norm", T => self.run::<T>(s1, l1, s2, l2, s3, l3))
     }
 }
 
@@ -346,11 +338,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => relu_fwd::<f32>(s, l),
-            CpuStorage::F64(_) => relu_fwd::<f64>(s, l),
-            _ => bail!("fused relu: only f32 and f64 are supported"),
-        }
+        for_float_storage!(s, "fused relu", T => relu_fwd::<T>(s, l))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -399,11 +387,7 @@ impl CustomOp2 for ReluBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => relu_bwd::<f32>(s1, l1, s2, l2),
-            CpuStorage::F64(_) => relu_bwd::<f64>(s1, l1, s2, l2),
-            _ => bail!("fused relu: only f32 and f64 are supported"),
-        }
+        for_float_storage!(s1, "fused relu", T => relu_bwd::<T>(s1, l1, s2, l2))
     }
 }
 

@@ -29,6 +29,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[macro_use]
+mod dispatch;
+
 mod cell;
 pub mod config;
 pub mod error;

@@ -259,11 +259,7 @@ impl CustomOp3 for DepthwiseBwdInput {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            CpuStorage::F64(_) => self.run::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
     }
 }
 
@@ -346,10 +342,6 @@ impl CustomOp2 for DepthwiseBwdWeight {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>((s1, l1), (s2, l2)),
-            CpuStorage::F64(_) => self.run::<f64>((s1, l1), (s2, l2)),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2)))
     }
 }

@@ -7,7 +7,6 @@
 //! NASNet's convolutions are 1x1, so here it is one node: `y_n = W x_n` forward,
 //! `dx_n = W^T dy_n` (masked by `x > 0` with the fused ReLU) and `dW = sum_n dy_n x_n^T`.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -201,11 +200,7 @@ impl CustomOp2 for PointwiseFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>((s1, l1), (s2, l2)),
-            CpuStorage::F64(_) => self.run::<f64>((s1, l1), (s2, l2)),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2)))
     }
 
     fn bwd(
@@ -287,11 +282,7 @@ impl CustomOp3 for PointwiseBwdInput {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            CpuStorage::F64(_) => self.run::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
     }
 }
 
@@ -373,10 +364,6 @@ impl CustomOp2 for PointwiseBwdWeight {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>((s1, l1), (s2, l2)),
-            CpuStorage::F64(_) => self.run::<f64>((s1, l1), (s2, l2)),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2)))
     }
 }

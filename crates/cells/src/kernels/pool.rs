@@ -7,7 +7,6 @@
 //! code. Max pooling recomputes the argmax in the backward rather than storing it, since a
 //! custom op has a single output.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
@@ -94,11 +93,7 @@ impl CustomOp1 for AvgPoolFwd {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => self.run::<f32>(s, l),
-            CpuStorage::F64(_) => self.run::<f64>(s, l),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s.dtype()),
-        }
+        for_float_storage!(s, self.name(), T => self.run::<T>(s, l))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -145,11 +140,7 @@ impl CustomOp2 for AvgPoolBwd {
         _s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>(s1, l1, l2),
-            CpuStorage::F64(_) => self.run::<f64>(s1, l1, l2),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>(s1, l1, l2))
     }
 }
 
@@ -182,11 +173,7 @@ impl CustomOp1 for MaxPoolFwd {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => self.run::<f32>(s, l),
-            CpuStorage::F64(_) => self.run::<f64>(s, l),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s.dtype()),
-        }
+        for_float_storage!(s, self.name(), T => self.run::<T>(s, l))
     }
 
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -253,10 +240,6 @@ impl CustomOp3 for MaxPoolBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            CpuStorage::F64(_) => self.run::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            _ => bail!("{}: unsupported dtype {:?}", self.name(), s1.dtype()),
-        }
+        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
     }
 }
