@@ -907,6 +907,13 @@ fn pointwise_accepts_strided_and_half_inputs_and_rejects_bad_kernels() -> Result
         2e-5,
         "strided",
     );
+    for empty in [(2, 4, 0, 3), (0, 4, 3, 3)] {
+        let e = Var::zeros(empty, DType::F32, &Device::Cpu)?;
+        let y = relu_pointwise_conv2d(e.as_tensor(), &w)?;
+        assert_eq!(y.dims(), &[empty.0, 6, empty.2, empty.3]);
+        let g = y.sum_all()?.backward()?;
+        assert_eq!(g.get(e.as_tensor()).unwrap().dims(), e.dims());
+    }
     let half = pointwise_conv2d(&xt.to_dtype(DType::BF16)?, &w.to_dtype(DType::BF16)?)?;
     assert_eq!(half.dtype(), DType::BF16);
     assert_close(&to_vec(&half)?, &want, 3e-2, "bf16");

@@ -139,6 +139,10 @@ fn per_example<T: Real>(
     across: bool,
     f: impl Fn(&mut Vec<T>, usize, &mut [T]) + Sync + Send,
 ) {
+    // Empty images or no output channels: nothing to compute (and no zero-sized chunks).
+    if out.is_empty() || chunk == 0 {
+        return;
+    }
     if across {
         out.par_chunks_mut(chunk)
             .enumerate()
