@@ -72,7 +72,7 @@ impl<T> Mat<T> {
     }
 }
 
-/// `dst (m x n, row-major) = [dst +] a (m x k) * b (k x n)`, with `(m, n, k)` = `mnk`.
+/// `dst (m x n, row-major) = [dst +] a (m x k) * b (k x n)`.
 ///
 /// `a` and `b` must address `m x k` and `k x n` elements within the slices they were built
 /// from; every caller builds them from slices of exactly those sizes.
