@@ -199,21 +199,8 @@ impl CustomOp2 for DepthwiseFwd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // The incoming gradient is often a broadcast (e.g. from `sum`), hence not contiguous.
-        let grad = grad.contiguous()?;
-        // Skip the half nobody asked for (a network's input, a frozen kernel).
-        let gx = if x.track_op() {
-            Some(grad.apply_op3_no_bwd(w, x, &DepthwiseBwdInput(*self))?)
-        } else {
-            None
-        };
-        let gw = if w.track_op() {
-            let op = DepthwiseBwdWeight(*self, w.dims().to_vec());
-            Some(x.apply_op2_no_bwd(&grad, &op)?)
-        } else {
-            None
-        };
-        Ok((gx, gw))
+        let weight_op = DepthwiseBwdWeight(*self, w.dims().to_vec());
+        super::conv_grads(x, w, grad, &DepthwiseBwdInput(*self), &weight_op)
     }
 }
 

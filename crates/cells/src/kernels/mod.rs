@@ -18,7 +18,7 @@ mod plane;
 mod pointwise;
 mod pool;
 
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Tensor};
 
 use depthwise::DepthwiseFwd;
 use plane::Real;
@@ -111,6 +111,31 @@ pub(crate) fn contiguous_slice<'a, T: Real>(
         Some((a, b)) => Ok(&data[a..b]),
         None => bail!("{what} must be contiguous"),
     }
+}
+
+/// The backward of a convolution-like custom op `y = f(x, w)`: the input gradient is
+/// `input_op(grad, w, x)` and the kernel gradient `weight_op(x, grad)`, each computed only when
+/// its operand takes part in a graph (a network's input or a frozen kernel needs none).
+fn conv_grads(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    input_op: &impl CustomOp3,
+    weight_op: &impl CustomOp2,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    // The incoming gradient is often a broadcast (e.g. from `sum`), hence not contiguous.
+    let grad = grad.contiguous()?;
+    let gx = if x.track_op() {
+        Some(grad.apply_op3_no_bwd(w, x, input_op)?)
+    } else {
+        None
+    };
+    let gw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(&grad, weight_op)?)
+    } else {
+        None
+    };
+    Ok((gx, gw))
 }
 
 /// Output size of a 2-D window op, validating the arguments so every path (custom op or candle
