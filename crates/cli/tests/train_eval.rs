@@ -7,9 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn nasnet() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nasnet"));
-    c.env("CANDLE_NUM_THREADS", "1");
-    c
+    Command::new(env!("CARGO_BIN_EXE_nasnet"))
 }
 
 fn temp_dir(tag: &str) -> PathBuf {

@@ -11,6 +11,8 @@ use nasnet_cells::{parse_net, NasNetConfig};
 use nasnet_trainer::{build_model, cross_entropy, Sgd, SgdConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Thread pools and malloc as the `nasnet` binary sets them.
+    nasnet_cells::configure_cpu();
     let args: Vec<String> = std::env::args().collect();
     let net = args.get(1).map_or("2@384", |s| s.as_str());
     let batch: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;

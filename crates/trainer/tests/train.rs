@@ -20,15 +20,10 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // candle's CPU pool spins while it waits; on a small shared machine one thread for its
-    // element-wise ops is faster (matrix products still use every core). Set before the first
-    // candle op of the process, while the other tests wait on the lock.
+    // Thread pools and malloc as the `nasnet` binary sets them, before the first candle op of
+    // the process, while the other tests wait on the lock.
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            std::env::set_var("CANDLE_NUM_THREADS", "1");
-        }
-    });
+    ONCE.call_once(nasnet_cells::configure_cpu);
     guard
 }
 
