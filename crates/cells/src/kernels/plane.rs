@@ -108,7 +108,6 @@ macro_rules! multiversion {
         $(#[$m])*
         pub(crate) fn $name<T: Real $(, const $b: usize)?>($($arg: $ty),*) {
             #[inline(always)]
-            #[allow(unused)]
             fn inner<T: Real, M: MulAdd $(, const $b: usize)?>($($arg: $ty),*) $body
 
             #[cfg(target_arch = "x86_64")]
