@@ -22,7 +22,6 @@ pub mod adam;
 pub mod config;
 pub mod controller;
 pub mod error;
-pub mod exact;
 pub mod matmul;
 pub mod policy;
 pub mod rng;

@@ -25,7 +25,6 @@ pub struct EmaBaseline {
     /// Weight of the old value at each update (0.95 in the paper).
     pub decay: f64,
     /// Current value; `None` until the first reward (which then becomes the value).
-    #[serde(with = "crate::exact::option")]
     pub value: Option<f64>,
 }
 
@@ -50,10 +49,8 @@ pub struct Experience {
     /// Its actions.
     pub actions: Vec<usize>,
     /// Its log-probability when it was sampled (PPO's ratio denominator; REINFORCE ignores it).
-    #[serde(with = "crate::exact")]
     pub old_log_prob: f64,
     /// Reward minus baseline.
-    #[serde(with = "crate::exact")]
     pub advantage: f64,
 }
 
