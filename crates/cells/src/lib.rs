@@ -34,6 +34,7 @@ mod dispatch;
 
 mod cell;
 pub mod config;
+pub mod durable;
 pub mod error;
 mod fused;
 pub mod kernels;

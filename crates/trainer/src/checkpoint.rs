@@ -15,9 +15,7 @@
 //! best model, `best.json`) are written with [`atomic_write`]: temp file, fsync, rename, fsync dir.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -37,64 +35,11 @@ pub const BEST_MODEL_FILE: &str = "best.safetensors";
 pub const BEST_STATE_FILE: &str = "best.json";
 /// One JSON object per finished epoch.
 pub const METRICS_FILE: &str = "metrics.jsonl";
-/// Suffix of files being written.
-pub const TMP_SUFFIX: &str = ".tmp";
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(TMP_SUFFIX);
-    PathBuf::from(s)
-}
-
-/// Flushes a folder's entries (renames) to disk. A no-op where folders cannot be opened.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let d = File::open(dir).map_err(|e| TrainError::io(dir, e))?;
-        d.sync_all().map_err(|e| TrainError::io(dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Writes `bytes` to `path` and fsyncs the file (no rename).
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(|e| TrainError::io(path, e))?;
-    f.write_all(bytes).map_err(|e| TrainError::io(path, e))?;
-    f.sync_all().map_err(|e| TrainError::io(path, e))?;
-    Ok(())
-}
-
-/// Replaces `path` with `bytes` atomically: readers see the old or the new file, never a part.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    write_synced(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    fsync_dir(parent(path))
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Appends one line (a newline is added) and fsyncs, so a crash leaves whole lines only.
-pub fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| TrainError::io(path, e))?;
-    let mut buf = String::with_capacity(line.len() + 1);
-    buf.push_str(line);
-    buf.push('\n');
-    f.write_all(buf.as_bytes())
-        .map_err(|e| TrainError::io(path, e))?;
-    f.sync_all().map_err(|e| TrainError::io(path, e))
-}
+/// The crash-safe writes every checkpoint file goes through (shared with the search's run
+/// folder).
+pub use nasnet_cells::durable::{
+    append_line, atomic_write, rename, sync_dir, tmp_path, write_synced, TMP_SUFFIX,
+};
 
 /// CRC-32 (IEEE) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
@@ -230,7 +175,7 @@ pub fn recover(dir: &Path) -> Result<bool> {
             std::fs::remove_file(t).map_err(|e| TrainError::io(t, e))?;
         }
     }
-    fsync_dir(dir)?;
+    sync_dir(dir)?;
     Ok(rolled)
 }
 
@@ -268,11 +213,11 @@ pub fn write_checkpoint(
     write_synced(&tmp_path(&model), model_bytes)?;
     write_synced(&tmp_path(&optim), optimizer_bytes)?;
     write_synced(&tmp_path(&state), state_json)?;
-    fsync_dir(dir)?;
-    std::fs::rename(tmp_path(&model), &model).map_err(|e| TrainError::io(&model, e))?;
-    std::fs::rename(tmp_path(&optim), &optim).map_err(|e| TrainError::io(&optim, e))?;
-    std::fs::rename(tmp_path(&state), &state).map_err(|e| TrainError::io(&state, e))?;
-    fsync_dir(dir)
+    sync_dir(dir)?;
+    rename(&tmp_path(&model), &model)?;
+    rename(&tmp_path(&optim), &optim)?;
+    rename(&tmp_path(&state), &state)?;
+    Ok(sync_dir(dir)?)
 }
 
 /// Reads a checkpoint's state JSON and the bytes of its two tensor files, after [`recover`],

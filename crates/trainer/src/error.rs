@@ -133,6 +133,15 @@ pub enum TrainError {
     },
 }
 
+impl From<nasnet_cells::durable::DurableError> for TrainError {
+    fn from(e: nasnet_cells::durable::DurableError) -> Self {
+        TrainError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl TrainError {
     /// An I/O error for `path`.
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {

@@ -20,6 +20,15 @@ pub use run_dir::{write_atomic, LoopState, RunDir, TrialRecord};
 
 use crate::Strategy;
 
+impl From<nasnet_cells::durable::DurableError> for SearchError {
+    fn from(e: nasnet_cells::durable::DurableError) -> Self {
+        SearchError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Why a search could not go on.
 #[derive(Debug, Error)]
 pub enum SearchError {

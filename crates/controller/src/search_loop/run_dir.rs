@@ -18,9 +18,10 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use nasnet_cells::durable;
 use nasnet_searchspace::Genotype;
 use serde::{Deserialize, Serialize};
 
@@ -73,25 +74,7 @@ fn io_err(path: &Path, source: std::io::Error) -> SearchError {
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SearchError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
+    Ok(durable::atomic_write(path, bytes)?)
 }
 
 impl RunDir {
@@ -201,15 +184,8 @@ impl RunDir {
     /// Appends one finished trial and fsyncs it: after this returns the trial is never lost.
     pub fn append_trial(&self, record: &TrialRecord) -> Result<(), SearchError> {
         let path = self.trials_path();
-        let mut line = serde_json::to_string(record).expect("records always serialise");
-        line.push('\n');
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
-        f.write_all(line.as_bytes()).map_err(|e| io_err(&path, e))?;
-        f.sync_all().map_err(|e| io_err(&path, e))
+        let line = serde_json::to_string(record).expect("records always serialise");
+        Ok(durable::append_line(&path, &line)?)
     }
 
     /// Records `record` as the best trial so far (`best.json` is the bare genotype).
@@ -250,12 +226,10 @@ impl RunDir {
         for entry in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let p = entry.map_err(|e| io_err(&dir, e))?.path();
             if p.is_file() {
-                File::open(&p)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| io_err(&p, e))?;
+                durable::sync_file(&p)?;
             }
         }
-        sync_dir(&dir)?;
+        durable::sync_dir(&dir)?;
         write_atomic(&state.join("CURRENT"), name.as_bytes())?;
         // Older checkpoints are no longer needed.
         for entry in fs::read_dir(&state).map_err(|e| io_err(&state, e))? {
