@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use nasnet_cells::{parse_net, NasNetConfig, StemKind};
-use nasnet_trainer::checkpoint::STATE_FILE;
+use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
 use nasnet_trainer::progress::{ConsoleProgress, ProgressHook, Quiet};
 use nasnet_trainer::{
     fit_model_config, parse_device, DataConfig, DataSource, LrSchedule, Splits, TrainConfig,
@@ -277,11 +277,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let mut console = ConsoleProgress::new();
     let hook: &mut dyn ProgressHook = if args.quiet { &mut quiet } else { &mut console };
 
-    let resuming = args.resume && out.join(STATE_FILE).exists();
-    if args.resume && !resuming && !args.quiet {
-        eprintln!("no checkpoint in {}: starting a new run", out.display());
+    let has_checkpoint = [out.join(STATE_FILE), tmp_path(&out.join(STATE_FILE))]
+        .iter()
+        .any(|p| p.exists());
+    if args.resume && !has_checkpoint {
+        return Err(user_error(format!(
+            "--resume: {} holds no checkpoint to continue (run without --resume to start a new run)",
+            out.display()
+        )));
     }
-    let (mut trainer, splits) = if resuming {
+    let (mut trainer, splits) = if args.resume {
         let trainer = Trainer::resume(&out, &device).map_err(train_error)?;
         let data = trainer.data_config().cloned().ok_or_else(|| {
             user_error(format!(

@@ -220,13 +220,69 @@ pub fn write_checkpoint(
     Ok(sync_dir(dir)?)
 }
 
-/// Reads a checkpoint's state JSON and the bytes of its two tensor files, after [`recover`],
-/// checking the files against the recorded digests.
+/// Reads a checkpoint's state JSON and the bytes of its two tensor files, checking the files
+/// against the recorded digests. Never changes the folder (it may belong to a running trainer,
+/// or be read-only): a save that finished writing but not renaming is read from its `.tmp`
+/// files, as [`recover`] would roll it forward, and a read that races a save in progress is
+/// retried until it sees one whole checkpoint.
 pub fn read_checkpoint(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     if !dir.is_dir() {
         return Err(TrainError::checkpoint(dir, "no such checkpoint folder"));
     }
-    recover(dir)?;
+    retry_while_a_save_commits(|| match read_pending_save(dir) {
+        Some(found) => Ok(found),
+        None => read_committed(dir),
+    })
+}
+
+/// How often, and how far apart, a reader retries a read that raced a writer's commit.
+const READ_ATTEMPTS: u32 = 40;
+const READ_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Runs `read` until it succeeds or fails for a reason a concurrent save cannot explain (a
+/// missing file or a digest mismatch can be a save renaming its files right now).
+pub(crate) fn retry_while_a_save_commits<T>(mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match read() {
+            Err(e) if attempt < READ_ATTEMPTS && may_be_a_save_in_progress(&e) => {
+                attempt += 1;
+                std::thread::sleep(READ_RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn may_be_a_save_in_progress(e: &TrainError) -> bool {
+    match e {
+        TrainError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        TrainError::Checkpoint { what, .. } => what.starts_with(DIGEST_MISMATCH),
+        _ => false,
+    }
+}
+
+pub(crate) const DIGEST_MISMATCH: &str = "content does not match";
+
+/// A save whose `state.json.tmp` and tensor files (`.tmp` or already renamed) all match: the
+/// newest checkpoint, though its renames are not done. `None` if there is no such save.
+fn read_pending_save(dir: &Path) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let state = std::fs::read(tmp_path(&dir.join(STATE_FILE))).ok()?;
+    let files = serde_json::from_slice::<StateFiles>(&state).ok()?.files;
+    let read_matching = |name: &str, digest: FileDigest| {
+        let fin = dir.join(name);
+        [tmp_path(&fin), fin]
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .find(|b| FileDigest::of(b) == digest)
+    };
+    let model = read_matching(MODEL_FILE, files.model)?;
+    let optim = read_matching(OPTIMIZER_FILE, files.optimizer)?;
+    Some((state, model, optim))
+}
+
+/// The checkpoint `state.json` names, with its tensor files checked against it.
+fn read_committed(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     let state_path = dir.join(STATE_FILE);
     let state = std::fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
     let files: StateFiles = serde_json::from_slice(&state).map_err(|e| {
@@ -240,7 +296,7 @@ pub fn read_checkpoint(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
             return Err(TrainError::checkpoint(
                 &path,
                 format!(
-                    "content does not match {STATE_FILE} ({} bytes, crc {:08x}; expected {} bytes, crc {:08x}): the file is damaged or from another save",
+                    "{DIGEST_MISMATCH} {STATE_FILE} ({} bytes, crc {:08x}; expected {} bytes, crc {:08x}): the file is damaged or from another save",
                     found.bytes, found.crc32, digest.bytes, digest.crc32
                 ),
             ));

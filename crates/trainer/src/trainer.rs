@@ -304,21 +304,17 @@ impl Trainer {
     }
 
     /// Writes checkpoints, the best model and `metrics.jsonl` to `dir` (created if needed). A
-    /// folder that already holds a checkpoint is refused: resume it with [`Trainer::resume`].
+    /// folder that already holds any file of a run (a checkpoint, a best model, metrics, or one
+    /// of their `.tmp` files) is refused and left as it is: resume it with [`Trainer::resume`].
     pub fn with_output_dir(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
         let lock = lock_dir(&dir)?;
-        checkpoint::recover(&dir)?;
-        if dir.join(STATE_FILE).exists() {
+        if let Some(found) = run_files_in(&dir) {
             return Err(TrainError::Config(format!(
-                "{} already holds a checkpoint: resume it, or choose another output folder",
+                "{} already holds files of a run ({found}): resume it with --resume, or choose another output folder",
                 dir.display()
             )));
-        }
-        let metrics = dir.join(METRICS_FILE);
-        if metrics.exists() {
-            atomic_write(&metrics, b"")?;
         }
         self.out_dir = Some(dir);
         self._lock = Some(lock);
@@ -341,6 +337,7 @@ impl Trainer {
             return Err(TrainError::checkpoint(dir, "no such checkpoint folder"));
         }
         let lock = lock_dir(dir)?;
+        checkpoint::recover(dir)?;
         let (state_bytes, model_bytes, optim_bytes) = read_checkpoint(dir)?;
         let state = parse_state(&state_bytes, &dir.join(STATE_FILE))?;
         let (model, varmap) = build_model(&state.genotype, &state.model_config, device)?;
@@ -725,6 +722,22 @@ impl Trainer {
     }
 }
 
+/// The first file of a run found in `dir` (checkpoint, best model, metrics, or a `.tmp` of one).
+fn run_files_in(dir: &Path) -> Option<String> {
+    [
+        checkpoint::STATE_FILE,
+        checkpoint::MODEL_FILE,
+        checkpoint::OPTIMIZER_FILE,
+        BEST_MODEL_FILE,
+        BEST_STATE_FILE,
+        METRICS_FILE,
+    ]
+    .iter()
+    .flat_map(|name| [dir.join(name), checkpoint::tmp_path(&dir.join(name))])
+    .find(|p| p.exists())
+    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
 /// The lock file of an output folder.
 pub const LOCK_FILE: &str = "lock";
 
@@ -786,7 +799,28 @@ pub struct LoadedModel {
     pub state: CheckpointState,
 }
 
+/// The best model's bytes, checked against `best.json` (retried while a save replaces the two).
+fn read_best(dir: &Path) -> Result<Vec<u8>> {
+    checkpoint::retry_while_a_save_commits(|| {
+        let path = dir.join(BEST_MODEL_FILE);
+        let info_path = dir.join(BEST_STATE_FILE);
+        let info: BestInfo = serde_json::from_slice(
+            &std::fs::read(&info_path).map_err(|e| TrainError::io(&info_path, e))?,
+        )
+        .map_err(|e| TrainError::checkpoint(&info_path, e.to_string()))?;
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        if FileDigest::of(&bytes) != info.file {
+            return Err(TrainError::checkpoint(
+                &path,
+                format!("{} {BEST_STATE_FILE}", checkpoint::DIGEST_MISMATCH),
+            ));
+        }
+        Ok(bytes)
+    })
+}
+
 /// Loads the model of a checkpoint folder for evaluation (checking every file's checksum).
+/// Only reads: safe on a folder a trainer is writing, and on a read-only one.
 pub fn load_checkpoint(
     dir: impl AsRef<Path>,
     device: &Device,
@@ -798,22 +832,7 @@ pub fn load_checkpoint(
     let (model, varmap) = build_model(&state.genotype, &state.model_config, device)?;
     let (path, bytes) = match which {
         Weights::Last => (dir.join(checkpoint::MODEL_FILE), model_bytes),
-        Weights::Best => {
-            let path = dir.join(BEST_MODEL_FILE);
-            let info_path = dir.join(BEST_STATE_FILE);
-            let info: BestInfo = serde_json::from_slice(
-                &std::fs::read(&info_path).map_err(|e| TrainError::io(&info_path, e))?,
-            )
-            .map_err(|e| TrainError::checkpoint(&info_path, e.to_string()))?;
-            let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
-            if FileDigest::of(&bytes) != info.file {
-                return Err(TrainError::checkpoint(
-                    &path,
-                    format!("content does not match {BEST_STATE_FILE}"),
-                ));
-            }
-            (path, bytes)
-        }
+        Weights::Best => (dir.join(BEST_MODEL_FILE), read_best(dir)?),
     };
     restore_varmap(&varmap, &tensors_from_bytes(&bytes, device, &path)?, &path)?;
     Ok(LoadedModel {
