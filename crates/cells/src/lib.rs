@@ -29,13 +29,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#[macro_use]
-mod dispatch;
-
 mod cell;
 pub mod config;
+mod cpu_op;
 pub mod error;
 mod fused;
+pub mod gemm;
 pub mod kernels;
 mod layers;
 pub mod model;
