@@ -81,6 +81,8 @@ macro_rules! multiversion {
 
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// Only to be called on a CPU that has AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<T: Real $(, const $b: usize)?>($($arg: $ty),*) {
                     inner::<T, Fused $(, $b)?>($($arg),*)
