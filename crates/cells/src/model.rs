@@ -373,7 +373,8 @@ impl NasNet {
         total
     }
 
-    /// Sets ScheduledDropPath's progress, `min(1, step / total_training_steps)`; every cell's keep
+    /// Sets ScheduledDropPath's progress, `min(1, step / total_steps)` (the trainer computes it
+    /// with `nasnet_trainer::drop_path_progress` before every step); every cell's keep
     /// probability follows (REFERENCE.md §5). Takes `&self` so a shared model can be updated.
     pub fn set_drop_path_progress(&self, progress: f64) {
         let p = if progress.is_finite() {
@@ -415,12 +416,6 @@ impl NasNet {
     /// so a run resumed from a checkpoint (weights restored, not re-drawn) continues exactly.
     pub fn seed_drop_path(&self, seed: u64) {
         self.drop_path.seed(seed);
-    }
-
-    /// Sets the drop path progress from a step count and the config's `total_training_steps`.
-    pub fn set_drop_path_step(&self, step: u64) {
-        let total = self.config.total_training_steps.max(1);
-        self.set_drop_path_progress(step as f64 / total as f64);
     }
 
     /// Runs the stem and cells, returning every stage's output by name (`conv0`, then each cell),
