@@ -66,7 +66,12 @@ impl<'a> Arg<'a> {
 /// A CPU op of `N` operands, all of one element type.
 pub(crate) trait CpuKernel<const N: usize>: Send + Sync + 'static {
     /// The name candle shows for the op in errors.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
+
+    /// The name of this instance (an op whose variants differ may say which).
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
 
     /// The result (data and shape) computed from the operands.
     fn cpu<T: Real>(&self, args: [Arg<'_>; N]) -> Result<(Vec<T>, Shape)>;

@@ -81,9 +81,7 @@ pub(crate) fn batch_norm_train(
 struct BnTrainHandle(Arc<BnTrain>);
 
 impl CpuKernel<3> for BnTrainHandle {
-    fn name(&self) -> &'static str {
-        "nasnet-batch-norm-train"
-    }
+    const NAME: &'static str = "nasnet-batch-norm-train";
 
     fn cpu<T: Real>(&self, [xa, ga, ba]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
         let (n, c, h, w) = xa.shape().dims4()?;
@@ -178,9 +176,7 @@ struct BnBackward {
 }
 
 impl CpuKernel<3> for BnBackward {
-    fn name(&self) -> &'static str {
-        "nasnet-batch-norm-backward"
-    }
+    const NAME: &'static str = "nasnet-batch-norm-backward";
 
     fn cpu<T: Real>(&self, [dya, xa, ga]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
         let (n, c, h, w) = dya.shape().dims4()?;
@@ -247,9 +243,7 @@ pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
 }
 
 impl CpuKernel<1> for Relu {
-    fn name(&self) -> &'static str {
-        "nasnet-relu"
-    }
+    const NAME: &'static str = "nasnet-relu";
 
     fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
         let x = xa.slice::<T>("relu input")?;
@@ -274,9 +268,7 @@ impl CpuKernel<1> for Relu {
 struct ReluBackward;
 
 impl CpuKernel<2> for ReluBackward {
-    fn name(&self) -> &'static str {
-        "nasnet-relu-backward"
-    }
+    const NAME: &'static str = "nasnet-relu-backward";
 
     fn cpu<T: Real>(&self, [dya, xa]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
         same_shape("relu backward", dya, xa)?;

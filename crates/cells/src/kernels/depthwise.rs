@@ -176,11 +176,13 @@ pub(crate) fn input_grad<T: Real>(
 }
 
 impl CpuKernel<2> for DepthwiseFwd {
+    const NAME: &'static str = "nasnet-depthwise-conv2d";
+
     fn name(&self) -> &'static str {
         if self.relu {
             "nasnet-relu-depthwise-conv2d"
         } else {
-            "nasnet-depthwise-conv2d"
+            Self::NAME
         }
     }
 
@@ -204,9 +206,7 @@ impl CpuKernel<2> for DepthwiseFwd {
 pub(crate) struct DepthwiseBwdInput(pub DepthwiseFwd);
 
 impl CpuKernel<3> for DepthwiseBwdInput {
-    fn name(&self) -> &'static str {
-        "nasnet-depthwise-conv2d-bwd-input"
-    }
+    const NAME: &'static str = "nasnet-depthwise-conv2d-bwd-input";
 
     fn cpu<T: Real>(&self, [gr, w, x]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
         let g = self.0.geom(x.shape(), w.shape())?;
@@ -226,9 +226,7 @@ impl CpuKernel<3> for DepthwiseBwdInput {
 pub(crate) struct DepthwiseBwdWeight(pub DepthwiseFwd, pub Vec<usize>);
 
 impl CpuKernel<2> for DepthwiseBwdWeight {
-    fn name(&self) -> &'static str {
-        "nasnet-depthwise-conv2d-bwd-weight"
-    }
+    const NAME: &'static str = "nasnet-depthwise-conv2d-bwd-weight";
 
     fn cpu<T: Real>(&self, [xa, gr]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
         let g = self.0.geom_for_kernel(xa.shape(), &self.1)?;

@@ -100,9 +100,7 @@ pub(crate) struct PointwiseFwd {
 }
 
 impl CpuKernel<2> for PointwiseFwd {
-    fn name(&self) -> &'static str {
-        "nasnet-pointwise-conv2d"
-    }
+    const NAME: &'static str = "nasnet-pointwise-conv2d";
 
     fn cpu<T: Real>(&self, [x, w]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
         let d = Dims::new(x.shape(), w.shape())?;
@@ -143,9 +141,7 @@ impl CpuKernel<2> for PointwiseFwd {
 pub(crate) struct PointwiseBwdInput(pub PointwiseFwd);
 
 impl CpuKernel<3> for PointwiseBwdInput {
-    fn name(&self) -> &'static str {
-        "nasnet-pointwise-conv2d-bwd-input"
-    }
+    const NAME: &'static str = "nasnet-pointwise-conv2d-bwd-input";
 
     fn cpu<T: Real>(&self, [g, w, x]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
         let d = Dims::new(x.shape(), w.shape())?;
@@ -179,9 +175,7 @@ impl CpuKernel<3> for PointwiseBwdInput {
 pub(crate) struct PointwiseBwdWeight(pub PointwiseFwd, pub Vec<usize>);
 
 impl CpuKernel<2> for PointwiseBwdWeight {
-    fn name(&self) -> &'static str {
-        "nasnet-pointwise-conv2d-bwd-weight"
-    }
+    const NAME: &'static str = "nasnet-pointwise-conv2d-bwd-weight";
 
     fn cpu<T: Real>(&self, [x, g]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
         let (n, cin, h, w) = x.shape().dims4()?;

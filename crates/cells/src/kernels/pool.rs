@@ -65,9 +65,7 @@ pub(crate) struct AvgPoolFwd {
 }
 
 impl CpuKernel<1> for AvgPoolFwd {
-    fn name(&self) -> &'static str {
-        "nasnet-avg-pool2d"
-    }
+    const NAME: &'static str = "nasnet-avg-pool2d";
 
     fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
         let g = self.params.geom(xa.shape())?;
@@ -101,9 +99,7 @@ impl CpuKernel<1> for AvgPoolFwd {
 pub(crate) struct AvgPoolBwd(pub AvgPoolFwd);
 
 impl CpuKernel<2> for AvgPoolBwd {
-    fn name(&self) -> &'static str {
-        "nasnet-avg-pool2d-bwd"
-    }
+    const NAME: &'static str = "nasnet-avg-pool2d-bwd";
 
     fn cpu<T: Real>(&self, [gr, x]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
         let g = self.0.params.geom(x.shape())?;
@@ -121,9 +117,7 @@ impl CpuKernel<2> for AvgPoolBwd {
 pub(crate) struct MaxPoolFwd(pub PoolParams);
 
 impl CpuKernel<1> for MaxPoolFwd {
-    fn name(&self) -> &'static str {
-        "nasnet-max-pool2d"
-    }
+    const NAME: &'static str = "nasnet-max-pool2d";
 
     fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
         let g = self.0.geom(xa.shape())?;
@@ -154,9 +148,7 @@ impl CpuKernel<1> for MaxPoolFwd {
 pub(crate) struct MaxPoolBwd(pub PoolParams);
 
 impl CpuKernel<3> for MaxPoolBwd {
-    fn name(&self) -> &'static str {
-        "nasnet-max-pool2d-bwd"
-    }
+    const NAME: &'static str = "nasnet-max-pool2d-bwd";
 
     fn cpu<T: Real>(&self, [xa, ya, gr]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
         let g = self.0.geom(xa.shape())?;
