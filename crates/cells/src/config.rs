@@ -106,8 +106,6 @@ pub struct NasNetConfig {
     pub aux_head: bool,
     /// Final keep probability of ScheduledDropPath for the last cell (1.0 disables it).
     pub drop_path_keep_prob: f64,
-    /// Steps over which drop path ramps in (TF-slim's `total_training_steps`).
-    pub total_training_steps: u64,
     /// Batch-norm epsilon.
     pub bn_eps: f64,
     /// Batch-norm momentum in PyTorch's convention: `running = (1 - m) running + m batch`
@@ -119,8 +117,9 @@ pub struct NasNetConfig {
 
 impl NasNetConfig {
     /// NASNet-A for CIFAR-10 at `N@P` (`cifar(6, 768)` is the paper's 6@768): CIFAR stem with
-    /// 3 F filters, 10 classes, auxiliary head on, drop path 0.6 over 937,500 steps,
-    /// BN eps 1e-5 / momentum 0.1, no dense dropout (TF-slim `cifar_config`).
+    /// 3 F filters, 10 classes, auxiliary head on, drop path 0.6 (ramped in over the run, see
+    /// `NasNet::set_drop_path_progress`), BN eps 1e-5 / momentum 0.1, no dense dropout (TF-slim
+    /// `cifar_config`).
     pub fn cifar(cells_per_stack: usize, penultimate_filters: usize) -> Result<Self, CellsError> {
         let size = parse_net(&format!("{cells_per_stack}@{penultimate_filters}"))?;
         Ok(Self::cifar_size(size))
@@ -141,7 +140,6 @@ impl NasNetConfig {
             dense_dropout_keep_prob: 1.0,
             aux_head: true,
             drop_path_keep_prob: 0.6,
-            total_training_steps: 937_500,
             bn_eps: 1e-5,
             bn_momentum: 0.1,
             avg_pool_count_pad_stride2: false,
@@ -149,8 +147,8 @@ impl NasNetConfig {
     }
 
     /// An ImageNet-stem model of any size: `conv0` with `32 x stem_multiplier` filters, BN eps 1e-3
-    /// and momentum 0.0003 (TF decay 0.9997), dense dropout keep 0.5, 250,000 steps, 1000
-    /// classes, no auxiliary head (the public ports have none).
+    /// and momentum 0.0003 (TF decay 0.9997), dense dropout keep 0.5, 1000 classes, no auxiliary
+    /// head (the public ports have none).
     pub fn imagenet(size: NetSize, stem_multiplier: f64, image_size: usize) -> Self {
         NasNetConfig {
             stem: StemKind::ImageNet,
@@ -165,7 +163,6 @@ impl NasNetConfig {
             dense_dropout_keep_prob: 0.5,
             aux_head: false,
             drop_path_keep_prob: 1.0,
-            total_training_steps: 250_000,
             bn_eps: 1e-3,
             bn_momentum: 0.0003,
             avg_pool_count_pad_stride2: false,
@@ -345,72 +342,6 @@ impl NasNetConfig {
             return bad("image_size must be positive".into());
         }
         Ok(())
-    }
-
-    /// Maps a fixture's `config.json` (`family` and the port's constructor `args`, see
-    /// `shared/fixtures/README.md`) to the configuration that reproduces that reference:
-    /// PyTorch's BN momentum 0.1 and eps 1e-3, no dropout, no drop path, no auxiliary head.
-    pub fn from_fixture_config(config: &serde_json::Value) -> Result<Self, CellsError> {
-        let bad = |reason: String| CellsError::Config(format!("fixture config.json: {reason}"));
-        let family = config
-            .get("family")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad("missing string field `family`".into()))?;
-        let args = config
-            .get("args")
-            .ok_or_else(|| bad("missing object field `args`".into()))?;
-        let arg = |name: &str| -> Result<usize, CellsError> {
-            args.get(name)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(format!("missing integer argument `{name}`")))
-        };
-        let image_size = config
-            .get("input_shape")
-            .and_then(|v| v.as_array())
-            .and_then(|a| a.get(2))
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize);
-        let (cells_per_stack, stem_filters, penultimate, rate, skip, timm) = match family {
-            "timm-nasnetalarge" => (
-                6,
-                arg("stem_size")?,
-                arg("num_features")?,
-                arg("channel_multiplier")?,
-                true,
-                true,
-            ),
-            "pretrainedmodels-nasnetamobile" => (
-                4,
-                arg("stem_filters")?,
-                arg("penultimate_filters")?,
-                arg("filters_multiplier")?,
-                false,
-                false,
-            ),
-            other => return Err(bad(format!("unknown family `{other}`"))),
-        };
-        let size = parse_net(&format!("{cells_per_stack}@{penultimate}"))?;
-        let mut cfg = Self::imagenet(size, 1.0, image_size.unwrap_or(224));
-        cfg.stem_filters = stem_filters;
-        cfg.filter_scaling_rate = rate as f64;
-        cfg.skip_reduction_layer_input = skip;
-        cfg.avg_pool_count_pad_stride2 = timm;
-        cfg.num_classes = arg("num_classes")?;
-        cfg.dense_dropout_keep_prob = 1.0;
-        cfg.drop_path_keep_prob = 1.0;
-        cfg.bn_momentum = 0.1;
-        cfg.bn_eps = 1e-3;
-        if let Some(c) = config
-            .get("input_shape")
-            .and_then(|v| v.as_array())
-            .and_then(|a| a.get(1))
-            .and_then(|v| v.as_u64())
-        {
-            cfg.in_channels = c as usize;
-        }
-        cfg.validate()?;
-        Ok(cfg)
     }
 }
 

@@ -9,25 +9,30 @@
 //! `dx = g / s * (dy - mean(dy) - x_hat * mean(dy * x_hat))`. They run on CPU f32/f64 tensors;
 //! other devices and dtypes use the composed ops (see `layers::BatchNorm`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-    WithDType,
-};
+use candle_core::{bail, DType, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
 
 /// Whether the fused ops can run on `x`.
 pub(crate) fn supported(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("{what} must be contiguous"),
+/// Locks state an op shares with its caller; `what` names it in the error if a panic poisoned it.
+fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{what} lock poisoned")))
+}
+
+/// Checks that a backward's output gradient `dy` has the shape of the input `x`.
+fn same_shape(op: &str, dy: Arg<'_>, x: Arg<'_>) -> Result<()> {
+    if dy.shape() != x.shape() {
+        bail!("{op}: gradient {:?} vs input {:?}", dy.shape(), x.shape())
     }
+    Ok(())
 }
 
 /// Per-channel statistics of one train-mode BN call, kept for its backward and for the running
@@ -65,13 +70,8 @@ pub(crate) fn batch_norm_train(
     let x = x.contiguous()?;
     let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
     let beta = beta.to_dtype(x.dtype())?.contiguous()?;
-    let dynop: Arc<Box<dyn CustomOp3 + Send + Sync>> =
-        Arc::new(Box::new(BnTrainHandle(op.clone())));
-    let y = x.apply_op3_arc(&gamma, &beta, dynop)?;
-    let stats = op
-        .stats
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?
+    let y = x.apply_op3(&gamma, &beta, CpuOp(BnTrainHandle(op.clone())))?;
+    let stats = lock(&op.stats, "batch-norm statistics")?
         .clone()
         .ok_or_else(|| candle_core::Error::Msg("batch-norm forward stored no statistics".into()))?;
     Ok((y, stats))
@@ -80,20 +80,14 @@ pub(crate) fn batch_norm_train(
 /// The op as registered in the graph (shares the statistics with the caller).
 struct BnTrainHandle(Arc<BnTrain>);
 
-impl BnTrain {
-    fn fwd<T: WithDType>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let x = contiguous::<T>(s1, l1, "batch-norm input")?;
-        let gamma = contiguous::<T>(s2, l2, "batch-norm weight")?;
-        let beta = contiguous::<T>(s3, l3, "batch-norm bias")?;
+impl CpuKernel<3> for BnTrainHandle {
+    const NAME: &'static str = "nasnet-batch-norm-train";
+
+    fn cpu<T: Real>(&self, [xa, ga, ba]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
+        let (n, c, h, w) = xa.shape().dims4()?;
+        let x = xa.slice::<T>("batch-norm input")?;
+        let gamma = ga.slice::<T>("batch-norm weight")?;
+        let beta = ba.slice::<T>("batch-norm bias")?;
         if gamma.len() != c || beta.len() != c {
             bail!(
                 "batch-norm: {c} channels but weight/bias of {} / {}",
@@ -131,8 +125,8 @@ impl BnTrain {
             .collect();
         let mean: Vec<f64> = per_channel.iter().map(|p| p.0).collect();
         let var: Vec<f64> = per_channel.iter().map(|p| p.1).collect();
-        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let mut y = vec![T::zero(); x.len()];
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.0.eps).sqrt()).collect();
+        let mut y = vec![T::ZERO; x.len()];
         y.par_chunks_mut(hw.max(1))
             .zip(x.par_chunks(hw.max(1)))
             .enumerate()
@@ -145,68 +139,32 @@ impl BnTrain {
                     *o = (v - m) * scale + shift;
                 }
             });
-        *self
-            .stats
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))? =
-            Some(BnStats {
-                mean,
-                var,
-                inv_std,
-                count,
-            });
-        Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
-    }
-}
-
-impl CustomOp3 for BnTrainHandle {
-    fn name(&self) -> &'static str {
-        "nasnet-batch-norm-train"
+        *lock(&self.0.stats, "batch-norm statistics")? = Some(BnStats {
+            mean,
+            var,
+            inv_std,
+            count,
+        });
+        Ok((y, Shape::from((n, c, h, w))))
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, "fused batch norm", T => self.0.fwd::<T>(s1, l1, s2, l2, s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        _beta: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self
-            .0
-            .stats
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch-norm statistics lock poisoned".into()))?
+    fn backward(&self, b: Backward<'_, 3>) -> Result<[Option<Tensor>; 3]> {
+        let [x, gamma, _beta] = b.args;
+        let stats = lock(&self.0.stats, "batch-norm statistics")?
             .clone()
             .ok_or_else(|| candle_core::Error::Msg("batch-norm backward before forward".into()))?;
-        let op = BnBackward {
+        let op = CpuOp(BnBackward {
             stats,
             sums: Mutex::new(None),
-        };
-        let dy = dy.contiguous()?;
-        let dx = dy.apply_op3_no_bwd(x, gamma, &op)?;
-        let (dgamma, dbeta) = op
-            .sums
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch-norm gradient lock poisoned".into()))?
+        });
+        let dx = b.grad.contiguous()?.apply_op3_no_bwd(x, gamma, &op)?;
+        let (dgamma, dbeta) = lock(&op.0.sums, "batch-norm gradient")?
             .take()
             .ok_or_else(|| candle_core::Error::Msg("batch-norm backward stored no sums".into()))?;
         let c = dgamma.len();
         let dgamma = Tensor::from_vec(dgamma, c, x.device())?.to_dtype(gamma.dtype())?;
         let dbeta = Tensor::from_vec(dbeta, c, x.device())?.to_dtype(gamma.dtype())?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        Ok([Some(dx), Some(dgamma), Some(dbeta)])
     }
 }
 
@@ -217,27 +175,15 @@ struct BnBackward {
     sums: Mutex<Option<(Vec<f64>, Vec<f64>)>>,
 }
 
-impl BnBackward {
-    fn run<T: WithDType>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l1.shape().dims4()?;
-        if l2.shape() != l1.shape() {
-            bail!(
-                "batch-norm backward: gradient {:?} vs input {:?}",
-                l1.shape(),
-                l2.shape()
-            )
-        }
-        let dy = contiguous::<T>(s1, l1, "batch-norm output gradient")?;
-        let x = contiguous::<T>(s2, l2, "batch-norm input")?;
-        let gamma = contiguous::<T>(s3, l3, "batch-norm weight")?;
+impl CpuKernel<3> for BnBackward {
+    const NAME: &'static str = "nasnet-batch-norm-backward";
+
+    fn cpu<T: Real>(&self, [dya, xa, ga]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
+        let (n, c, h, w) = dya.shape().dims4()?;
+        same_shape("batch-norm backward", dya, xa)?;
+        let dy = dya.slice::<T>("batch-norm output gradient")?;
+        let x = xa.slice::<T>("batch-norm input")?;
+        let gamma = ga.slice::<T>("batch-norm weight")?;
         let hw = h * w;
         let st = &self.stats;
         let sums: Vec<(f64, f64)> = (0..c)
@@ -257,7 +203,7 @@ impl BnBackward {
             })
             .collect();
         let count = st.count as f64;
-        let mut dx = vec![T::zero(); dy.len()];
+        let mut dx = vec![T::ZERO; dy.len()];
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, out)| {
@@ -277,33 +223,11 @@ impl BnBackward {
                     *o = T::from_f64(k * (g.to_f64() - mean_dy - xhat * mean_dyx));
                 }
             });
-        *self
-            .sums
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch-norm gradient lock poisoned".into()))? =
-            Some((
-                sums.iter().map(|s| s.1).collect(),
-                sums.iter().map(|s| s.0).collect(),
-            ));
-        Ok((T::to_cpu_storage_owned(dx), Shape::from((n, c, h, w))))
-    }
-}
-
-impl CustomOp3 for BnBackward {
-    fn name(&self) -> &'static str {
-        "nasnet-batch-norm-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, "fused batch norm", T => self.run::<T>(s1, l1, s2, l2, s3, l3))
+        *lock(&self.sums, "batch-norm gradient")? = Some((
+            sums.iter().map(|s| s.1).collect(),
+            sums.iter().map(|s| s.0).collect(),
+        ));
+        Ok((dx, Shape::from((n, c, h, w))))
     }
 }
 
@@ -315,79 +239,50 @@ pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
     if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
         return x.relu();
     }
-    x.contiguous()?.apply_op1(Relu)
+    x.contiguous()?.apply_op1(CpuOp(Relu))
 }
 
-fn relu_fwd<T: WithDType>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-    let x = contiguous::<T>(s, l, "relu input")?;
-    let zero = T::zero();
-    let mut y = vec![zero; x.len()];
-    y.par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14))
-        .for_each(|(o, i)| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                *o = if v > zero { v } else { zero };
-            }
-        });
-    Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
-}
+impl CpuKernel<1> for Relu {
+    const NAME: &'static str = "nasnet-relu";
 
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
-        "nasnet-relu"
+    fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
+        let x = xa.slice::<T>("relu input")?;
+        let mut y = vec![T::ZERO; x.len()];
+        y.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(o, i)| {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = if v > T::ZERO { v } else { T::ZERO };
+                }
+            });
+        Ok((y, xa.shape().clone()))
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s, "fused relu", T => relu_fwd::<T>(s, l))
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(x, &ReluBackward)?))
+    fn backward(&self, b: Backward<'_, 1>) -> Result<[Option<Tensor>; 1]> {
+        let dy = b.grad.contiguous()?;
+        Ok([Some(dy.apply_op2_no_bwd(b.args[0], &CpuOp(ReluBackward))?)])
     }
 }
 
+/// ReLU's backward, `dy * (x > 0)`: operands `(dy, x)`.
 struct ReluBackward;
 
-fn relu_bwd<T: WithDType>(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-) -> Result<(CpuStorage, Shape)> {
-    if l1.shape() != l2.shape() {
-        bail!(
-            "relu backward: gradient {:?} vs input {:?}",
-            l1.shape(),
-            l2.shape()
-        )
-    }
-    let dy = contiguous::<T>(s1, l1, "relu output gradient")?;
-    let x = contiguous::<T>(s2, l2, "relu input")?;
-    let zero = T::zero();
-    let mut dx = vec![zero; x.len()];
-    dx.par_chunks_mut(1 << 14)
-        .zip(dy.par_chunks(1 << 14).zip(x.par_chunks(1 << 14)))
-        .for_each(|(o, (g, i))| {
-            for ((o, &g), &v) in o.iter_mut().zip(g).zip(i) {
-                *o = if v > zero { g } else { zero };
-            }
-        });
-    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
-}
+impl CpuKernel<2> for ReluBackward {
+    const NAME: &'static str = "nasnet-relu-backward";
 
-impl CustomOp2 for ReluBackward {
-    fn name(&self) -> &'static str {
-        "nasnet-relu-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, "fused relu", T => relu_bwd::<T>(s1, l1, s2, l2))
+    fn cpu<T: Real>(&self, [dya, xa]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
+        same_shape("relu backward", dya, xa)?;
+        let dy = dya.slice::<T>("relu output gradient")?;
+        let x = xa.slice::<T>("relu input")?;
+        let mut dx = vec![T::ZERO; x.len()];
+        dx.par_chunks_mut(1 << 14)
+            .zip(dy.par_chunks(1 << 14).zip(x.par_chunks(1 << 14)))
+            .for_each(|(o, (g, i))| {
+                for ((o, &g), &v) in o.iter_mut().zip(g).zip(i) {
+                    *o = if v > T::ZERO { g } else { T::ZERO };
+                }
+            });
+        Ok((dx, dya.shape().clone()))
     }
 }
 

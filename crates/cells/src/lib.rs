@@ -2,7 +2,12 @@
 //! (crate `nasnet-searchspace`) becomes a trainable network; with `named::nasnet_a()` and the
 //! presets of [`NasNetConfig`] it is NASNet-A CIFAR, Mobile or Large, exact enough to load the
 //! public PyTorch ports' weights (timm `nasnetalarge`, pretrainedmodels `nasnetamobile`) and
-//! reproduce their outputs ([`reference`] checks that against stored fixtures).
+//! reproduce their outputs (the `reference` module, behind the cargo feature of that name, checks
+//! that against stored fixtures).
+//!
+//! Besides the model, two building blocks are public for those who need them: [`kernels`], the
+//! CPU kernels candle lacks (depthwise convolution, padded pooling, 1x1 convolution, each with
+//! its backward), and [`gemm`], the bounds-checked matrix product they run on.
 //!
 //! Every op is relu-conv-BN as in TF-slim (REFERENCE.md §3). For the ops no released model uses,
 //! and so no port defines, this crate chooses: `conv_1x3_3x1` / `conv_1x7_7x1` are relu, a 1xk
@@ -29,21 +34,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#[macro_use]
-mod dispatch;
-
 mod cell;
 pub mod config;
+mod cpu_op;
 pub mod durable;
-pub mod error;
+mod error;
 mod fused;
+pub mod gemm;
 pub mod kernels;
 mod layers;
-pub mod model;
+mod model;
+#[cfg(feature = "reference")]
 pub mod reference;
-pub mod runtime;
+mod runtime;
 mod seed;
-pub mod unit;
+mod unit;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;

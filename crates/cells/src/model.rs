@@ -32,6 +32,99 @@ pub struct NasNetOutput {
     pub aux_logits: Option<Tensor>,
 }
 
+/// Where one cell sits in the network, computed from the configuration alone (no weights):
+/// its name, kind, filters and which earlier outputs it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CellPlacement {
+    name: String,
+    role: CellRole,
+    /// F of the cell.
+    filters: usize,
+    /// Index of the input tensor (0 is conv0's output, k > 0 is cell k - 1's).
+    input: usize,
+    /// Index of the older input, if any.
+    prev: Option<usize>,
+}
+
+/// Every cell of a network in forward order, and the cell the auxiliary head follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CellPlan {
+    cells: Vec<CellPlacement>,
+    /// Index (into `cells`) of the last cell of the second stack.
+    aux_after: Option<usize>,
+}
+
+impl CellPlan {
+    /// TF-slim's placement: the ImageNet stem's two reduction cells, then three stacks of
+    /// `cells_per_stack` normal cells with a reduction cell before stacks 2 and 3. Each cell reads
+    /// the latest output and, as its older input, the one before (with
+    /// `skip_reduction_layer_input`, the first cell after a reduction skips back over it).
+    fn new(cfg: &NasNetConfig) -> Self {
+        let mut plan = CellPlan {
+            cells: Vec::new(),
+            aux_after: None,
+        };
+        if cfg.stem == StemKind::ImageNet {
+            let stem_cells = crate::config::NUM_IMAGENET_STEM_CELLS;
+            for k in 0..stem_cells {
+                let filters = cfg.filters_at(k as i32 - stem_cells as i32);
+                plan.push(
+                    format!("cell_stem_{k}"),
+                    CellRole::Reduction,
+                    filters,
+                    plan.older(),
+                );
+            }
+        }
+        let stride = cfg.cell_name_stride();
+        for s in 0..3usize {
+            let filters = cfg.filters_at(s as i32);
+            for j in 0..cfg.cells_per_stack {
+                let before_reduction = plan.older();
+                if j == 0 && s > 0 {
+                    let name = format!("reduction_cell_{}", s - 1);
+                    plan.push(name, CellRole::Reduction, filters, plan.older());
+                }
+                let prev = if cfg.skip_reduction_layer_input {
+                    before_reduction
+                } else {
+                    plan.older()
+                };
+                plan.push(
+                    format!("cell_{}", s * stride + j),
+                    CellRole::Normal,
+                    filters,
+                    prev,
+                );
+                if s == 1 && j + 1 == cfg.cells_per_stack {
+                    plan.aux_after = Some(plan.cells.len() - 1);
+                }
+            }
+        }
+        plan
+    }
+
+    /// The tensor before the latest (TF-slim's `cell_outputs[-2]`): None while only conv0's
+    /// output exists. Tensor 0 is conv0's output and tensor k the output of cell k - 1, so the
+    /// latest is `cells.len()`.
+    fn older(&self) -> Option<usize> {
+        self.cells.len().checked_sub(1)
+    }
+
+    /// Appends a cell reading the latest output and `prev`.
+    fn push(&mut self, name: String, role: CellRole, filters: usize, prev: Option<usize>) {
+        let input = self.cells.len();
+        self.cells.push(CellPlacement {
+            name,
+            role,
+            filters,
+            input,
+            prev,
+        });
+    }
+}
+
+/// A built cell and where it reads from.
 #[derive(Debug, Clone)]
 struct CellEntry {
     name: String,
@@ -50,6 +143,28 @@ struct AuxHead {
 }
 
 impl AuxHead {
+    /// The head after a cell whose output is `info`, for `cfg`'s image size; its last conv
+    /// covers what remains of the 5x5 / 3 average pool, which must fit.
+    fn new(ctx: &Ctx, cfg: &NasNetConfig, info: TensorInfo) -> Result<Self, CellsError> {
+        let size = size_at_level(cfg.stem, cfg.image_size, info.level);
+        if size < 5 {
+            return Err(CellsError::Config(format!(
+                "the auxiliary head needs at least 5x5 features, but a {0}x{0} input gives {size}x{size} at stack 2",
+                cfg.image_size
+            )));
+        }
+        let k = (size - 5) / 3 + 1;
+        let proj = ConvBn::new(
+            &ctx.pp("proj"),
+            ConvSpec::dense(info.channels, 128, (1, 1), 1),
+        )?;
+        let mut last_spec = ConvSpec::dense(128, 768, (k, k), 1);
+        last_spec.pad = Pad::Valid;
+        let last = ConvBn::new(&ctx.pp("final"), last_spec)?;
+        let linear = linear(&ctx.pp("linear"), 768, cfg.num_classes)?;
+        Ok(AuxHead { proj, last, linear })
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = kernels::avg_pool2d(
             &crate::fused::relu(x)?,
@@ -93,6 +208,19 @@ fn size_at_level(stem: StemKind, size: usize, level: usize) -> usize {
     s
 }
 
+/// `conv0`: a 3x3 conv to the stem filters, stride 1 SAME on CIFAR, stride 2 VALID on ImageNet.
+fn stem_conv(cfg: &NasNetConfig) -> ConvSpec {
+    let (stride, pad) = match cfg.stem {
+        StemKind::Cifar => (1, Pad::Same),
+        StemKind::ImageNet => (2, Pad::Valid),
+    };
+    ConvSpec {
+        stride,
+        pad,
+        ..ConvSpec::dense(cfg.in_channels, cfg.stem_filters, (3, 3), 1)
+    }
+}
+
 impl NasNet {
     /// Builds the network for `genotype` under `cfg`, reading every tensor from `vb` (a
     /// `VarMap`-backed builder to train from scratch, or safetensors to load weights).
@@ -105,154 +233,42 @@ impl NasNet {
         genotype.validate()?;
         let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum);
         let drop_path = Arc::new(DropPathState::new());
-
-        let conv0 = ConvBn::new(
-            &ctx.pp("conv0"),
-            ConvSpec {
-                in_channels: cfg.in_channels,
-                out_channels: cfg.stem_filters,
-                kernel: (3, 3),
-                stride: match cfg.stem {
-                    StemKind::Cifar => 1,
-                    StemKind::ImageNet => 2,
-                },
-                dilation: 1,
-                pad: match cfg.stem {
-                    StemKind::Cifar => Pad::Same,
-                    StemKind::ImageNet => Pad::Valid,
-                },
-                depthwise: false,
-                relu_first: false,
-            },
-        )?;
-
-        // tensors[k]: info of the k-th tensor (0 = conv0). `outs` mirrors TF-slim's
-        // `cell_outputs`, starting [None, conv0].
+        let conv0 = ConvBn::new(&ctx.pp("conv0"), stem_conv(cfg))?;
+        let plan = CellPlan::new(cfg);
+        // tensors[k]: channels and resolution of the k-th tensor (0 = conv0).
         let mut tensors = vec![TensorInfo {
             channels: cfg.stem_filters,
             level: 0,
         }];
-        let mut outs: Vec<Option<usize>> = vec![None, Some(0)];
-        let mut cells = Vec::new();
-        let total_cells = cfg.total_cells();
-        let mut cell_num = 0usize;
-
-        let mut add_cell = |name: String,
-                            role: CellRole,
-                            filters: usize,
-                            prev: Option<usize>,
-                            tensors: &mut Vec<TensorInfo>,
-                            outs: &mut Vec<Option<usize>>,
-                            cell_num: &mut usize|
-         -> Result<(), CellsError> {
-            let input = outs
-                .last()
-                .copied()
-                .flatten()
-                .expect("the stem output is always present");
+        let mut cells = Vec::with_capacity(plan.cells.len());
+        for (cell_num, place) in plan.cells.into_iter().enumerate() {
             let spec = CellSpec {
-                cell: genotype.cell(role),
-                role,
-                filters,
-                input: tensors[input],
-                prev: prev.map(|p| tensors[p]),
-                cell_num: *cell_num,
-                total_cells,
+                cell: genotype.cell(place.role),
+                role: place.role,
+                filters: place.filters,
+                input: tensors[place.input],
+                prev: place.prev.map(|p| tensors[p]),
+                cell_num,
+                total_cells: cfg.total_cells(),
                 drop_path_keep_prob: cfg.drop_path_keep_prob,
                 drop_path: drop_path.clone(),
                 avg_count_pad_stride2: cfg.avg_pool_count_pad_stride2,
             };
-            let module = CellModule::new(&ctx.pp(&name), spec)?;
+            let module = CellModule::new(&ctx.pp(&place.name), spec)?;
             tensors.push(module.out);
-            outs.push(Some(tensors.len() - 1));
             cells.push(CellEntry {
-                name,
+                name: place.name,
                 module,
-                input,
-                prev,
+                input: place.input,
+                prev: place.prev,
             });
-            *cell_num += 1;
-            Ok(())
-        };
-        let second_last = |outs: &Vec<Option<usize>>| outs[outs.len() - 2];
-
-        if cfg.stem == StemKind::ImageNet {
-            for k in 0..crate::config::NUM_IMAGENET_STEM_CELLS {
-                let scale = k as i32 - crate::config::NUM_IMAGENET_STEM_CELLS as i32;
-                let filters = cfg.filters_at(scale);
-                let prev = second_last(&outs);
-                add_cell(
-                    format!("cell_stem_{k}"),
-                    CellRole::Reduction,
-                    filters,
-                    prev,
-                    &mut tensors,
-                    &mut outs,
-                    &mut cell_num,
-                )?;
-            }
         }
-        let stride = cfg.cell_name_stride();
-        let mut aux_after = None;
-        for s in 0..3usize {
-            let filters = cfg.filters_at(s as i32);
-            for j in 0..cfg.cells_per_stack {
-                let prev_before_reduction = second_last(&outs);
-                if j == 0 && s > 0 {
-                    let prev = second_last(&outs);
-                    add_cell(
-                        format!("reduction_cell_{}", s - 1),
-                        CellRole::Reduction,
-                        filters,
-                        prev,
-                        &mut tensors,
-                        &mut outs,
-                        &mut cell_num,
-                    )?;
-                }
-                let prev = if cfg.skip_reduction_layer_input {
-                    prev_before_reduction
-                } else {
-                    second_last(&outs)
-                };
-                add_cell(
-                    format!("cell_{}", s * stride + j),
-                    CellRole::Normal,
-                    filters,
-                    prev,
-                    &mut tensors,
-                    &mut outs,
-                    &mut cell_num,
-                )?;
-                if s == 1 && j + 1 == cfg.cells_per_stack {
-                    aux_after = Some(cell_num - 1);
-                }
-            }
-        }
-
-        let aux = match (cfg.aux_head, aux_after) {
-            (true, Some(idx)) => {
-                let info = tensors[idx + 1];
-                let size = size_at_level(cfg.stem, cfg.image_size, info.level);
-                if size < 5 {
-                    return Err(CellsError::Config(format!(
-                        "the auxiliary head needs at least 5x5 features, but a {0}x{0} input gives {size}x{size} at stack 2",
-                        cfg.image_size
-                    )));
-                }
-                let k = (size - 5) / 3 + 1;
-                let actx = ctx.pp("aux_head");
-                let proj = ConvBn::new(
-                    &actx.pp("proj"),
-                    ConvSpec::dense(info.channels, 128, (1, 1), 1),
-                )?;
-                let mut last_spec = ConvSpec::dense(128, 768, (k, k), 1);
-                last_spec.pad = Pad::Valid;
-                let last = ConvBn::new(&actx.pp("final"), last_spec)?;
-                let linear = linear(&actx.pp("linear"), 768, cfg.num_classes)?;
-                Some((idx, AuxHead { proj, last, linear }))
-            }
-            _ => None,
+        let aux = match plan.aux_after.filter(|_| cfg.aux_head) {
+            Some(idx) => Some((
+                idx,
+                AuxHead::new(&ctx.pp("aux_head"), cfg, tensors[idx + 1])?,
+            )),
+            None => None,
         };
         let out_channels = tensors.last().map(|t| t.channels).unwrap_or(0);
         let last_linear = linear(&ctx.pp("last_linear"), out_channels, cfg.num_classes)?;
@@ -373,7 +389,8 @@ impl NasNet {
         total
     }
 
-    /// Sets ScheduledDropPath's progress, `min(1, step / total_training_steps)`; every cell's keep
+    /// Sets ScheduledDropPath's progress, `min(1, step / total_steps)` (the trainer computes it
+    /// with `nasnet_trainer::drop_path_progress` before every step); every cell's keep
     /// probability follows (REFERENCE.md §5). Takes `&self` so a shared model can be updated.
     pub fn set_drop_path_progress(&self, progress: f64) {
         let p = if progress.is_finite() {
@@ -415,12 +432,6 @@ impl NasNet {
     /// so a run resumed from a checkpoint (weights restored, not re-drawn) continues exactly.
     pub fn seed_drop_path(&self, seed: u64) {
         self.drop_path.seed(seed);
-    }
-
-    /// Sets the drop path progress from a step count and the config's `total_training_steps`.
-    pub fn set_drop_path_step(&self, step: u64) {
-        let total = self.config.total_training_steps.max(1);
-        self.set_drop_path_progress(step as f64 / total as f64);
     }
 
     /// Runs the stem and cells, returning every stage's output by name (`conv0`, then each cell),
@@ -555,4 +566,69 @@ fn read_checked(
         });
     }
     Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(plan: &CellPlan) -> Vec<&str> {
+        plan.cells.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn mobile_plan_follows_the_port_names_and_inputs() {
+        let cfg = NasNetConfig::mobile();
+        let plan = CellPlan::new(&cfg);
+        let mut want = vec!["cell_stem_0", "cell_stem_1"];
+        want.extend(["cell_0", "cell_1", "cell_2", "cell_3", "reduction_cell_0"]);
+        want.extend(["cell_6", "cell_7", "cell_8", "cell_9", "reduction_cell_1"]);
+        want.extend(["cell_12", "cell_13", "cell_14", "cell_15"]);
+        assert_eq!(names(&plan), want);
+        assert_eq!(plan.cells.len(), cfg.total_cells());
+        // Tensors: conv0 = 0, cell k = k + 1. The stem cells read conv0 (the first without an
+        // older input), every later cell the latest output and the one before it.
+        assert_eq!((plan.cells[0].input, plan.cells[0].prev), (0, None));
+        assert_eq!((plan.cells[1].input, plan.cells[1].prev), (1, Some(0)));
+        let cell_6 = &plan.cells[7];
+        assert_eq!((cell_6.input, cell_6.prev), (7, Some(6)));
+        assert_eq!(cell_6.role, CellRole::Normal);
+        assert_eq!(plan.cells[6].role, CellRole::Reduction);
+        assert_eq!(plan.cells[6].filters, cfg.filters_at(1));
+        // The aux head follows the last cell of the second stack.
+        assert_eq!(plan.aux_after, Some(10));
+    }
+
+    #[test]
+    fn large_plan_skips_the_reduction_input() {
+        let plan = CellPlan::new(&NasNetConfig::large());
+        // conv0 = 0, stems 1-2, cell_0..5 = 3..8, reduction_cell_0 = 9: cell_6 reads the
+        // reduction and, skipping it, cell_4's output rather than cell_5's.
+        let cell_6 = &plan.cells[9];
+        assert_eq!(cell_6.name, "cell_6");
+        assert_eq!((cell_6.input, cell_6.prev), (9, Some(7)));
+        // The other normal cells are unaffected.
+        assert_eq!((plan.cells[10].input, plan.cells[10].prev), (10, Some(9)));
+    }
+
+    #[test]
+    fn cifar_plan_has_no_stem_cells() {
+        let cfg = NasNetConfig::cifar(2, 96).unwrap();
+        let plan = CellPlan::new(&cfg);
+        assert_eq!(
+            names(&plan),
+            [
+                "cell_0",
+                "cell_1",
+                "reduction_cell_0",
+                "cell_6",
+                "cell_7",
+                "reduction_cell_1",
+                "cell_12",
+                "cell_13"
+            ]
+        );
+        assert_eq!((plan.cells[0].input, plan.cells[0].prev), (0, None));
+        assert_eq!(plan.aux_after, Some(4));
+    }
 }

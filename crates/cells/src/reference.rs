@@ -9,9 +9,77 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use nasnet_searchspace::named::nasnet_a;
 
-use crate::config::NasNetConfig;
+use crate::config::{parse_net, NasNetConfig};
 use crate::error::CellsError;
 use crate::model::NasNet;
+
+impl NasNetConfig {
+    /// Maps a fixture's `config.json` (`family` and the port's constructor `args`, see
+    /// `shared/fixtures/README.md`) to the configuration that reproduces that reference:
+    /// PyTorch's BN momentum 0.1 and eps 1e-3, no dropout, no drop path, no auxiliary head.
+    pub fn from_fixture_config(config: &serde_json::Value) -> Result<Self, CellsError> {
+        let bad = |reason: String| CellsError::Config(format!("fixture config.json: {reason}"));
+        let family = config
+            .get("family")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad("missing string field `family`".into()))?;
+        let args = config
+            .get("args")
+            .ok_or_else(|| bad("missing object field `args`".into()))?;
+        let arg = |name: &str| -> Result<usize, CellsError> {
+            args.get(name)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("missing integer argument `{name}`")))
+        };
+        let image_size = config
+            .get("input_shape")
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.get(2))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
+        let (cells_per_stack, stem_filters, penultimate, rate, skip, timm) = match family {
+            "timm-nasnetalarge" => (
+                6,
+                arg("stem_size")?,
+                arg("num_features")?,
+                arg("channel_multiplier")?,
+                true,
+                true,
+            ),
+            "pretrainedmodels-nasnetamobile" => (
+                4,
+                arg("stem_filters")?,
+                arg("penultimate_filters")?,
+                arg("filters_multiplier")?,
+                false,
+                false,
+            ),
+            other => return Err(bad(format!("unknown family `{other}`"))),
+        };
+        let size = parse_net(&format!("{cells_per_stack}@{penultimate}"))?;
+        let mut cfg = Self::imagenet(size, 1.0, image_size.unwrap_or(224));
+        cfg.stem_filters = stem_filters;
+        cfg.filter_scaling_rate = rate as f64;
+        cfg.skip_reduction_layer_input = skip;
+        cfg.avg_pool_count_pad_stride2 = timm;
+        cfg.num_classes = arg("num_classes")?;
+        cfg.dense_dropout_keep_prob = 1.0;
+        cfg.drop_path_keep_prob = 1.0;
+        cfg.bn_momentum = 0.1;
+        cfg.bn_eps = 1e-3;
+        if let Some(c) = config
+            .get("input_shape")
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.get(1))
+            .and_then(|v| v.as_u64())
+        {
+            cfg.in_channels = c as usize;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
 
 /// The README's tolerances for one dtype.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,8 +9,8 @@
 ///   every CPU matmul unless it is set, and the kernels of this crate share rayon's pool.
 /// - `CANDLE_NUM_THREADS` defaults to 1: candle's element-wise pool spins against rayon's
 ///   (measured 2x slower on a 2-core forward+backward otherwise).
-/// - On glibc, freed memory is kept for reuse instead of going back to the kernel
-///   ([`keep_freed_memory`]).
+/// - On glibc, freed memory is kept for reuse instead of going back to the kernel (see
+///   `keep_freed_memory` in this file).
 pub fn configure_cpu() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -32,7 +32,7 @@ const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 /// set again (measured: a third of a 2@384 training step in the kernel's `clear_page`). The
 /// cost is that the process keeps its peak memory until it exits. A no-op on other platforms
 /// and allocators.
-pub fn keep_freed_memory() {
+fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes malloc's tuning parameters; it is called before the
     // program's threads allocate concurrently, and glibc serialises it internally anyway.

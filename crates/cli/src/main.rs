@@ -94,10 +94,12 @@ fn report_parse_error(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Thread pools and malloc tuned for training on CPU (see nasnet_cells::runtime).
+    // Thread pools and malloc tuned for training on CPU (see nasnet_cells::configure_cpu).
     nasnet_cells::configure_cpu();
     // `nasnet report RUN | head` must end quietly, as other Unix tools do, not panic on EPIPE.
     #[cfg(unix)]
+    // SAFETY: restoring SIGPIPE's default disposition installs no Rust handler, and it runs at
+    // the start of `main`, before any thread that could be signalled concurrently exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

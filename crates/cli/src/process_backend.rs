@@ -105,6 +105,9 @@ impl ProcessBackend {
             use std::os::unix::process::CommandExt;
             // A child must not outlive the search (kill -9 of the search included): it would
             // keep writing into a trial folder the resumed search reuses.
+            // SAFETY: the closure runs in the forked child before exec, where only
+            // async-signal-safe calls are allowed: it calls `prctl` and reads `errno`, and
+            // neither allocates nor takes a lock.
             unsafe {
                 cmd.pre_exec(|| {
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -5,12 +5,13 @@
 //! call, and unless `RAYON_NUM_THREADS` is set that re-reads `/proc/cpuinfo`
 //! (`num_cpus::get_physical`) each time. The controller does ~100 tiny matmuls per sampled
 //! architecture, so that file read dominated: sampling took ~7 ms instead of ~0.6 ms at 32
-//! units. This op calls the same `gemm` kernel directly, sequentially (the products are far
-//! below gemm's own threading threshold anyway), and handles strided (e.g. transposed) inputs
-//! without copying.
+//! units. This op calls the same `gemm` kernel directly, through nasnet-cells' bounds-checked
+//! wrapper, sequentially (the products are far below gemm's own threading threshold anyway), and
+//! handles strided (e.g. transposed) inputs without copying.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
+use nasnet_cells::gemm::{matmul_into, MatRef, Threads};
 
 /// `a (m, k) x b (k, n)` for f32 CPU tensors, differentiable in both arguments.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -18,27 +19,6 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 struct Matmul2d;
-
-/// Checks a rank-2 layout and that every strided element lies inside a buffer of `len`.
-fn strided_2d(
-    layout: &Layout,
-    len: usize,
-    what: &str,
-) -> Result<(usize, usize, usize, usize, usize)> {
-    let (rows, cols) = layout.shape().dims2()?;
-    let stride = layout.stride();
-    let (rs, cs) = (stride[0], stride[1]);
-    let off = layout.start_offset();
-    if rows > 0 && cols > 0 {
-        let last = off + (rows - 1) * rs + (cols - 1) * cs;
-        if last >= len {
-            return Err(Error::Msg(format!(
-                "controller matmul: {what} layout reaches element {last} of a {len}-element buffer"
-            )));
-        }
-    }
-    Ok((rows, cols, rs, cs, off))
-}
 
 impl CustomOp2 for Matmul2d {
     fn name(&self) -> &'static str {
@@ -61,41 +41,12 @@ impl CustomOp2 for Matmul2d {
                 ))
             }
         };
-        let (m, k, a_rs, a_cs, a_off) = strided_2d(l1, a.len(), "lhs")?;
-        let (k2, n, b_rs, b_cs, b_off) = strided_2d(l2, b.len(), "rhs")?;
-        if k != k2 {
-            return Err(Error::Msg(format!(
-                "controller matmul: ({m}, {k}) x ({k2}, {n}) do not chain"
-            )));
-        }
+        // The views handle strided (e.g. transposed) operands without copying, and refuse
+        // layouts that reach outside their storage.
+        let (a, b) = (MatRef::from_layout(a, l1)?, MatRef::from_layout(b, l2)?);
+        let (m, n) = (a.rows(), b.cols());
         let mut dst = vec![0f32; m * n];
-        if m > 0 && n > 0 && k > 0 {
-            // SAFETY: `strided_2d` checked that every element the strides address lies inside
-            // `a` and `b`; `dst` is a fresh contiguous (m, n) buffer (row stride n, column 1).
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr().add(a_off),
-                    a_cs as isize,
-                    a_rs as isize,
-                    b.as_ptr().add(b_off),
-                    b_cs as isize,
-                    b_rs as isize,
-                    0f32,
-                    1f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        }
+        matmul_into(&mut dst, a, b, false, Threads::One)?;
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
 

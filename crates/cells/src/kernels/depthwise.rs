@@ -8,13 +8,13 @@
 //! convention; candle's own relu lets the gradient through at exactly 0), saving a full tensor
 //! write and read per separable op.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result, Shape, Tensor};
 
 use super::geometry::{Geom, Plan};
 use super::parallel::for_each_chunk;
-use super::plane::{self, block_width, with_block, Real};
-use super::{contiguous_slice, Padding2d};
+use super::plane::{self, block_width, with_block};
+use super::Padding2d;
+use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
 
 /// Forward depthwise conv, `x` (N, C, H, W) with `w` (C, 1, kh, kw).
 #[derive(Debug, Clone, Copy)]
@@ -26,36 +26,33 @@ pub(crate) struct DepthwiseFwd {
 }
 
 impl DepthwiseFwd {
-    /// Geometry from the two operand layouts, checking that the kernel matches the channels.
-    fn geom(&self, lx: &Layout, lw: &Layout) -> Result<Geom> {
-        let dims = lx.shape().dims4()?;
-        let (wc, one, kh, kw) = lw.shape().dims4()?;
-        if wc != dims.1 || one != 1 {
-            bail!(
-                "depthwise kernel must be (C, 1, kh, kw) with C = {}, got {:?}",
-                dims.1,
-                lw.shape()
-            )
-        }
-        Geom::new(dims, (kh, kw), self.stride, self.dilation, self.pad)
+    /// Geometry from the input and kernel shapes, checking that the kernel matches the channels.
+    fn geom(&self, x: &Shape, w: &Shape) -> Result<Geom> {
+        let (wc, one, kh, kw) = w.dims4()?;
+        self.geom_for_kernel(x, &[wc, one, kh, kw])
     }
 
-    fn run<T: Real>(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sw: &CpuStorage,
-        lw: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geom(lx, lw)?;
-        let x = contiguous_slice::<T>(sx, lx, "depthwise input")?;
-        let k = contiguous_slice::<T>(sw, lw, "depthwise kernel")?;
-        let out = forward(x, k, &g, self.relu);
-        Ok((
-            T::to_cpu_storage_owned(out),
-            Shape::from((g.n, g.c, g.oh, g.ow)),
-        ))
+    /// Geometry from the input shape and the kernel's dims, `(C, 1, kh, kw)`.
+    fn geom_for_kernel(&self, x: &Shape, w: &[usize]) -> Result<Geom> {
+        let dims = x.dims4()?;
+        match *w {
+            [wc, 1, kh, kw] if wc == dims.1 => {
+                Geom::new(dims, (kh, kw), self.stride, self.dilation, self.pad)
+            }
+            _ => bail!(
+                "depthwise kernel must be (C, 1, kh, kw) with C = {}, got {w:?}",
+                dims.1
+            ),
+        }
     }
+}
+
+/// Checks that the output gradient has the shape of the output `g` describes.
+fn check_grad(grad: &Shape, g: &Geom) -> Result<()> {
+    if grad.dims4()? != (g.n, g.c, g.oh, g.ow) {
+        bail!("depthwise backward: gradient shape {grad:?} does not match the output")
+    }
+    Ok(())
 }
 
 fn forward<T: Real>(x: &[T], k: &[T], g: &Geom, fuse_relu: bool) -> Vec<T> {
@@ -92,6 +89,18 @@ fn plane_grad<'a, T: Real>(
     }
 }
 
+/// How [`input_grad`] computes a plane.
+enum GradPath<T> {
+    /// Stride 1: a correlation with the flipped kernels, by the forward loop of block width `b`.
+    Correlate {
+        b: usize,
+        plan: Plan,
+        flipped: Vec<T>,
+    },
+    /// Larger strides: the gradient scattered tap by tap into a planned buffer.
+    Scatter(Plan),
+}
+
 /// Input gradient of a depthwise correlation (or, with `k` shared by all channels, of a sum
 /// pool): `gy` is the output gradient, `k` the kernels (`c * taps`, or `taps` when `shared`),
 /// `scale` an optional per-output-pixel factor applied to `gy` first (average pooling's
@@ -125,82 +134,69 @@ pub(crate) fn input_grad<T: Real>(
             }
         }
     };
-    if let Some(gt) = g.transposed() {
-        let b = block_width::<T>(gt.ow);
-        let plan = Plan::new(gt, b);
-        let nk = if shared { 1 } else { g.c };
-        let flipped: Vec<T> = (0..nk)
-            .flat_map(|c| kernel(c).iter().rev().copied())
-            .collect();
-        for_each_chunk(
-            &mut gx,
-            inp,
-            || (Vec::new(), Vec::new()),
-            |(buf, tmp), p, gxp| {
-                let src = plane_grad(gy, p * outp..(p + 1) * outp, scale, tmp);
-                plane::fill::<T>(src, &plan, buf, T::ZERO, false);
-                let c = if shared { 0 } else { p % g.c };
-                let kc = &flipped[c * taps..(c + 1) * taps];
-                with_block!(b, conv_fwd::<T>(buf, kc, &plan, gxp));
-                finish(p, gxp);
-            },
-        );
-    } else {
-        let plan = Plan::new(*g, 1);
-        for_each_chunk(
-            &mut gx,
-            inp,
-            || (Vec::new(), Vec::new()),
-            |(buf, tmp), p, gxp| {
-                let src = plane_grad(gy, p * outp..(p + 1) * outp, scale, tmp);
-                buf.clear();
-                buf.resize(plan.buf_len(), T::ZERO);
-                plane::conv_scatter::<T>(src, kernel(p % g.c), &plan, buf);
-                plan.extract(buf, gxp);
-                finish(p, gxp);
-            },
-        );
-    }
+    let path = match g.transposed() {
+        Some(gt) => {
+            let b = block_width::<T>(gt.ow);
+            let nk = if shared { 1 } else { g.c };
+            let flipped = (0..nk)
+                .flat_map(|c| kernel(c).iter().rev().copied())
+                .collect();
+            GradPath::Correlate {
+                b,
+                plan: Plan::new(gt, b),
+                flipped,
+            }
+        }
+        None => GradPath::Scatter(Plan::new(*g, 1)),
+    };
+    for_each_chunk(
+        &mut gx,
+        inp,
+        || (Vec::new(), Vec::new()),
+        |(buf, tmp), p, gxp| {
+            let src = plane_grad(gy, p * outp..(p + 1) * outp, scale, tmp);
+            match &path {
+                GradPath::Correlate { b, plan, flipped } => {
+                    plane::fill::<T>(src, plan, buf, T::ZERO, false);
+                    let c = if shared { 0 } else { p % g.c };
+                    let kc = &flipped[c * taps..(c + 1) * taps];
+                    with_block!(*b, conv_fwd::<T>(buf, kc, plan, gxp));
+                }
+                GradPath::Scatter(plan) => {
+                    buf.clear();
+                    buf.resize(plan.buf_len(), T::ZERO);
+                    plane::conv_scatter::<T>(src, kernel(p % g.c), plan, buf);
+                    plan.extract(buf, gxp);
+                }
+            }
+            finish(p, gxp);
+        },
+    );
     gx
 }
 
-impl CustomOp2 for DepthwiseFwd {
+impl CpuKernel<2> for DepthwiseFwd {
+    const NAME: &'static str = "nasnet-depthwise-conv2d";
+
     fn name(&self) -> &'static str {
         if self.relu {
             "nasnet-relu-depthwise-conv2d"
         } else {
-            "nasnet-depthwise-conv2d"
+            Self::NAME
         }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2),
-            _ => bail!(
-                "{}: unsupported dtypes {:?}/{:?} (expected matching f32 or f64)",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
-        }
+    fn cpu<T: Real>(&self, [x, w]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
+        let g = self.geom(x.shape(), w.shape())?;
+        let xs = x.slice::<T>("depthwise input")?;
+        let k = w.slice::<T>("depthwise kernel")?;
+        let out = forward(xs, k, &g, self.relu);
+        Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let weight_op = DepthwiseBwdWeight(*self, w.dims().to_vec());
-        super::conv_grads(x, w, grad, &DepthwiseBwdInput(*self), &weight_op)
+    fn backward(&self, b: Backward<'_, 2>) -> Result<[Option<Tensor>; 2]> {
+        let weight_op = CpuOp(DepthwiseBwdWeight(*self, b.args[1].dims().to_vec()));
+        super::conv_grads(b, &CpuOp(DepthwiseBwdInput(*self)), &weight_op)
     }
 }
 
@@ -209,44 +205,18 @@ impl CustomOp2 for DepthwiseFwd {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DepthwiseBwdInput(pub DepthwiseFwd);
 
-impl DepthwiseBwdInput {
-    fn run<T: Real>(
-        &self,
-        (sg, lg): (&CpuStorage, &Layout),
-        (sw, lw): (&CpuStorage, &Layout),
-        (sx, lx): (&CpuStorage, &Layout),
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0.geom(lx, lw)?;
-        if lg.shape().dims4()? != (g.n, g.c, g.oh, g.ow) {
-            bail!(
-                "depthwise backward: gradient shape {:?} does not match the output",
-                lg.shape()
-            )
-        }
-        let gy = contiguous_slice::<T>(sg, lg, "depthwise output gradient")?;
-        let k = contiguous_slice::<T>(sw, lw, "depthwise kernel")?;
-        let x = contiguous_slice::<T>(sx, lx, "depthwise input")?;
-        let mask = self.0.relu.then_some(x);
+impl CpuKernel<3> for DepthwiseBwdInput {
+    const NAME: &'static str = "nasnet-depthwise-conv2d-bwd-input";
+
+    fn cpu<T: Real>(&self, [gr, w, x]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
+        let g = self.0.geom(x.shape(), w.shape())?;
+        check_grad(gr.shape(), &g)?;
+        let gy = gr.slice::<T>("depthwise output gradient")?;
+        let k = w.slice::<T>("depthwise kernel")?;
+        let xs = x.slice::<T>("depthwise input")?;
+        let mask = self.0.relu.then_some(xs);
         let gx = input_grad(gy, k, false, &g, None, mask);
-        Ok((T::to_cpu_storage_owned(gx), lx.shape().clone()))
-    }
-}
-
-impl CustomOp3 for DepthwiseBwdInput {
-    fn name(&self) -> &'static str {
-        "nasnet-depthwise-conv2d-bwd-input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
+        Ok((gx, x.shape().clone()))
     }
 }
 
@@ -255,34 +225,17 @@ impl CustomOp3 for DepthwiseBwdInput {
 #[derive(Debug, Clone)]
 pub(crate) struct DepthwiseBwdWeight(pub DepthwiseFwd, pub Vec<usize>);
 
-impl DepthwiseBwdWeight {
-    fn run<T: Real>(
-        &self,
-        (sx, lx): (&CpuStorage, &Layout),
-        (sg, lg): (&CpuStorage, &Layout),
-    ) -> Result<(CpuStorage, Shape)> {
-        let (kh, kw) = match self.1.as_slice() {
-            &[_, 1, kh, kw] => (kh, kw),
-            d => bail!("depthwise backward: bad kernel dims {d:?}"),
-        };
-        let g = Geom::new(
-            lx.shape().dims4()?,
-            (kh, kw),
-            self.0.stride,
-            self.0.dilation,
-            self.0.pad,
-        )?;
-        if lg.shape().dims4()? != (g.n, g.c, g.oh, g.ow) {
-            bail!(
-                "depthwise backward: gradient shape {:?} does not match the output",
-                lg.shape()
-            )
-        }
-        let x = contiguous_slice::<T>(sx, lx, "depthwise input")?;
-        let gy = contiguous_slice::<T>(sg, lg, "depthwise output gradient")?;
+impl CpuKernel<2> for DepthwiseBwdWeight {
+    const NAME: &'static str = "nasnet-depthwise-conv2d-bwd-weight";
+
+    fn cpu<T: Real>(&self, [xa, gr]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
+        let g = self.0.geom_for_kernel(xa.shape(), &self.1)?;
+        check_grad(gr.shape(), &g)?;
+        let x = xa.slice::<T>("depthwise input")?;
+        let gy = gr.slice::<T>("depthwise output gradient")?;
         let b = block_width::<T>(g.ow);
         let plan = Plan::new(g, b);
-        let (inp, outp, taps, ow) = (g.in_plane(), g.out_plane(), kh * kw, g.ow);
+        let (inp, outp, taps, ow) = (g.in_plane(), g.out_plane(), g.kh * g.kw, g.ow);
         let fuse_relu = self.0.relu;
         let mut gw = vec![T::ZERO; g.c * taps];
         // One task per channel: the reduction over the batch stays inside a task, so the result
@@ -313,22 +266,6 @@ impl DepthwiseBwdWeight {
                 }
             },
         );
-        Ok((T::to_cpu_storage_owned(gw), Shape::from(self.1.clone())))
-    }
-}
-
-impl CustomOp2 for DepthwiseBwdWeight {
-    fn name(&self) -> &'static str {
-        "nasnet-depthwise-conv2d-bwd-weight"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2)))
+        Ok((gw, Shape::from(self.1.clone())))
     }
 }

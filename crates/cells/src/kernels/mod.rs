@@ -18,10 +18,10 @@ mod plane;
 mod pointwise;
 mod pool;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Tensor};
+use candle_core::{bail, CustomOp2, CustomOp3, DType, Result, Tensor};
 
+use crate::cpu_op::{Backward, CpuOp};
 use depthwise::DepthwiseFwd;
-use plane::Real;
 use pointwise::PointwiseFwd;
 use pool::{AvgPoolFwd, MaxPoolFwd, PoolParams};
 
@@ -99,32 +99,17 @@ pub enum AvgPoolCount {
     IncludePadding,
 }
 
-/// The contiguous data of one operand; the wrappers make operands contiguous, so a strided
-/// layout here is an internal error rather than something to handle.
-pub(crate) fn contiguous_slice<'a, T: Real>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("{what} must be contiguous"),
-    }
-}
-
 /// The backward of a convolution-like custom op `y = f(x, w)`: the input gradient is
 /// `input_op(grad, w, x)` and the kernel gradient `weight_op(x, grad)`, each computed only when
 /// its operand takes part in a graph (a network's input or a frozen kernel needs none).
 fn conv_grads(
-    x: &Tensor,
-    w: &Tensor,
-    grad: &Tensor,
+    b: Backward<'_, 2>,
     input_op: &impl CustomOp3,
     weight_op: &impl CustomOp2,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
+) -> Result<[Option<Tensor>; 2]> {
+    let [x, w] = b.args;
     // The incoming gradient is often a broadcast (e.g. from `sum`), hence not contiguous.
-    let grad = grad.contiguous()?;
+    let grad = b.grad.contiguous()?;
     let gx = if x.track_op() {
         Some(grad.apply_op3_no_bwd(w, x, input_op)?)
     } else {
@@ -135,7 +120,7 @@ fn conv_grads(
     } else {
         None
     };
-    Ok((gx, gw))
+    Ok([gx, gw])
 }
 
 /// Output size of a 2-D window op, validating the arguments so every path (custom op or candle
@@ -218,7 +203,7 @@ fn depthwise_impl(
         pad,
         relu,
     };
-    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+    x.contiguous()?.apply_op2(&w.contiguous()?, CpuOp(op))
 }
 
 /// Depthwise conv: x (N,C,H,W), w (C,1,kh,kw) (PyTorch layout, groups = C, depth multiplier 1).
@@ -270,7 +255,7 @@ fn pointwise_impl(x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
         return pointwise_conv2d_candle(&x, w);
     }
     x.contiguous()?
-        .apply_op2(&w.contiguous()?, PointwiseFwd { relu })
+        .apply_op2(&w.contiguous()?, CpuOp(PointwiseFwd { relu }))
 }
 
 /// 1x1 convolution with stride 1: x (N, C_in, H, W), w (C_out, C_in, 1, 1).
@@ -327,7 +312,8 @@ pub fn avg_pool2d(
         stride,
         pad,
     };
-    x.contiguous()?.apply_op1(AvgPoolFwd { params, count })
+    x.contiguous()?
+        .apply_op1(CpuOp(AvgPoolFwd { params, count }))
 }
 
 /// Padded max pool with a backward for any kernel and stride; padding acts as `-inf` (never
@@ -353,7 +339,7 @@ pub fn max_pool2d(
         stride,
         pad,
     };
-    x.contiguous()?.apply_op1(MaxPoolFwd(params))
+    x.contiguous()?.apply_op1(CpuOp(MaxPoolFwd(params)))
 }
 
 /// Pads the last two dims of an NCHW tensor with `value`, since candle's `pad_with_zeros` only

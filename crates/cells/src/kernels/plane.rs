@@ -13,39 +13,8 @@
 //! being faster, that keeps the f32 Large fixture's early gradients at 1e-4 instead of 5e-2
 //! (see crates/cells/tests/fixtures.rs).
 
-use candle_core::WithDType;
-
 use super::geometry::Plan;
-
-/// Float element types the kernels run on natively (f32 and f64; half types are upcast by the
-/// wrappers because accumulating in 16-bit would lose the gradient precision training needs).
-pub(crate) trait Real: WithDType + Default {
-    const ZERO: Self;
-    const ONE: Self;
-    const NEG_INF: Self;
-    /// `self * b + c` with a single rounding.
-    fn fused_mul_add(self, b: Self, c: Self) -> Self;
-}
-
-impl Real for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const NEG_INF: Self = f32::NEG_INFINITY;
-    #[inline(always)]
-    fn fused_mul_add(self, b: Self, c: Self) -> Self {
-        self.mul_add(b, c)
-    }
-}
-
-impl Real for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const NEG_INF: Self = f64::NEG_INFINITY;
-    #[inline(always)]
-    fn fused_mul_add(self, b: Self, c: Self) -> Self {
-        self.mul_add(b, c)
-    }
-}
+use crate::cpu_op::Real;
 
 /// How a loop computes `a * b + c`: chosen per compiled variant of [`multiversion!`], because an
 /// FMA is one instruction where the CPU has it and a slow library call where it does not.
@@ -112,6 +81,8 @@ macro_rules! multiversion {
 
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// Only to be called on a CPU that has AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<T: Real $(, const $b: usize)?>($($arg: $ty),*) {
                     inner::<T, Fused $(, $b)?>($($arg),*)

@@ -7,15 +7,14 @@
 //! code. Max pooling recomputes the argmax in the backward rather than storing it, since a
 //! custom op has a single output.
 
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, Result, Shape, Tensor};
 
 use super::depthwise::input_grad;
 use super::geometry::{Geom, Plan};
 use super::parallel::for_each_chunk;
-use super::plane::{self, block_width, with_block, Real};
-use super::{contiguous_slice, AvgPoolCount, Padding2d};
+use super::plane::{self, block_width, with_block};
+use super::{AvgPoolCount, Padding2d};
+use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
 
 /// Window geometry shared by the pooling ops (no dilation).
 #[derive(Debug, Clone, Copy)]
@@ -26,14 +25,16 @@ pub(crate) struct PoolParams {
 }
 
 impl PoolParams {
-    fn geom(&self, input: &Layout) -> Result<Geom> {
-        Geom::new(
-            input.shape().dims4()?,
-            self.kernel,
-            self.stride,
-            1,
-            self.pad,
-        )
+    fn geom(&self, input: &Shape) -> Result<Geom> {
+        Geom::new(input.dims4()?, self.kernel, self.stride, 1, self.pad)
+    }
+
+    /// Checks that `out` (an output or its gradient) has the shape of the output `g` describes.
+    fn check_out(out: &Shape, g: &Geom, what: &str) -> Result<()> {
+        if out.dims4()? != (g.n, g.c, g.oh, g.ow) {
+            bail!("pool backward: {what} shape {out:?} does not match the output")
+        }
+        Ok(())
     }
 }
 
@@ -63,10 +64,12 @@ pub(crate) struct AvgPoolFwd {
     pub count: AvgPoolCount,
 }
 
-impl AvgPoolFwd {
-    fn run<T: Real>(&self, sx: &CpuStorage, lx: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.params.geom(lx)?;
-        let x = contiguous_slice::<T>(sx, lx, "avg pool input")?;
+impl CpuKernel<1> for AvgPoolFwd {
+    const NAME: &'static str = "nasnet-avg-pool2d";
+
+    fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
+        let g = self.params.geom(xa.shape())?;
+        let x = xa.slice::<T>("avg pool input")?;
         let b = block_width::<T>(g.ow);
         let plan = Plan::new(g, b);
         let ones = vec![T::ONE; g.kh * g.kw];
@@ -80,25 +83,14 @@ impl AvgPoolFwd {
                 *v *= s;
             }
         });
-        Ok((
-            T::to_cpu_storage_owned(out),
-            Shape::from((g.n, g.c, g.oh, g.ow)),
-        ))
-    }
-}
-
-impl CustomOp1 for AvgPoolFwd {
-    fn name(&self) -> &'static str {
-        "nasnet-avg-pool2d"
+        Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s, self.name(), T => self.run::<T>(s, l))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let grad = grad.contiguous()?;
-        Ok(Some(grad.apply_op2_no_bwd(x, &AvgPoolBwd(*self))?))
+    fn backward(&self, b: Backward<'_, 1>) -> Result<[Option<Tensor>; 1]> {
+        let grad = b.grad.contiguous()?;
+        Ok([Some(
+            grad.apply_op2_no_bwd(b.args[0], &CpuOp(AvgPoolBwd(*self)))?,
+        )])
     }
 }
 
@@ -106,41 +98,17 @@ impl CustomOp1 for AvgPoolFwd {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AvgPoolBwd(pub AvgPoolFwd);
 
-impl AvgPoolBwd {
-    fn run<T: Real>(
-        &self,
-        sg: &CpuStorage,
-        lg: &Layout,
-        lx: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0.params.geom(lx)?;
-        if lg.shape().dims4()? != (g.n, g.c, g.oh, g.ow) {
-            bail!(
-                "avg pool backward: gradient shape {:?} does not match the output",
-                lg.shape()
-            )
-        }
-        let gy = contiguous_slice::<T>(sg, lg, "avg pool output gradient")?;
+impl CpuKernel<2> for AvgPoolBwd {
+    const NAME: &'static str = "nasnet-avg-pool2d-bwd";
+
+    fn cpu<T: Real>(&self, [gr, x]: [Arg<'_>; 2]) -> Result<(Vec<T>, Shape)> {
+        let g = self.0.params.geom(x.shape())?;
+        PoolParams::check_out(gr.shape(), &g, "gradient")?;
+        let gy = gr.slice::<T>("avg pool output gradient")?;
         let ones = vec![T::ONE; g.kh * g.kw];
         let inv = inv_count::<T>(&g, self.0.count);
         let gx = input_grad(gy, &ones, true, &g, Some(&inv), None);
-        Ok((T::to_cpu_storage_owned(gx), lx.shape().clone()))
-    }
-}
-
-impl CustomOp2 for AvgPoolBwd {
-    fn name(&self) -> &'static str {
-        "nasnet-avg-pool2d-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, self.name(), T => self.run::<T>(s1, l1, l2))
+        Ok((gx, x.shape().clone()))
     }
 }
 
@@ -148,10 +116,12 @@ impl CustomOp2 for AvgPoolBwd {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaxPoolFwd(pub PoolParams);
 
-impl MaxPoolFwd {
-    fn run<T: Real>(&self, sx: &CpuStorage, lx: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0.geom(lx)?;
-        let x = contiguous_slice::<T>(sx, lx, "max pool input")?;
+impl CpuKernel<1> for MaxPoolFwd {
+    const NAME: &'static str = "nasnet-max-pool2d";
+
+    fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
+        let g = self.0.geom(xa.shape())?;
+        let x = xa.slice::<T>("max pool input")?;
         let b = block_width::<T>(g.ow);
         let plan = Plan::new(g, b);
         let (inp, outp) = (g.in_plane(), g.out_plane());
@@ -160,25 +130,16 @@ impl MaxPoolFwd {
             plane::fill::<T>(&x[p * inp..(p + 1) * inp], &plan, buf, T::NEG_INF, false);
             with_block!(b, max_fwd::<T>(buf, &plan, o));
         });
-        Ok((
-            T::to_cpu_storage_owned(out),
-            Shape::from((g.n, g.c, g.oh, g.ow)),
-        ))
-    }
-}
-
-impl CustomOp1 for MaxPoolFwd {
-    fn name(&self) -> &'static str {
-        "nasnet-max-pool2d"
+        Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s, self.name(), T => self.run::<T>(s, l))
-    }
-
-    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let grad = grad.contiguous()?;
-        Ok(Some(x.apply_op3_no_bwd(res, &grad, &MaxPoolBwd(self.0))?))
+    fn backward(&self, b: Backward<'_, 1>) -> Result<[Option<Tensor>; 1]> {
+        let grad = b.grad.contiguous()?;
+        Ok([Some(b.args[0].apply_op3_no_bwd(
+            b.out,
+            &grad,
+            &CpuOp(MaxPoolBwd(self.0)),
+        )?)])
     }
 }
 
@@ -186,25 +147,16 @@ impl CustomOp1 for MaxPoolFwd {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaxPoolBwd(pub PoolParams);
 
-impl MaxPoolBwd {
-    fn run<T: Real>(
-        &self,
-        (sx, lx): (&CpuStorage, &Layout),
-        (sy, ly): (&CpuStorage, &Layout),
-        (sg, lg): (&CpuStorage, &Layout),
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = self.0.geom(lx)?;
-        let out_dims = (g.n, g.c, g.oh, g.ow);
-        if lg.shape().dims4()? != out_dims || ly.shape().dims4()? != out_dims {
-            bail!(
-                "max pool backward: output/gradient shapes {:?}/{:?} do not match",
-                ly.shape(),
-                lg.shape()
-            )
-        }
-        let x = contiguous_slice::<T>(sx, lx, "max pool input")?;
-        let y = contiguous_slice::<T>(sy, ly, "max pool output")?;
-        let gy = contiguous_slice::<T>(sg, lg, "max pool output gradient")?;
+impl CpuKernel<3> for MaxPoolBwd {
+    const NAME: &'static str = "nasnet-max-pool2d-bwd";
+
+    fn cpu<T: Real>(&self, [xa, ya, gr]: [Arg<'_>; 3]) -> Result<(Vec<T>, Shape)> {
+        let g = self.0.geom(xa.shape())?;
+        PoolParams::check_out(ya.shape(), &g, "output")?;
+        PoolParams::check_out(gr.shape(), &g, "gradient")?;
+        let x = xa.slice::<T>("max pool input")?;
+        let y = ya.slice::<T>("max pool output")?;
+        let gy = gr.slice::<T>("max pool output gradient")?;
         let b = block_width::<T>(g.ow);
         let plan = Plan::new(g, b);
         let (inp, outp) = (g.in_plane(), g.out_plane());
@@ -222,24 +174,6 @@ impl MaxPoolBwd {
                 plan.extract(gp, gxp);
             },
         );
-        Ok((T::to_cpu_storage_owned(gx), lx.shape().clone()))
-    }
-}
-
-impl CustomOp3 for MaxPoolBwd {
-    fn name(&self) -> &'static str {
-        "nasnet-max-pool2d-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        for_float_storage!(s1, self.name(), T => self.run::<T>((s1, l1), (s2, l2), (s3, l3)))
+        Ok((gx, xa.shape().clone()))
     }
 }

@@ -1,0 +1,371 @@
+//! Convolutions and the units made of them: SAME-padded dense and depthwise convs, relu-conv-BN,
+//! separable convs and the factorized reduction.
+
+use candle_core::{Result, Tensor};
+
+use super::context::{Ctx, CONV_INIT};
+use super::norm::BatchNorm;
+use crate::kernels::{self, AvgPoolCount, Padding2d};
+
+/// How a convolution pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pad {
+    /// TF SAME, computed from the actual input size at every call.
+    Same,
+    /// No padding.
+    Valid,
+}
+
+/// Output length of one dimension.
+pub(crate) fn out_len(input: usize, k: usize, stride: usize, dilation: usize, pad: Pad) -> usize {
+    match pad {
+        Pad::Same => input.div_ceil(stride),
+        Pad::Valid => {
+            let eff = dilation * (k - 1) + 1;
+            if input < eff {
+                0
+            } else {
+                (input - eff) / stride + 1
+            }
+        }
+    }
+}
+
+/// Pads `x` (N, C, H, W) with zeros.
+pub(crate) fn pad_zeros(x: &Tensor, p: Padding2d) -> Result<Tensor> {
+    let x = if p.top + p.bottom > 0 {
+        x.pad_with_zeros(2, p.top, p.bottom)?
+    } else {
+        x.clone()
+    };
+    if p.left + p.right > 0 {
+        x.pad_with_zeros(3, p.left, p.right)
+    } else {
+        Ok(x)
+    }
+}
+
+/// A convolution without bias: dense (groups 1) or depthwise.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    weight: Tensor,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: (usize, usize),
+    stride: usize,
+    dilation: usize,
+    pad: Pad,
+    depthwise: bool,
+    relu_first: bool,
+}
+
+/// What a [`Conv`] should be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad: Pad,
+    pub depthwise: bool,
+    /// Apply ReLU to the input first (fused into the kernel for depthwise convs).
+    pub relu_first: bool,
+}
+
+impl ConvSpec {
+    /// A dense SAME conv.
+    pub fn dense(cin: usize, cout: usize, kernel: (usize, usize), stride: usize) -> Self {
+        ConvSpec {
+            in_channels: cin,
+            out_channels: cout,
+            kernel,
+            stride,
+            dilation: 1,
+            pad: Pad::Same,
+            depthwise: false,
+            relu_first: false,
+        }
+    }
+}
+
+impl Conv {
+    /// Creates the conv's `weight` under `ctx`.
+    pub fn new(ctx: &Ctx, spec: ConvSpec) -> Result<Self> {
+        let (kh, kw) = spec.kernel;
+        let shape = if spec.depthwise {
+            (spec.in_channels, 1, kh, kw)
+        } else {
+            (spec.out_channels, spec.in_channels, kh, kw)
+        };
+        let weight = ctx.get(shape, "weight", CONV_INIT)?;
+        Ok(Conv {
+            weight,
+            in_channels: spec.in_channels,
+            out_channels: if spec.depthwise {
+                spec.in_channels
+            } else {
+                spec.out_channels
+            },
+            kernel: spec.kernel,
+            stride: spec.stride,
+            dilation: spec.dilation,
+            pad: spec.pad,
+            depthwise: spec.depthwise,
+            relu_first: spec.relu_first,
+        })
+    }
+
+    fn padding(&self, h: usize, w: usize) -> Padding2d {
+        match self.pad {
+            Pad::Same => Padding2d::same(
+                h,
+                w,
+                self.kernel.0,
+                self.kernel.1,
+                self.stride,
+                self.dilation,
+            ),
+            Pad::Valid => Padding2d::valid(),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let pad = self.padding(h, w);
+        if self.depthwise {
+            return if self.relu_first {
+                kernels::relu_depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
+            } else {
+                kernels::depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
+            };
+        }
+        if self.kernel == (1, 1) && self.stride == 1 {
+            // candle's conv backward goes through a much slower transposed convolution.
+            return if self.relu_first {
+                kernels::relu_pointwise_conv2d(x, &self.weight)
+            } else {
+                kernels::pointwise_conv2d(x, &self.weight)
+            };
+        }
+        let x = if self.relu_first {
+            crate::fused::relu(x)?
+        } else {
+            x.clone()
+        };
+        let symmetric = pad.top == pad.bottom && pad.left == pad.right && pad.top == pad.left;
+        if symmetric && self.stride == 1 {
+            return x.conv2d(&self.weight, pad.top, 1, self.dilation, 1);
+        }
+        // Explicit (possibly asymmetric) padding, then trim the rows/columns no window reaches so
+        // that candle's conv backward, which infers one output padding from the height only,
+        // sees an exact fit in both dimensions.
+        let x = pad_zeros(&x, pad)?;
+        let (_, _, hp, wp) = x.dims4()?;
+        let (kh, kw) = self.kernel;
+        let fit = |len: usize, k: usize| -> usize {
+            let eff = self.dilation * (k - 1) + 1;
+            if len < eff {
+                return len;
+            }
+            ((len - eff) / self.stride) * self.stride + eff
+        };
+        let (nh, nw) = (fit(hp, kh), fit(wp, kw));
+        let x = if nh < hp { x.narrow(2, 0, nh)? } else { x };
+        let x = if nw < wp { x.narrow(3, 0, nw)? } else { x };
+        x.conv2d(&self.weight, 0, self.stride, self.dilation, 1)
+    }
+
+    /// Output size and multiply-adds for an input of `hw`.
+    pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
+        let oh = out_len(hw.0, self.kernel.0, self.stride, self.dilation, self.pad);
+        let ow = out_len(hw.1, self.kernel.1, self.stride, self.dilation, self.pad);
+        let per_out = if self.depthwise {
+            (self.kernel.0 * self.kernel.1) as u64
+        } else {
+            (self.kernel.0 * self.kernel.1 * self.in_channels) as u64
+        };
+        (
+            (oh, ow),
+            per_out * self.out_channels as u64 * (oh * ow) as u64,
+        )
+    }
+}
+
+/// ReLU (optional), conv, BN: TF-slim's unit, named `conv` / `bn` as in the ports.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvBn {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    pub fn new(ctx: &Ctx, spec: ConvSpec) -> Result<Self> {
+        Ok(ConvBn {
+            conv: Conv::new(&ctx.pp("conv"), spec)?,
+            bn: ctx.pp("bn").batch_norm(spec.out_channels)?,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+
+    pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
+        self.conv.cost(hw)
+    }
+}
+
+/// `sepKxK`: (relu, depthwise KxK, pointwise 1x1, BN) twice; stride in the first depthwise
+/// only, the first pointwise already maps to the cell's filters (TF-slim; the ports'
+/// `BranchSeparables` and `BranchSeparablesStem` are both this with their channel counts).
+#[derive(Debug, Clone)]
+pub(crate) struct SepConv {
+    dw1: Conv,
+    pw1: Conv,
+    bn1: BatchNorm,
+    dw2: Conv,
+    pw2: Conv,
+    bn2: BatchNorm,
+}
+
+impl SepConv {
+    pub fn new(ctx: &Ctx, cin: usize, f: usize, k: usize, stride: usize) -> Result<Self> {
+        let dw = |ctx: &Ctx, c: usize, stride: usize| {
+            Conv::new(
+                ctx,
+                ConvSpec {
+                    in_channels: c,
+                    out_channels: c,
+                    kernel: (k, k),
+                    stride,
+                    dilation: 1,
+                    pad: Pad::Same,
+                    depthwise: true,
+                    relu_first: true,
+                },
+            )
+        };
+        let s1 = ctx.pp("separable_1");
+        let s2 = ctx.pp("separable_2");
+        Ok(SepConv {
+            dw1: dw(&s1.pp("depthwise_conv2d"), cin, stride)?,
+            pw1: Conv::new(
+                &s1.pp("pointwise_conv2d"),
+                ConvSpec::dense(cin, f, (1, 1), 1),
+            )?,
+            bn1: ctx.pp("bn_sep_1").batch_norm(f)?,
+            dw2: dw(&s2.pp("depthwise_conv2d"), f, 1)?,
+            pw2: Conv::new(&s2.pp("pointwise_conv2d"), ConvSpec::dense(f, f, (1, 1), 1))?,
+            bn2: ctx.pp("bn_sep_2").batch_norm(f)?,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.pw1.forward(&self.dw1.forward(x)?)?;
+        let y = self.bn1.forward_t(&y, train)?;
+        let y = self.pw2.forward(&self.dw2.forward(&y)?)?;
+        self.bn2.forward_t(&y, train)
+    }
+
+    pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
+        let (hw1, a) = self.dw1.cost(hw);
+        let (hw1, b) = self.pw1.cost(hw1);
+        let (hw2, c) = self.dw2.cost(hw1);
+        let (hw2, d) = self.pw2.cost(hw2);
+        (hw2, a + b + c + d)
+    }
+}
+
+/// Takes every second pixel (TF's 1x1 average pool, stride 2, VALID): `ceil(h/2) x ceil(w/2)`.
+pub(crate) fn subsample2(x: &Tensor) -> Result<Tensor> {
+    kernels::avg_pool2d(
+        x,
+        (1, 1),
+        2,
+        Padding2d::valid(),
+        AvgPoolCount::ExcludePadding,
+    )
+}
+
+/// Factorized reduction to `f` filters at stride 2 (REFERENCE.md §3): two half-width paths, the
+/// second shifted by one pixel, concatenated, then BN; optionally preceded by ReLU. Names follow
+/// the ports: `path_1.conv`, `path_2.conv`, `final_path_bn`.
+#[derive(Debug, Clone)]
+pub(crate) struct FactorizedReduction {
+    relu: bool,
+    path_1: Conv,
+    path_2: Conv,
+    bn: BatchNorm,
+}
+
+impl FactorizedReduction {
+    pub fn new(ctx: &Ctx, cin: usize, f: usize, relu: bool) -> Result<Self> {
+        let half = f / 2;
+        Ok(FactorizedReduction {
+            relu,
+            path_1: Conv::new(
+                &ctx.pp("path_1").pp("conv"),
+                ConvSpec::dense(cin, half, (1, 1), 1),
+            )?,
+            path_2: Conv::new(
+                &ctx.pp("path_2").pp("conv"),
+                ConvSpec::dense(cin, f - half, (1, 1), 1),
+            )?,
+            bn: ctx.pp("final_path_bn").batch_norm(f)?,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = if self.relu {
+            crate::fused::relu(x)?
+        } else {
+            x.clone()
+        };
+        let (_, _, h, w) = x.dims4()?;
+        let p1 = self.path_1.forward(&subsample2(&x)?)?;
+        let shifted = x
+            .pad_with_zeros(2, 0, 1)?
+            .pad_with_zeros(3, 0, 1)?
+            .narrow(2, 1, h)?
+            .narrow(3, 1, w)?;
+        let p2 = self.path_2.forward(&subsample2(&shifted)?)?;
+        self.bn.forward_t(&Tensor::cat(&[p1, p2], 1)?, train)
+    }
+
+    pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
+        let sub = (hw.0.div_ceil(2), hw.1.div_ceil(2));
+        let (_, a) = self.path_1.cost(sub);
+        let (_, b) = self.path_2.cost(sub);
+        (sub, a + b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarBuilder;
+
+    #[test]
+    fn same_padding_conv_matches_tf_sizes() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::zeros(DType::F32, &dev);
+        let ctx = Ctx::new(vb, 1e-3, 0.1);
+        for (k, stride, h, w) in [(3, 2, 9, 8), (7, 2, 10, 11), (1, 2, 5, 5), (3, 1, 6, 7)] {
+            let mut spec = ConvSpec::dense(2, 3, (1, k), stride);
+            spec.relu_first = true;
+            let conv = Conv::new(&ctx, spec).unwrap();
+            let x = candle_core::Var::randn(0f32, 1.0, (2, 2, h, w), &dev).unwrap();
+            let y = conv.forward(x.as_tensor()).unwrap();
+            assert_eq!(y.dims(), &[2, 3, h.div_ceil(stride), w.div_ceil(stride)]);
+            assert_eq!(
+                conv.cost((h, w)).0,
+                (h.div_ceil(stride), w.div_ceil(stride))
+            );
+            // Backward works on non-square inputs and kernels with any parity.
+            let g = y.sum_all().unwrap().backward().unwrap();
+            assert_eq!(g.get(x.as_tensor()).unwrap().dims(), x.dims());
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The building blocks every cell is made of (REFERENCE.md §3): SAME-padded convolutions,
+//! relu-conv-BN units, separable convs, pooling with optional projection, factorized reduction,
+//! the 13 searchable ops, normalising combines and ScheduledDropPath.
+//!
+//! Each block records the parameters it creates (name, shape, trainable) in a shared registry
+//! ([`Ctx`]) so the model can count parameters and check a weight file without knowing the
+//! VarBuilder's backend, and each can report its multiply-adds for an input size without running.
+
+mod context;
+mod conv;
+mod norm;
+mod ops;
+
+pub(crate) use crate::seed::DropPathState;
+pub use context::ParamInfo;
+pub(crate) use context::{Ctx, LINEAR_INIT};
+pub(crate) use conv::{ConvBn, ConvSpec, FactorizedReduction, Pad};
+pub(crate) use norm::AffineNorm;
+pub(crate) use ops::{DropPath, OpContext, OpModule};
