@@ -37,6 +37,26 @@ fn at(path: &Path) -> impl FnOnce(std::io::Error) -> DurableError + '_ {
     }
 }
 
+/// Size and CRC-32 of a file's content: recorded beside a file (e.g. in `state.json`) so that a
+/// reader notices a damaged or mismatched file instead of loading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileDigest {
+    /// Length in bytes.
+    pub bytes: u64,
+    /// CRC-32 (IEEE) of the content.
+    pub crc32: u32,
+}
+
+impl FileDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        FileDigest {
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        }
+    }
+}
+
 /// Suffix of a file still being written.
 pub const TMP_SUFFIX: &str = ".tmp";
 

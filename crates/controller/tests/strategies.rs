@@ -208,8 +208,22 @@ fn load_state_rejects_foreign_or_corrupt_state() {
     let mut other = make_strategy(StrategyKind::Ppo, space(), &other_cfg, 5).unwrap();
     assert!(other.load_state(&dir).is_err());
 
-    // Missing weights, truncated JSON: errors, and the target keeps its state.
+    // One flipped bit in the weights (a value, not the header): the checksum in strategy.json
+    // catches it, and the target keeps its state.
     let mut target = make_strategy(StrategyKind::Ppo, space(), &cfg(), 5).unwrap();
+    let mut weights = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 0x10;
+    std::fs::write(dir.join(WEIGHTS_FILE), &weights).unwrap();
+    match target.load_state(&dir) {
+        Err(ControllerError::BadState { reason, .. }) => {
+            assert!(reason.contains("does not match"), "{reason}")
+        }
+        other => panic!("a bit-flipped weights file was accepted: {other:?}"),
+    }
+    assert!(target.pending().is_empty());
+
+    // Missing weights, truncated JSON: errors, and the target keeps its state.
     std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
     assert!(target.load_state(&dir).is_err());
     assert!(target.pending().is_empty());

@@ -38,34 +38,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The crash-safe writes every checkpoint file goes through (shared with the search's run
 /// folder).
 pub use nasnet_cells::durable::{
-    append_line, atomic_write, rename, sync_dir, tmp_path, write_synced, TMP_SUFFIX,
+    append_line, atomic_write, rename, sync_dir, tmp_path, write_synced, FileDigest, TMP_SUFFIX,
 };
-
-/// CRC-32 (IEEE) of `bytes`.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = flate2::Crc::new();
-    c.update(bytes);
-    c.sum()
-}
-
-/// Size and checksum of a file, as recorded in `state.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// Length in bytes.
-    pub bytes: u64,
-    /// CRC-32 of the content.
-    pub crc32: u32,
-}
-
-impl FileDigest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        FileDigest {
-            bytes: bytes.len() as u64,
-            crc32: crc32(bytes),
-        }
-    }
-}
 
 /// Serialises named tensors in the safetensors format (names sorted, so the bytes are stable).
 pub fn tensors_to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {

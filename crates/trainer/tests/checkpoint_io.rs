@@ -73,7 +73,11 @@ fn crash_before_commit_record_keeps_the_old_checkpoint() {
     write_synced(&t.path().join("state.json.tmp"), b"{\"step\": 2, \"fil").unwrap();
     let (s, m, _) = read_checkpoint(t.path()).unwrap();
     assert_eq!((step_of(&s), m), (1, m1));
+    // Readers change nothing; the next writer's recovery discards the unfinished save.
+    assert_eq!(tmp_files(t.path()).len(), 3);
+    assert!(!recover(t.path()).unwrap());
     assert!(tmp_files(t.path()).is_empty());
+    assert_eq!(step_of(&read_checkpoint(t.path()).unwrap().0), 1);
 }
 
 #[test]
@@ -86,6 +90,10 @@ fn crash_between_renames_rolls_forward() {
     std::fs::write(t.path().join(MODEL_FILE), &m).unwrap();
     write_synced(&t.path().join("optimizer.safetensors.tmp"), &o).unwrap();
     write_synced(&t.path().join("state.json.tmp"), &state(&m, &o, 2)).unwrap();
+    // A reader already sees the new checkpoint, without renaming anything.
+    let (s, m2, o2) = read_checkpoint(t.path()).unwrap();
+    assert_eq!((step_of(&s), &m2, &o2), (2, &m, &o));
+    assert_eq!(tmp_files(t.path()).len(), 2);
     assert!(recover(t.path()).unwrap());
     let (s, m2, o2) = read_checkpoint(t.path()).unwrap();
     assert_eq!((step_of(&s), m2, o2), (2, m, o));

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use nasnet_searchspace::{Genotype, SearchSpace};
 
-use super::{Core, Proposal, Strategy, WEIGHTS_FILE};
+use nasnet_cells::durable::FileDigest;
+
+use super::{Core, Proposal, Strategy, STATE_FILE, WEIGHTS_FILE};
 use crate::config::{StrategyConfig, StrategyKind};
 use crate::controller::Controller;
 use crate::error::ControllerError;
@@ -32,6 +34,10 @@ struct RlState {
     updates: u64,
     adam_step: u64,
     last_update: Option<UpdateStats>,
+    /// Size and CRC-32 of `controller.safetensors`, checked on load (absent in states written
+    /// before it was recorded).
+    #[serde(default)]
+    weights: Option<FileDigest>,
 }
 
 /// The paper's controller, trained with PPO or REINFORCE on minibatches of observed rewards.
@@ -172,6 +178,14 @@ impl Strategy for RlStrategy {
     }
 
     fn save_state(&self, dir: &Path) -> Result<(), ControllerError> {
+        std::fs::create_dir_all(dir).map_err(|e| ControllerError::io(dir, e))?;
+        let mut tensors: HashMap<String, Tensor> =
+            self.controller.named_tensors().into_iter().collect();
+        tensors.extend(self.trainer.named_tensors(&self.controller)?);
+        let path = dir.join(WEIGHTS_FILE);
+        candle_core::safetensors::save(&tensors, &path)
+            .map_err(|e| ControllerError::bad_state(&path, e.to_string()))?;
+        let bytes = std::fs::read(&path).map_err(|e| ControllerError::io(&path, e))?;
         self.core.write(
             dir,
             RlState {
@@ -180,25 +194,16 @@ impl Strategy for RlStrategy {
                 updates: self.updates,
                 adam_step: self.trainer.adam().step_count(),
                 last_update: self.last_update.clone(),
+                weights: Some(FileDigest::of(&bytes)),
             },
-        )?;
-        let mut tensors: HashMap<String, Tensor> =
-            self.controller.named_tensors().into_iter().collect();
-        tensors.extend(self.trainer.named_tensors(&self.controller)?);
-        let path = dir.join(WEIGHTS_FILE);
-        candle_core::safetensors::save(&tensors, &path)
-            .map_err(|e| ControllerError::bad_state(&path, e.to_string()))
+        )
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), ControllerError> {
         let (env, core) = self.core.read::<RlState>(dir)?;
         let path = dir.join(WEIGHTS_FILE);
-        if !path.exists() {
-            return Err(ControllerError::bad_state(&path, "file is missing"));
-        }
-        let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
-            .map_err(|e| ControllerError::bad_state(&path, e.to_string()))?;
         let st = env.state;
+        let tensors = read_weights(&path, st.weights)?;
         for e in &st.minibatch {
             self.controller
                 .check_actions(&e.experience.actions)
@@ -223,4 +228,29 @@ impl Strategy for RlStrategy {
         self.last_update = st.last_update;
         Ok(())
     }
+}
+
+/// Reads the controller's weights file, checking it against the digest `strategy.json` recorded.
+fn read_weights(
+    path: &Path,
+    expected: Option<FileDigest>,
+) -> Result<HashMap<String, Tensor>, ControllerError> {
+    if !path.exists() {
+        return Err(ControllerError::bad_state(path, "file is missing"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| ControllerError::io(path, e))?;
+    if let Some(expected) = expected {
+        let found = FileDigest::of(&bytes);
+        if found != expected {
+            return Err(ControllerError::bad_state(
+                path,
+                format!(
+                    "content does not match {STATE_FILE} ({} bytes, crc {:08x}; expected {} bytes, crc {:08x}): the file is damaged or from another save",
+                    found.bytes, found.crc32, expected.bytes, expected.crc32
+                ),
+            ));
+        }
+    }
+    candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
+        .map_err(|e| ControllerError::bad_state(path, e.to_string()))
 }
