@@ -193,7 +193,7 @@ fn open_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
     let Some(dir) = &args.run_dir else {
         return Err(user_error("--resume needs --run-dir"));
     };
-    let run = RunDir::open(dir).map_err(|e| user_error(e.to_string()))?;
+    let run = RunDir::open(dir)?;
     let mut config: SearchConfig = serde_json::from_value(run.config()?)
         .with_context(|| format!("{}/config.json is not a search config", dir.display()))?;
     if let Some(t) = args.trials {
@@ -214,7 +214,7 @@ fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
         PathBuf::from("runs").join(format!("search-{secs}"))
     });
     let value = serde_json::to_value(&config)?;
-    let run = RunDir::create(&dir, &value).map_err(|e| user_error(e.to_string()))?;
+    let run = RunDir::create(&dir, &value)?;
     Ok((run, config))
 }
 

@@ -59,6 +59,22 @@ pub enum SearchError {
     Inconsistent(String),
 }
 
+impl SearchError {
+    /// Whether the user can fix it: a folder that holds a run (or none), a run file that is
+    /// corrupt or contradicts the others, a file that cannot be read or written. A strategy or
+    /// backend failure is not.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            SearchError::Io { .. }
+                | SearchError::Corrupt { .. }
+                | SearchError::RunExists(_)
+                | SearchError::NotARun(_)
+                | SearchError::Inconsistent(_)
+        )
+    }
+}
+
 /// Something that happened, for progress display.
 #[derive(Debug, Clone)]
 pub enum SearchEvent {
