@@ -2,19 +2,10 @@
 //! [--classes K] [--aux-head]`: the exact trainable parameter count and the mult-adds of an
 //! architecture built into a network, without allocating its weights.
 
-use clap::ValueEnum;
-use nasnet_cells::{parse_net, NasNet, NasNetConfig, StemKind};
+use nasnet_cells::{NasNet, NasNetConfig, StemKind};
 
+use crate::choices::{NetArg, StemArg};
 use crate::input::{load_architecture, user_error};
-
-/// Stem choice on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StemArg {
-    /// 3x3 conv keeping the resolution (CIFAR-10).
-    Cifar,
-    /// conv0 stride 2 and two reduction stem cells (ImageNet).
-    Imagenet,
-}
 
 /// Arguments of `nasnet info`.
 #[derive(Debug, clap::Args)]
@@ -24,7 +15,7 @@ pub struct Args {
     /// Network size: `N@P` (N normal cells per stack, P = 24 F), or a preset: `mobile`
     /// (4@1056, ImageNet stem, 224) or `large` (6@4032, ImageNet stem, 331).
     #[arg(long, default_value = "6@768")]
-    pub net: String,
+    pub net: NetArg,
     /// Stem; defaults to the preset's, else CIFAR. An ImageNet stem for `N@P` uses stem
     /// multiplier 3 (96 conv0 filters), as Large.
     #[arg(long, value_enum)]
@@ -56,22 +47,16 @@ fn grouped(n: u64) -> String {
 
 /// The configuration the arguments describe.
 fn config(args: &Args) -> anyhow::Result<NasNetConfig> {
-    let mut cfg = match args.net.to_ascii_lowercase().as_str() {
-        "mobile" => NasNetConfig::mobile(),
-        "large" => NasNetConfig::large(),
-        other => {
-            let size = parse_net(other).map_err(|e| user_error(e.to_string()))?;
-            match args.stem {
-                Some(StemArg::Imagenet) => NasNetConfig::imagenet(size, 3.0, 224),
-                _ => NasNetConfig::cifar_size(size),
-            }
-        }
+    let mut cfg = match args.net {
+        NetArg::Size(size) => match args.stem {
+            Some(StemArg::Imagenet) => NasNetConfig::imagenet(size, 3.0, 224),
+            _ => NasNetConfig::cifar_size(size),
+        },
+        NetArg::Mobile => NasNetConfig::mobile(),
+        NetArg::Large => NasNetConfig::large(),
     };
     if let Some(stem) = args.stem {
-        let wanted = match stem {
-            StemArg::Cifar => StemKind::Cifar,
-            StemArg::Imagenet => StemKind::ImageNet,
-        };
+        let wanted = stem.kind();
         if wanted != cfg.stem {
             let size = cfg.net_size();
             cfg = match wanted {

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Context;
+use nasnet_controller::search_loop::SearchError;
 use nasnet_searchspace::{named, Genotype, GenotypeError};
+use nasnet_trainer::{SpecError, TrainError};
 
 /// An error caused by what the user typed or pointed at; the process exits with code 2.
 #[derive(Debug)]
@@ -24,12 +26,19 @@ pub fn user_error(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UserInputError(message.into()))
 }
 
-/// 2 when the error (or anything in its chain) is a user-input error or a genotype error,
-/// since genotypes always come from user input here; 1 otherwise.
+/// 2 when the error (or anything in its chain) is the user's to fix: a user-input error, a
+/// genotype error (genotypes always come from user input here), a child specification the
+/// search rejects, or a trainer or search-folder error of the user's kind; 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    let user = e
-        .chain()
-        .any(|c| c.is::<UserInputError>() || c.is::<GenotypeError>());
+    let user = e.chain().any(|c| {
+        c.is::<UserInputError>()
+            || c.is::<GenotypeError>()
+            || c.is::<SpecError>()
+            || c.downcast_ref::<TrainError>()
+                .is_some_and(TrainError::is_user_error)
+            || c.downcast_ref::<SearchError>()
+                .is_some_and(SearchError::is_user_error)
+    });
     if user {
         2
     } else {

@@ -14,6 +14,7 @@ use std::time::Instant;
 use nasnet_controller::search_loop::{
     write_atomic, Backend, RunDir, SearchError, TrialOutcome, TrialSpec,
 };
+use nasnet_trainer::ChildSpec;
 use serde::{Deserialize, Serialize};
 
 /// What a worker process is asked to do: train one child.
@@ -21,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub struct WorkerJob {
     /// The trial and its genotype.
     pub spec: TrialSpec,
-    /// How to train it (the search's child settings).
-    pub child: crate::search::ChildSettings,
+    /// How to train it (the search's child specification).
+    pub child: ChildSpec,
     /// Where the worker writes `result.json` and its logs.
     pub dir: PathBuf,
 }
@@ -57,7 +58,7 @@ pub type ProgressCallback = Box<dyn FnMut(&HashMap<u64, WorkerProgress>)>;
 pub struct ProcessBackend {
     exe: PathBuf,
     run: RunDir,
-    child: crate::search::ChildSettings,
+    child: ChildSpec,
     workers: usize,
     started: HashMap<u64, Instant>,
     progress: HashMap<u64, WorkerProgress>,
@@ -70,7 +71,7 @@ impl ProcessBackend {
     /// A backend re-invoking the current executable for every child.
     pub fn new(
         run: RunDir,
-        child: crate::search::ChildSettings,
+        child: ChildSpec,
         workers: usize,
         on_progress: ProgressCallback,
     ) -> std::io::Result<Self> {

@@ -25,8 +25,7 @@ pub struct ReportArgs {
 
 /// Runs `nasnet report`.
 pub fn run(args: &ReportArgs) -> Result<()> {
-    let (_config, trials) =
-        read_run(&args.run_dir).map_err(|e| crate::input::user_error(e.to_string()))?;
+    let (_config, trials) = read_run(&args.run_dir)?;
     print!("{}", table(&trials, args.top));
     let out = args
         .out

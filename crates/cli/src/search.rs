@@ -8,34 +8,18 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use nasnet_cells::NetSize;
 use nasnet_controller::search_loop::{run_search, RunDir, SearchEvent};
-use nasnet_controller::{load_strategy, make_strategy, StrategyConfig, StrategyKind};
+use nasnet_controller::{make_strategy, StrategyConfig, StrategyKind};
 use nasnet_searchspace::SearchSpace;
-use nasnet_trainer::{DataConfig, DataSource};
+use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DeviceChoice, SpecError};
 use serde::{Deserialize, Serialize};
 
+use crate::choices::{net_size, DatasetArg, StrategyArg};
 use crate::input::user_error;
 use crate::process_backend::{ProcessBackend, WorkerProgress};
-
-/// How every child of a search is trained.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChildSettings {
-    /// The child network, `N@P` (CIFAR stem).
-    pub net: String,
-    /// Training epochs per child.
-    pub epochs: usize,
-    /// Batch size.
-    pub batch_size: usize,
-    /// Initial learning rate (cosine decay to 0).
-    pub lr: f64,
-    /// Data and the validation split the reward is measured on.
-    pub data: DataConfig,
-    /// Seed of every child's initialisation and batches.
-    pub seed: u64,
-    /// Device children train on (`cpu`, `cuda`, `cuda:N`, `metal`).
-    pub device: String,
-}
+use crate::space::SpaceName;
 
 /// Everything that defines a run; written to `RUN_DIR/config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,21 +35,21 @@ pub struct SearchConfig {
     /// Seed of the strategy.
     pub seed: u64,
     /// How children are trained.
-    pub child: ChildSettings,
+    pub child: ChildSpec,
 }
 
 /// Arguments of `nasnet search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Search strategy: ppo, reinforce, random or evolution.
-    #[arg(long, default_value = "ppo")]
-    pub strategy: String,
+    /// Search strategy.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Ppo)]
+    pub strategy: StrategyArg,
     /// Number of children to train.
     #[arg(long)]
     pub trials: Option<u64>,
     /// Child network N@P (CIFAR stem; P = 24 x filters).
-    #[arg(long, default_value = "1@96")]
-    pub child_net: String,
+    #[arg(long, default_value = "1@96", value_parser = net_size)]
+    pub child_net: NetSize,
     /// Training epochs per child.
     #[arg(long, default_value_t = 1)]
     pub child_epochs: usize,
@@ -75,12 +59,12 @@ pub struct SearchArgs {
     /// Learning rate of the children (cosine decay).
     #[arg(long, default_value_t = 0.05)]
     pub child_lr: f64,
-    /// Search space: nasnet (the paper's), nasnet-b or nasnet-c.
-    #[arg(long, default_value = "nasnet")]
-    pub space: String,
-    /// Dataset: embedded, fashion-mnist, mnist, cifar10, cifar100 or folder.
-    #[arg(long, default_value = "embedded")]
-    pub dataset: String,
+    /// Search space.
+    #[arg(long, value_enum, default_value_t = SpaceName::Nasnet)]
+    pub space: SpaceName,
+    /// Dataset (all but `embedded` read --data-dir).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = DatasetArg::Embedded)]
+    pub dataset: DatasetArg,
     /// Folder holding the dataset's files (all but `embedded`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -102,16 +86,23 @@ pub struct SearchArgs {
     /// Seed of the strategy and of the children.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Device the children train on: cpu, cuda[:N] or metal.
+    /// Device the children train on: cpu, cuda, cuda:N, metal or metal:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// `paper`: the paper's settings (CIFAR-10 in --data-dir, N = 2 children of 20 epochs, PPO,
-    /// minibatches of 20, 20,000 children, 5,000 validation images).
-    #[arg(long)]
-    pub preset: Option<String>,
+    pub device: DeviceChoice,
+    /// A preset overriding the strategy, child and data flags.
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
     /// Print only the final table.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Settings presets of `nasnet search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// The paper's settings: CIFAR-10 in --data-dir, N = 2 children of 20 epochs, PPO with
+    /// minibatches of 20, 20,000 children, 5,000 validation images.
+    Paper,
 }
 
 /// The budget of a default search: about 10-15 minutes on a 2-core CPU (two workers train a
@@ -121,74 +112,73 @@ pub const DEFAULT_TRIALS: u64 = 40;
 pub const DEFAULT_TRAIN_LIMIT: usize = 2000;
 
 fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
-    let mut strategy: StrategyKind = args
-        .strategy
-        .parse()
-        .map_err(|e| user_error(format!("--strategy: {e}")))?;
-    let space =
-        SearchSpace::by_name(&args.space).map_err(|e| user_error(format!("--space: {e}")))?;
-    let mut net = args.child_net.clone();
-    let mut epochs = args.child_epochs;
-    let mut trials = args.trials.unwrap_or(DEFAULT_TRIALS);
-    let mut val_size = args.val_size;
-    let mut dataset = args.dataset.clone();
-    let mut train_limit = args.train_limit;
-    let mut strategy_config = StrategyConfig::default();
-    match args.preset.as_deref() {
-        None => {
-            if dataset == "embedded" && train_limit.is_none() {
-                train_limit = Some(DEFAULT_TRAIN_LIMIT);
-            }
-        }
-        Some("paper") => {
-            strategy = StrategyKind::Ppo;
-            strategy_config = StrategyConfig::default();
-            net = "2@96".into();
-            epochs = 20;
-            trials = args.trials.unwrap_or(20_000);
-            val_size = 5000;
-            dataset = "cifar10".into();
-            train_limit = None;
-        }
-        Some(other) => {
-            return Err(user_error(format!(
-                "--preset: unknown preset `{other}` (known: paper)"
-            )))
-        }
-    }
-    nasnet_cells::config::parse_net(&net).map_err(|e| user_error(format!("--child-net: {e}")))?;
-    if epochs == 0 {
-        return Err(user_error("--child-epochs must be at least 1"));
-    }
-    if trials == 0 {
-        return Err(user_error("--trials must be at least 1"));
-    }
-    if val_size == 0 {
-        return Err(user_error(
-            "--val-size must be at least 1: the reward is the accuracy on the validation split",
-        ));
-    }
-    let source = DataSource::from_name(&dataset, args.data_dir.as_deref(), None)
-        .map_err(|e| user_error(e.to_string()))?;
-    let mut data = DataConfig::new(source);
-    data.val_size = val_size;
-    data.train_limit = train_limit;
-    data.split_seed = args.seed;
-    Ok(SearchConfig {
-        strategy,
-        strategy_config,
-        space,
-        trials,
+    let mut config = SearchConfig {
+        strategy: args.strategy.into(),
+        strategy_config: StrategyConfig::default(),
+        space: args.space.space(),
+        trials: args.trials.unwrap_or(DEFAULT_TRIALS),
         seed: args.seed,
-        child: ChildSettings {
-            net,
-            epochs,
+        child: ChildSpec {
+            net: args.child_net,
+            epochs: args.child_epochs,
             batch_size: args.child_batch_size,
             lr: args.child_lr,
-            data,
+            data: DataConfig::new(DataSource::Embedded),
             seed: args.seed,
-            device: args.device.clone(),
+            device: args.device,
         },
+    };
+    let mut dataset = args.dataset;
+    let mut data = DataConfig::new(DataSource::Embedded);
+    data.val_size = args.val_size;
+    data.train_limit = args.train_limit;
+    data.split_seed = args.seed;
+    match args.preset {
+        None if dataset == DatasetArg::Embedded && data.train_limit.is_none() => {
+            data.train_limit = Some(DEFAULT_TRAIN_LIMIT);
+        }
+        None => {}
+        Some(PresetArg::Paper) => {
+            config.strategy = StrategyKind::Ppo;
+            config.child.net = NetSize {
+                cells_per_stack: 2,
+                filters: 4,
+            };
+            config.child.epochs = 20;
+            config.trials = args.trials.unwrap_or(20_000);
+            data.val_size = 5000;
+            data.train_limit = None;
+            dataset = DatasetArg::Cifar10;
+        }
+    }
+    if config.trials == 0 {
+        return Err(user_error("--trials must be at least 1"));
+    }
+    data.source = dataset.source(args.data_dir.as_deref(), None)?;
+    config.child.data = data;
+    Ok(config)
+}
+
+/// The flag a child-specification error is about, for the message.
+fn spec_flag(e: &SpecError) -> &'static str {
+    match e {
+        SpecError::NoEpochs => "--child-epochs",
+        SpecError::NoBatch => "--child-batch-size",
+        SpecError::LearningRate(_) => "--child-lr",
+        SpecError::Device(_) => "--device",
+        SpecError::NoValidation => "--val-size",
+        SpecError::TrainTooSmall { .. } => "--train-limit",
+        SpecError::Data(_) => "dataset",
+        _ => "child settings",
+    }
+}
+
+/// Checks the child specification (reading the data once) before any child starts, so a
+/// setting that would fail every child stops the search with exit status 2.
+fn validate_child(spec: &ChildSpec) -> Result<()> {
+    spec.validate().map_err(|e| {
+        let flag = spec_flag(&e);
+        anyhow::Error::new(e).context(flag)
     })
 }
 
@@ -198,49 +188,54 @@ fn default_workers() -> usize {
         .clamp(1, 4)
 }
 
+/// Opens the run of `--resume --run-dir`, with its saved configuration (only --trials changes).
+fn open_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
+    let Some(dir) = &args.run_dir else {
+        return Err(user_error("--resume needs --run-dir"));
+    };
+    let run = RunDir::open(dir)?;
+    let mut config: SearchConfig = serde_json::from_value(run.config()?)
+        .with_context(|| format!("{}/config.json is not a search config", dir.display()))?;
+    if let Some(t) = args.trials {
+        config.trials = t;
+    }
+    validate_child(&config.child)?;
+    Ok((run, config))
+}
+
+/// Validates the arguments, then (only then) creates the run folder with `config.json`.
+fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
+    let config = parse_config(args)?;
+    validate_child(&config.child)?;
+    let dir = args.run_dir.clone().unwrap_or_else(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("runs").join(format!("search-{secs}"))
+    });
+    let value = serde_json::to_value(&config)?;
+    let run = RunDir::create(&dir, &value)?;
+    Ok((run, config))
+}
+
 /// Runs `nasnet search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
-    let (run, config) = if args.resume {
-        let Some(dir) = &args.run_dir else {
-            return Err(user_error("--resume needs --run-dir"));
-        };
-        let run = RunDir::open(dir).map_err(|e| user_error(e.to_string()))?;
-        let mut config: SearchConfig = serde_json::from_value(run.config()?)
-            .with_context(|| format!("{}/config.json is not a search config", dir.display()))?;
-        if let Some(t) = args.trials {
-            config.trials = t;
-        }
-        (run, config)
-    } else {
-        let config = parse_config(args)?;
-        let dir = args.run_dir.clone().unwrap_or_else(|| {
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            PathBuf::from("runs").join(format!("search-{secs}"))
-        });
-        let value = serde_json::to_value(&config)?;
-        let run = RunDir::create(&dir, &value).map_err(|e| user_error(e.to_string()))?;
-        (run, config)
-    };
-    // Check that the data reads before starting any child.
-    nasnet_trainer::Splits::load(&config.child.data)
-        .map_err(|e| user_error(format!("dataset: {e}")))?;
-
-    let mut strategy = if let Some((dir, _)) = run.load_checkpoint()? {
-        load_strategy(&dir)?
-    } else {
-        make_strategy(
-            config.strategy,
-            config.space.clone(),
-            &config.strategy_config,
-            config.seed,
-        )?
-    };
     let workers = args.workers.unwrap_or_else(default_workers);
     if workers == 0 {
-        bail!(user_error("--workers must be at least 1"));
+        return Err(user_error("--workers must be at least 1"));
     }
+    let (run, config) = if args.resume {
+        open_run(args)?
+    } else {
+        create_run(args)?
+    };
+    // The search loop restores the strategy from the run's checkpoint when there is one.
+    let mut strategy = make_strategy(
+        config.strategy,
+        config.space.clone(),
+        &config.strategy_config,
+        config.seed,
+    )?;
     let quiet = args.quiet;
     let terminal = std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -308,10 +303,9 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                     if terminal {
                         eprint!("\r\x1b[2K");
                     }
-                    let best = best
-                        .as_ref()
-                        .map(|b| format!("{:.4} (trial {})", b.reward, b.trial))
-                        .unwrap_or_default();
+                    let best = best.as_ref().map_or("none yet".into(), |b| {
+                        format!("{:.4} (trial {})", b.reward, b.trial)
+                    });
                     let status = match &record.error {
                         Some(e) => format!("FAILED: {e}"),
                         None => format!("reward {:.4}", record.reward),
@@ -329,11 +323,23 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     )?;
     println!();
     print!("{}", crate::report::table(&summary.trials, 5));
+    let Some(best) = &summary.best else {
+        bail!(
+            "no trial succeeded ({} failed), so there is no best cell and no best.json; see {}",
+            summary.trials.len(),
+            run.root().join("trials.jsonl").display()
+        );
+    };
     let written = crate::report::write_files(&summary.trials, &run.root().join("report"))?;
     println!();
     println!("run folder:  {}", run.root().display());
     println!("trials:      {}", run.root().join("trials.jsonl").display());
-    println!("best cell:   {}", run.root().join("best.json").display());
+    println!(
+        "best cell:   {} (trial {}, reward {:.4})",
+        run.root().join("best.json").display(),
+        best.trial,
+        best.reward
+    );
     for p in written {
         println!("report:      {}", p.display());
     }

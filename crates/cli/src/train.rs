@@ -11,24 +11,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use nasnet_cells::{parse_net, NasNetConfig, StemKind};
+use nasnet_cells::NasNetConfig;
 use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
-use nasnet_trainer::progress::{ConsoleProgress, ProgressHook, Quiet};
+use nasnet_trainer::progress::{ProgressHook, Quiet};
 use nasnet_trainer::{
-    fit_model_config, parse_device, DataConfig, DataSource, LrSchedule, Splits, TrainConfig,
+    fit_model_config, DataConfig, DataSource, DeviceChoice, LrSchedule, Splits, TrainConfig,
     TrainError, TrainSummary, Trainer,
 };
 
+use crate::choices::{DatasetArg, NetArg, StemArg};
+use crate::console::ConsoleProgress;
 use crate::input::{load_architecture, user_error};
-
-/// Which stem to put before the cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StemArg {
-    /// 3x3 conv keeping the resolution (small images).
-    Cifar,
-    /// conv0 stride 2 and two reduction cells (ImageNet-sized images).
-    Imagenet,
-}
 
 /// The learning-rate decay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,13 +43,13 @@ pub struct TrainArgs {
     /// Network size: N@P (N normal cells per stack, P = 24 F), or `mobile` / `large` for the
     /// ImageNet presets.
     #[arg(long, default_value = "2@384")]
-    pub net: String,
+    pub net: NetArg,
     /// Stem (default: cifar for N@P, imagenet for mobile/large).
     #[arg(long, value_enum)]
     pub stem: Option<StemArg>,
-    /// Dataset: embedded (built in, no download), fashion-mnist, mnist, cifar10, cifar100, folder.
-    #[arg(long, default_value = "embedded")]
-    pub dataset: String,
+    /// Dataset (all but `embedded` read --data-dir).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = DatasetArg::Embedded)]
+    pub dataset: DatasetArg,
     /// Folder holding the dataset's files (all but `embedded`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -132,9 +125,9 @@ pub struct TrainArgs {
     /// Seed of the data order and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Device: cpu, cuda, cuda:N, metal (cuda and metal need the cargo feature).
+    /// Device: cpu, cuda, cuda:N, metal or metal:N (cuda and metal need the cargo feature).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
     /// Output folder for checkpoints and metrics (default runs/train-<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -153,52 +146,23 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// A trainer error for the CLI: the user's (exit 2) or not (exit 1).
+/// A trainer error for the CLI, keeping its type (the exit code comes from
+/// [`TrainError::is_user_error`]).
 pub fn train_error(e: TrainError) -> anyhow::Error {
-    if e.is_user_error() {
-        user_error(e.to_string())
-    } else {
-        anyhow::Error::new(e)
-    }
-}
-
-/// Builds the data config from a dataset name and folder (canonicalised, so a resume from
-/// another working folder finds it).
-pub fn data_source(
-    dataset: &str,
-    dir: Option<&Path>,
-    image_size: Option<usize>,
-) -> Result<DataSource> {
-    let dir = match dir {
-        Some(d) => Some(
-            std::fs::canonicalize(d)
-                .map_err(|e| user_error(format!("data folder {}: {e}", d.display())))?,
-        ),
-        None => None,
-    };
-    DataSource::from_name(dataset, dir.as_deref(), image_size)
-        .map_err(|e| train_error(TrainError::Data(e)))
+    anyhow::Error::new(e)
 }
 
 fn model_config(args: &TrainArgs, splits: &Splits, source: &DataSource) -> Result<NasNetConfig> {
-    let base = match args.net.to_ascii_lowercase().as_str() {
-        "mobile" => NasNetConfig::mobile(),
-        "large" => NasNetConfig::large(),
-        text => {
-            let size = parse_net(text).map_err(|e| user_error(e.to_string()))?;
-            match args.stem.unwrap_or(StemArg::Cifar) {
-                StemArg::Cifar => NasNetConfig::cifar_size(size),
-                StemArg::Imagenet => NasNetConfig::imagenet(size, 1.0, splits.train.height),
-            }
-        }
+    let cfg = match args.net {
+        NetArg::Size(size) => match args.stem.unwrap_or(StemArg::Cifar) {
+            StemArg::Cifar => NasNetConfig::cifar_size(size),
+            StemArg::Imagenet => NasNetConfig::imagenet(size, 1.0, splits.train.height),
+        },
+        NetArg::Mobile => NasNetConfig::mobile(),
+        NetArg::Large => NasNetConfig::large(),
     };
-    let cfg = base;
     if let Some(stem) = args.stem {
-        let wanted = match stem {
-            StemArg::Cifar => StemKind::Cifar,
-            StemArg::Imagenet => StemKind::ImageNet,
-        };
-        if wanted != cfg.stem {
+        if stem.kind() != cfg.stem {
             return Err(user_error(format!(
                 "--net {} has the {:?} stem; --stem applies to N@P sizes only",
                 args.net, cfg.stem
@@ -271,7 +235,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.resume && args.out.is_none() {
         return Err(user_error("--resume needs the run's folder (--out DIR)"));
     }
-    let device = parse_device(&args.device).map_err(train_error)?;
+    let device = args.device.open().map_err(|e| train_error(e.into()))?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let mut quiet = Quiet;
     let mut console = ConsoleProgress::new();
@@ -298,7 +262,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         (trainer, splits)
     } else {
         let (genotype, _) = load_architecture(&args.arch)?;
-        let source = data_source(&args.dataset, args.data_dir.as_deref(), args.image_size)?;
+        let source = args
+            .dataset
+            .source(args.data_dir.as_deref(), args.image_size)?;
         let mut data = DataConfig::new(source.clone());
         data.val_size = args.val_size;
         data.train_limit = args.train_limit;

@@ -1,6 +1,8 @@
 //! Typed errors of the controller and the search strategies, so the search loop can report a bad
 //! config, a corrupt state directory or a foreign genotype without the library panicking.
 
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 use nasnet_searchspace::GenotypeError;
@@ -41,19 +43,19 @@ pub enum ControllerError {
         trial: u64,
     },
     /// Reading or writing a state file failed.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file involved.
-        path: String,
+        path: PathBuf,
         /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// A state file that cannot be parsed or does not fit this strategy.
-    #[error("bad strategy state in {path}: {reason}")]
+    #[error("bad strategy state in {}: {reason}", path.display())]
     BadState {
         /// The file involved.
-        path: String,
+        path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
@@ -63,7 +65,7 @@ impl ControllerError {
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         ControllerError::Io {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             source,
         }
     }
@@ -71,7 +73,7 @@ impl ControllerError {
     /// A state-file error with the path it concerns.
     pub(crate) fn bad_state(path: &std::path::Path, reason: impl Into<String>) -> Self {
         ControllerError::BadState {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             reason: reason.into(),
         }
     }

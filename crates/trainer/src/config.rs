@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
 use crate::data::DataSource;
+use crate::device::DeviceChoice;
 use crate::error::{Result, TrainError};
 use crate::optim::SgdConfig;
 use crate::schedule::ScheduleConfig;
@@ -141,41 +142,9 @@ impl TrainConfig {
     }
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N`. Asking for an accelerator this build
-/// was compiled without is an error that says which cargo feature to enable.
+/// Parses `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` and opens it (see
+/// [`DeviceChoice`]). Asking for an accelerator this build was compiled without is an error that
+/// says which cargo feature to enable.
 pub fn parse_device(text: &str) -> Result<Device> {
-    let t = text.trim().to_ascii_lowercase();
-    let (kind, ordinal) = match t.split_once(':') {
-        Some((k, n)) => {
-            let n: usize = n.parse().map_err(|_| {
-                TrainError::Config(format!("device `{text}`: `{n}` is not a device number"))
-            })?;
-            (k.to_string(), n)
-        }
-        None => (t.clone(), 0),
-    };
-    match kind.as_str() {
-        "cpu" if ordinal == 0 => Ok(Device::Cpu),
-        "cuda" | "gpu" => {
-            if !cfg!(feature = "cuda") {
-                return Err(TrainError::Config(format!(
-                    "device `{text}`: this build has no CUDA support (rebuild with `--features cuda`, which needs nvcc)"
-                )));
-            }
-            Device::new_cuda(ordinal)
-                .map_err(|e| TrainError::Config(format!("device `{text}`: {e}")))
-        }
-        "metal" => {
-            if !cfg!(feature = "metal") {
-                return Err(TrainError::Config(format!(
-                    "device `{text}`: this build has no Metal support (rebuild with `--features metal`)"
-                )));
-            }
-            Device::new_metal(ordinal)
-                .map_err(|e| TrainError::Config(format!("device `{text}`: {e}")))
-        }
-        _ => Err(TrainError::Config(format!(
-            "unknown device `{text}` (expected cpu, cuda, cuda:N, metal or metal:N)"
-        ))),
-    }
+    Ok(text.parse::<DeviceChoice>()?.open()?)
 }

@@ -52,6 +52,9 @@ pub enum DataError {
     /// training set).
     #[error("{0}")]
     Split(String),
+    /// The embedded dataset was asked for in a build without it.
+    #[error("this build has no embedded dataset (enable the `embedded` cargo feature of nasnet-trainer)")]
+    EmbeddedNotBuilt,
     /// A dataset name that is not known.
     #[error("unknown dataset `{name}` (known: {known})")]
     UnknownDataset {
@@ -86,9 +89,12 @@ pub enum TrainError {
     /// The data could not be read or split.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// A setting that cannot work (zero batch size, unknown device, bad schedule...).
+    /// A setting that cannot work (zero batch size, bad schedule...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The device cannot be used (unknown, not in this build, or failed to open).
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// The loss became NaN or infinite: the run diverged.
     #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
     Diverged {
@@ -116,9 +122,13 @@ pub enum TrainError {
         /// What is wrong, in words (naming the tensor where one is at fault).
         what: String,
     },
-    /// The model could not be built from its genotype and configuration.
-    #[error("model: {0}")]
-    Model(String),
+    /// The model could not be built from its genotype and configuration, or its weights could
+    /// not be seeded.
+    #[error(transparent)]
+    Model(#[from] nasnet_cells::CellsError),
+    /// A JSON file of the run (state, metrics, best model record) could not be encoded.
+    #[error("cannot encode JSON")]
+    Json(#[from] serde_json::Error),
     /// The architecture could not be parsed.
     #[error(transparent)]
     Genotype(#[from] nasnet_searchspace::GenotypeError),
@@ -162,15 +172,52 @@ impl TrainError {
     /// Whether the error is the user's to fix (bad input, bad settings, bad files) rather than
     /// an internal failure; the CLI exits with status 2 for these.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
+        use nasnet_cells::CellsError;
+        match self {
             TrainError::Data(_)
-                | TrainError::Config(_)
-                | TrainError::Checkpoint { .. }
-                | TrainError::Genotype(_)
-                | TrainError::Io { .. }
-        )
+            | TrainError::Config(_)
+            | TrainError::Device(_)
+            | TrainError::Checkpoint { .. }
+            | TrainError::Genotype(_)
+            | TrainError::Io { .. } => true,
+            TrainError::Model(e) => matches!(
+                e,
+                CellsError::Config(_) | CellsError::ParseNet { .. } | CellsError::Genotype(_)
+            ),
+            _ => false,
+        }
     }
+}
+
+/// Why a device cannot be used.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    /// A name that is not a device.
+    #[error("unknown device `{0}` (expected one of: {names})", names = crate::device::DEVICE_NAMES)]
+    Unknown(String),
+    /// `kind:N` where N is not a number.
+    #[error("device `{text}`: the part after `:` is not a device number")]
+    BadOrdinal {
+        /// The text given.
+        text: String,
+    },
+    /// An accelerator this build was compiled without.
+    #[error("device `{device}`: this build has no {feature} support (rebuild with `--features {feature}`)")]
+    NotBuilt {
+        /// The device asked for.
+        device: crate::device::DeviceChoice,
+        /// The cargo feature it needs.
+        feature: &'static str,
+    },
+    /// The accelerator is in the build but could not be opened (no such GPU, driver error).
+    #[error("device `{device}` cannot be opened")]
+    Open {
+        /// The device asked for.
+        device: crate::device::DeviceChoice,
+        /// candle's reason.
+        #[source]
+        source: candle_core::Error,
+    },
 }
 
 /// Results of the trainer.

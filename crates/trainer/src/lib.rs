@@ -7,8 +7,16 @@
 //! - [`optim`] and [`schedule`]: SGD with momentum, Nesterov, weight decay and clipping; cosine,
 //!   exponential and warm-up schedules; drop-path progress;
 //! - [`checkpoint`]: crash-safe checkpoint files;
+//! - [`child`]: one architecture-search child, specified ([`ChildSpec`]), trained and scored
+//!   ([`train_child`]);
+//! - [`device`]: the typed device choice ([`DeviceChoice`]);
 //! - [`trainer`]: the training loop ([`Trainer`]), evaluation and checkpoint loading;
-//! - [`progress`]: the hook the loop reports to (quiet, or bars / lines on the console).
+//! - [`progress`]: the hook the loop reports to ([`ProgressHook`]; a console display lives in the
+//!   `nasnet` command line).
+//!
+//! Cargo features: `embedded` (default) compiles in the 6 MB Fashion-MNIST subset behind
+//! [`DataSource::Embedded`]; library users who read their own data can leave it out with
+//! `default-features = false`. `cuda` and `metal` add the accelerators.
 //!
 //! ```no_run
 //! use candle_core::Device;
@@ -29,8 +37,10 @@
 
 pub mod augment;
 pub mod checkpoint;
+pub mod child;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod loader;
 pub mod metrics;
@@ -40,12 +50,14 @@ pub mod schedule;
 pub mod trainer;
 
 pub use augment::AugmentConfig;
+pub use child::{train_child, ChildError, ChildResult, ChildSpec, SpecError};
 pub use config::{parse_device, TestEval, TrainConfig};
 pub use data::{DataConfig, DataSource, Dataset, Normalization, Splits};
-pub use error::{DataError, Result, TrainError};
+pub use device::DeviceChoice;
+pub use error::{DataError, DeviceError, Result, TrainError};
 pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};
-pub use progress::{ConsoleProgress, ProgressHook, Quiet};
+pub use progress::{ProgressHook, Quiet};
 pub use schedule::{drop_path_progress, LrSchedule, ScheduleConfig};
 pub use trainer::{
     build_model, cross_entropy, evaluate, fit_model_config, load_checkpoint, BestInfo,

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
-use nasnet_cells::{CellsError, NasNet, NasNetConfig};
+use nasnet_cells::{NasNet, NasNetConfig};
 use nasnet_searchspace::Genotype;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ use crate::checkpoint::{
 use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Dataset, Normalization, Splits};
 use crate::error::{Result, TrainError};
-use crate::loader::{train_batches_per_epoch, BatchStream};
+use crate::loader::{train_batches_per_epoch, Batch, BatchStream};
 use crate::metrics::{EpochAccum, EpochMetrics, EvalMetrics};
 use crate::optim::Sgd;
 use crate::progress::{ProgressHook, RunInfo, StepInfo};
@@ -165,15 +165,6 @@ impl TrainSummary {
     }
 }
 
-fn cells_error(e: CellsError) -> TrainError {
-    match e {
-        CellsError::Config(_) | CellsError::ParseNet { .. } | CellsError::Genotype(_) => {
-            TrainError::Config(e.to_string())
-        }
-        other => TrainError::Model(other.to_string()),
-    }
-}
-
 /// Builds a freshly initialised model and the `VarMap` holding its variables.
 pub fn build_model(
     genotype: &Genotype,
@@ -182,7 +173,7 @@ pub fn build_model(
 ) -> Result<(NasNet, VarMap)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = NasNet::new(genotype, cfg, vb).map_err(cells_error)?;
+    let model = NasNet::new(genotype, cfg, vb)?;
     Ok((model, varmap))
 }
 
@@ -249,6 +240,29 @@ pub fn evaluate(
     })
 }
 
+/// The shape of a run, fixed when `train` starts.
+struct RunShape {
+    /// Steps per epoch.
+    spe: usize,
+    /// Steps of the whole run.
+    total: usize,
+    /// The data trained on, as saved in checkpoints.
+    data: DataSummary,
+}
+
+/// When the current epoch started, and the seconds it had run before a resume.
+struct EpochClock {
+    started: Instant,
+    seconds_before: f64,
+}
+
+impl EpochClock {
+    /// Wall-clock seconds of the epoch so far, across resumes.
+    fn seconds(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
+    }
+}
+
 /// Trains one model; see the module documentation.
 pub struct Trainer {
     genotype: Genotype,
@@ -281,7 +295,7 @@ impl Trainer {
     ) -> Result<Self> {
         cfg.validate()?;
         let (model, varmap) = build_model(genotype, model_cfg, device)?;
-        model.seed(&varmap, cfg.seed).map_err(cells_error)?;
+        model.seed(&varmap, cfg.seed)?;
         let sgd = Sgd::new(&varmap, cfg.sgd.clone())?;
         Ok(Trainer {
             genotype: genotype.clone(),
@@ -358,7 +372,7 @@ impl Trainer {
         // a crash: rebuild it from the saved history.
         let mut lines = String::new();
         for m in &state.history {
-            lines.push_str(&serde_json::to_string(m).map_err(json_error)?);
+            lines.push_str(&serde_json::to_string(m)?);
             lines.push('\n');
         }
         atomic_write(&dir.join(METRICS_FILE), lines.as_bytes())?;
@@ -488,8 +502,11 @@ impl Trainer {
     /// validation set each epoch and on the test set as `test_eval` says.
     pub fn train(&mut self, splits: &Splits, hook: &mut dyn ProgressHook) -> Result<TrainSummary> {
         let spe = self.check_data(splits)?;
-        let total = spe * self.cfg.epochs;
-        let summary = DataSummary::of(splits, self.data_config.clone());
+        let run = RunShape {
+            spe,
+            total: spe * self.cfg.epochs,
+            data: DataSummary::of(splits, self.data_config.clone()),
+        };
         hook.on_start(&RunInfo {
             epochs: self.cfg.epochs,
             steps_per_epoch: spe,
@@ -497,149 +514,18 @@ impl Trainer {
             batch_size: self.cfg.batch_size,
             parameters: self.model.parameter_count(),
             images: (
-                summary.train_images,
-                summary.val_images,
-                summary.test_images,
+                run.data.train_images,
+                run.data.val_images,
+                run.data.test_images,
             ),
         });
-        let train = splits.train.clone();
-        let (c, h, w) = (train.channels, train.height, train.width);
         while self.epoch < self.cfg.epochs {
-            let epoch = self.epoch;
-            let epoch_start = Instant::now();
-            let seconds_before = self.accum.seconds;
-            let first = self.step - epoch * spe;
-            let stream = BatchStream::train(
-                train.clone(),
-                self.cfg.batch_size,
-                self.cfg.augment.clone(),
-                self.cfg.seed,
-                epoch,
-                first,
-                self.cfg.prefetch,
-            );
-            let mut lr = self.sgd.learning_rate();
-            for batch in stream {
-                let t0 = Instant::now();
-                lr = self
-                    .cfg
-                    .schedule
-                    .learning_rate(self.cfg.sgd.lr, self.step, spe, total);
-                self.sgd.set_learning_rate(lr);
-                self.model
-                    .set_drop_path_progress(drop_path_progress(self.step, total));
-                let n = batch.len();
-                let x = Tensor::from_vec(batch.images, (n, c, h, w), &self.device)?;
-                let y = Tensor::from_vec(batch.labels, n, &self.device)?;
-                let out = self.model.forward_t(&x, true)?;
-                let main = cross_entropy(&out.logits, &y, self.cfg.label_smoothing)?;
-                let loss = match &out.aux_logits {
-                    Some(aux) if self.cfg.aux_weight > 0.0 => {
-                        (&main
-                            + (cross_entropy(aux, &y, self.cfg.label_smoothing)?
-                                * self.cfg.aux_weight)?)?
-                    }
-                    _ => main.clone(),
-                };
-                let loss_value = f64::from(loss.to_scalar::<f32>()?);
-                if !loss_value.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        step: self.step,
-                        loss: loss_value,
-                    });
-                }
-                let main_value = f64::from(main.to_scalar::<f32>()?);
-                let grads = loss.backward()?;
-                let stats = self.sgd.step(&grads)?;
-                drop(grads);
-                let correct = count_correct(&out.logits, &y)?;
-                self.accum.loss_sum += main_value * n as f64;
-                self.accum.correct += correct;
-                self.accum.seen += n as u64;
-                self.accum.train_seconds += t0.elapsed().as_secs_f64();
-                self.step += 1;
-                let step_in_epoch = self.step - epoch * spe - 1;
-                hook.on_step(&StepInfo {
-                    epoch,
-                    step_in_epoch,
-                    global_step: self.step,
-                    loss: main_value,
-                    epoch_loss: self.accum.loss(),
-                    epoch_acc: self.accum.accuracy(),
-                    lr,
-                    images_per_sec: self.accum.images_per_sec(),
-                    grad_norm: stats.grad_norm,
-                });
-                let mid_epoch = step_in_epoch + 1 < spe;
-                let stop = hook.should_stop();
-                let every = self
-                    .cfg
-                    .checkpoint_every_steps
-                    .is_some_and(|k| self.step.is_multiple_of(k));
-                if mid_epoch && (stop || every) && self.out_dir.is_some() {
-                    self.accum.seconds = seconds_before + epoch_start.elapsed().as_secs_f64();
-                    self.save_checkpoint(spe, total, &summary)?;
-                    if let Some(d) = &self.out_dir {
-                        hook.on_checkpoint(d, self.step);
-                    }
-                }
-                if stop && mid_epoch {
-                    return Err(TrainError::Stopped { step: self.step });
-                }
-            }
-            if self.step != (epoch + 1) * spe {
-                return Err(TrainError::Config(format!(
-                    "the batch loader stopped at step {} of epoch {}",
-                    self.step - epoch * spe,
-                    epoch + 1
-                )));
-            }
-            let val = match &splits.val {
-                Some(v) => {
-                    hook.on_eval("val", v.len());
-                    Some(self.evaluate(v)?)
-                }
-                None => None,
+            let clock = EpochClock {
+                started: Instant::now(),
+                seconds_before: self.accum.seconds,
             };
-            let last = epoch + 1 == self.cfg.epochs;
-            let test = match self.cfg.test_eval {
-                TestEval::EveryEpoch => true,
-                TestEval::LastEpoch => last,
-                TestEval::Never => false,
-            }
-            .then(|| {
-                hook.on_eval("test", splits.test.len());
-                self.evaluate(&splits.test)
-            })
-            .transpose()?;
-            let seconds = seconds_before + epoch_start.elapsed().as_secs_f64();
-            let m = EpochMetrics {
-                epoch: epoch + 1,
-                step: self.step,
-                lr,
-                train_loss: self.accum.loss(),
-                train_acc: self.accum.accuracy(),
-                val_loss: val.map(|v| v.loss),
-                val_acc: val.map(|v| v.accuracy),
-                test_loss: test.map(|t| t.loss),
-                test_acc: test.map(|t| t.accuracy),
-                images_per_sec: self.accum.images_per_sec(),
-                seconds,
-            };
-            self.epoch += 1;
-            self.accum = EpochAccum::default();
-            self.history.push(m.clone());
-            self.update_best(&m)?;
-            if let Some(dir) = self.out_dir.clone() {
-                self.save_checkpoint(spe, total, &summary)?;
-                checkpoint::append_line(
-                    &dir.join(METRICS_FILE),
-                    &serde_json::to_string(&m).map_err(json_error)?,
-                )?;
-                hook.on_checkpoint(&dir, self.step);
-            }
-            hook.on_epoch_end(&m);
+            let lr = self.train_epoch(&splits.train, &run, &clock, hook)?;
+            self.end_epoch(splits, &run, &clock, lr, hook)?;
             if hook.should_stop() && self.epoch < self.cfg.epochs {
                 return Err(TrainError::Stopped { step: self.step });
             }
@@ -650,6 +536,172 @@ impl Trainer {
             steps: self.step,
             parameters: self.model.parameter_count(),
         })
+    }
+
+    /// Runs the remaining steps of the current epoch (checkpointing mid-epoch when asked to);
+    /// returns the last step's learning rate.
+    fn train_epoch(
+        &mut self,
+        train: &Arc<Dataset>,
+        run: &RunShape,
+        clock: &EpochClock,
+        hook: &mut dyn ProgressHook,
+    ) -> Result<f64> {
+        let epoch = self.epoch;
+        let stream = BatchStream::train(
+            train.clone(),
+            self.cfg.batch_size,
+            self.cfg.augment.clone(),
+            self.cfg.seed,
+            epoch,
+            self.step - epoch * run.spe,
+            self.cfg.prefetch,
+        );
+        let mut lr = self.sgd.learning_rate();
+        for batch in stream {
+            let info = self.step_once(batch, (train.channels, train.height, train.width), run)?;
+            lr = info.lr;
+            hook.on_step(&info);
+            let mid_epoch = info.step_in_epoch + 1 < run.spe;
+            let stop = hook.should_stop();
+            let every = self
+                .cfg
+                .checkpoint_every_steps
+                .is_some_and(|k| self.step.is_multiple_of(k));
+            if mid_epoch && (stop || every) && self.out_dir.is_some() {
+                self.accum.seconds = clock.seconds();
+                self.save_checkpoint(run.spe, run.total, &run.data)?;
+                if let Some(d) = &self.out_dir {
+                    hook.on_checkpoint(d, self.step);
+                }
+            }
+            if stop && mid_epoch {
+                return Err(TrainError::Stopped { step: self.step });
+            }
+        }
+        if self.step != (epoch + 1) * run.spe {
+            return Err(TrainError::Config(format!(
+                "the batch loader stopped at step {} of epoch {}",
+                self.step - epoch * run.spe,
+                epoch + 1
+            )));
+        }
+        Ok(lr)
+    }
+
+    /// One training step on `batch` of `(channels, height, width)` images: schedule, forward,
+    /// loss (a non-finite one is [`TrainError::Diverged`]), backward, SGD, running sums.
+    fn step_once(
+        &mut self,
+        batch: Batch,
+        (c, h, w): (usize, usize, usize),
+        run: &RunShape,
+    ) -> Result<StepInfo> {
+        let t0 = Instant::now();
+        let epoch = self.epoch;
+        let lr = self
+            .cfg
+            .schedule
+            .learning_rate(self.cfg.sgd.lr, self.step, run.spe, run.total);
+        self.sgd.set_learning_rate(lr);
+        self.model
+            .set_drop_path_progress(drop_path_progress(self.step, run.total));
+        let n = batch.len();
+        let x = Tensor::from_vec(batch.images, (n, c, h, w), &self.device)?;
+        let y = Tensor::from_vec(batch.labels, n, &self.device)?;
+        let out = self.model.forward_t(&x, true)?;
+        let main = cross_entropy(&out.logits, &y, self.cfg.label_smoothing)?;
+        let loss = match &out.aux_logits {
+            Some(aux) if self.cfg.aux_weight > 0.0 => {
+                (&main
+                    + (cross_entropy(aux, &y, self.cfg.label_smoothing)? * self.cfg.aux_weight)?)?
+            }
+            _ => main.clone(),
+        };
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch,
+                step: self.step,
+                loss: loss_value,
+            });
+        }
+        let main_value = f64::from(main.to_scalar::<f32>()?);
+        let grads = loss.backward()?;
+        let stats = self.sgd.step(&grads)?;
+        drop(grads);
+        let correct = count_correct(&out.logits, &y)?;
+        self.accum.loss_sum += main_value * n as f64;
+        self.accum.correct += correct;
+        self.accum.seen += n as u64;
+        self.accum.train_seconds += t0.elapsed().as_secs_f64();
+        self.step += 1;
+        Ok(StepInfo {
+            epoch,
+            step_in_epoch: self.step - epoch * run.spe - 1,
+            global_step: self.step,
+            loss: main_value,
+            epoch_loss: self.accum.loss(),
+            epoch_acc: self.accum.accuracy(),
+            lr,
+            images_per_sec: self.accum.images_per_sec(),
+            grad_norm: stats.grad_norm,
+        })
+    }
+
+    /// The end of an epoch: validation and test evaluation, metrics, best model, checkpoint and
+    /// the `metrics.jsonl` line.
+    fn end_epoch(
+        &mut self,
+        splits: &Splits,
+        run: &RunShape,
+        clock: &EpochClock,
+        lr: f64,
+        hook: &mut dyn ProgressHook,
+    ) -> Result<()> {
+        let epoch = self.epoch;
+        let val = match &splits.val {
+            Some(v) => {
+                hook.on_eval("val", v.len());
+                Some(self.evaluate(v)?)
+            }
+            None => None,
+        };
+        let last = epoch + 1 == self.cfg.epochs;
+        let test = match self.cfg.test_eval {
+            TestEval::EveryEpoch => true,
+            TestEval::LastEpoch => last,
+            TestEval::Never => false,
+        }
+        .then(|| {
+            hook.on_eval("test", splits.test.len());
+            self.evaluate(&splits.test)
+        })
+        .transpose()?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            step: self.step,
+            lr,
+            train_loss: self.accum.loss(),
+            train_acc: self.accum.accuracy(),
+            val_loss: val.map(|v| v.loss),
+            val_acc: val.map(|v| v.accuracy),
+            test_loss: test.map(|t| t.loss),
+            test_acc: test.map(|t| t.accuracy),
+            images_per_sec: self.accum.images_per_sec(),
+            seconds: clock.seconds(),
+        };
+        self.epoch += 1;
+        self.accum = EpochAccum::default();
+        self.history.push(m.clone());
+        self.update_best(&m)?;
+        if let Some(dir) = self.out_dir.clone() {
+            self.save_checkpoint(run.spe, run.total, &run.data)?;
+            checkpoint::append_line(&dir.join(METRICS_FILE), &serde_json::to_string(&m)?)?;
+            hook.on_checkpoint(&dir, self.step);
+        }
+        hook.on_epoch_end(&m);
+        Ok(())
     }
 
     fn update_best(&mut self, m: &EpochMetrics) -> Result<()> {
@@ -679,7 +731,7 @@ impl Trainer {
             atomic_write(&dir.join(BEST_MODEL_FILE), &bytes)?;
             atomic_write(
                 &dir.join(BEST_STATE_FILE),
-                &serde_json::to_vec_pretty(&info).map_err(json_error)?,
+                &serde_json::to_vec_pretty(&info)?,
             )?;
         }
         self.best = Some(info);
@@ -717,7 +769,7 @@ impl Trainer {
                 optimizer: FileDigest::of(&optim_bytes),
             },
         };
-        let json = serde_json::to_vec_pretty(&state).map_err(json_error)?;
+        let json = serde_json::to_vec_pretty(&state)?;
         write_checkpoint(dir, &model_bytes, &optim_bytes, &json)
     }
 }
@@ -759,10 +811,6 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
     }
-}
-
-fn json_error(e: serde_json::Error) -> TrainError {
-    TrainError::Config(format!("JSON: {e}"))
 }
 
 fn parse_state(bytes: &[u8], path: &Path) -> Result<CheckpointState> {

@@ -6,9 +6,11 @@ use std::io::Write;
 use std::path::Path;
 
 use nasnet_trainer::data::cifar::{read_cifar100_dir, read_cifar10_dir};
+#[cfg(feature = "embedded")]
+use nasnet_trainer::data::embedded;
 use nasnet_trainer::data::folder::read_image_folder;
 use nasnet_trainer::data::idx::read_mnist_dir;
-use nasnet_trainer::data::{embedded, DataConfig, DataSource, Splits, FASHION_CLASSES};
+use nasnet_trainer::data::{DataConfig, DataSource, Splits, FASHION_CLASSES};
 use nasnet_trainer::DataError;
 
 fn idx_images(n: u32, rows: u32, cols: u32, fill: impl Fn(usize) -> u8) -> Vec<u8> {
@@ -354,6 +356,7 @@ fn folder_grayscale_without_test_tree() {
     assert_eq!((s.train.len(), s.test.len()), (9, 3));
 }
 
+#[cfg(feature = "embedded")]
 #[test]
 fn embedded_subset_is_stratified() {
     let (train, test) = embedded().unwrap();
@@ -370,6 +373,7 @@ fn embedded_subset_is_stratified() {
     assert!((train.norm.std[0] - 0.353).abs() < 0.01, "{:?}", train.norm);
 }
 
+#[cfg(feature = "embedded")]
 #[test]
 fn splits_are_seeded_disjoint_and_limited() {
     let (train, test) = embedded().unwrap();
@@ -406,6 +410,16 @@ fn splits_are_seeded_disjoint_and_limited() {
         Splits::from_sets(train, Some(test), &cfg),
         Err(DataError::Split(_))
     ));
+}
+
+/// Without the `embedded` feature the source still parses (configurations stay readable) but
+/// reading it is a typed error naming the feature.
+#[cfg(not(feature = "embedded"))]
+#[test]
+fn embedded_source_needs_the_feature() {
+    let err = DataSource::Embedded.read().unwrap_err();
+    assert!(matches!(err, DataError::EmbeddedNotBuilt));
+    assert!(err.to_string().contains("`embedded` cargo feature"));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! Fashion-MNIST subset: the loss falls, a killed run resumes where its checkpoint left off
 //! (epoch ends and mid-epoch), crashes during a save leave a loadable checkpoint, wrong
 //! checkpoints and divergence are typed errors.
+#![cfg(feature = "embedded")]
 
 use std::path::Path;
 

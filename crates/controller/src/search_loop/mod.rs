@@ -18,7 +18,7 @@ use thiserror::Error;
 pub use backend::{Backend, FnBackend, TrialOutcome, TrialSpec, TrialStatus};
 pub use run_dir::{write_atomic, LoopState, RunDir, TrialRecord};
 
-use crate::Strategy;
+use crate::{ControllerError, Strategy};
 
 impl From<nasnet_cells::durable::DurableError> for SearchError {
     fn from(e: nasnet_cells::durable::DurableError) -> Self {
@@ -54,9 +54,9 @@ pub enum SearchError {
     /// A folder without a run's config.json was given to resume or report.
     #[error("{0} is not a search run folder (no config.json)")]
     NotARun(PathBuf),
-    /// The strategy failed.
-    #[error("strategy: {0}")]
-    Strategy(String),
+    /// The strategy failed (or could not be restored from the run's checkpoint).
+    #[error("strategy")]
+    Strategy(#[from] ControllerError),
     /// The backend failed (not a child: a failing child is a failed trial, not an error).
     #[error("backend: {0}")]
     Backend(String),
@@ -66,6 +66,22 @@ pub enum SearchError {
     /// The run files contradict each other.
     #[error("run folder inconsistent: {0}")]
     Inconsistent(String),
+}
+
+impl SearchError {
+    /// Whether the user can fix it: a folder that holds a run (or none), a run file that is
+    /// corrupt or contradicts the others, a file that cannot be read or written. A strategy or
+    /// backend failure is not.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            SearchError::Io { .. }
+                | SearchError::Corrupt { .. }
+                | SearchError::RunExists(_)
+                | SearchError::NotARun(_)
+                | SearchError::Inconsistent(_)
+        )
+    }
 }
 
 /// Something that happened, for progress display.
@@ -107,18 +123,18 @@ pub struct SearchSummary {
     pub seconds: f64,
 }
 
-fn strategy_err(e: impl std::fmt::Display) -> SearchError {
-    SearchError::Strategy(e.to_string())
-}
-
+/// Whether `a` is a better trial than the best so far, `b`: a failed trial never is.
 fn better(a: &TrialRecord, b: Option<&TrialRecord>) -> bool {
+    if a.status != TrialStatus::Ok {
+        return false;
+    }
     match b {
         None => true,
         Some(b) => a.reward > b.reward,
     }
 }
 
-/// The best trial of `records` (first of equals).
+/// The best successful trial of `records` (first of equals); `None` when none succeeded.
 pub fn best_of(records: &[TrialRecord]) -> Option<TrialRecord> {
     let mut best: Option<&TrialRecord> = None;
     for r in records {
@@ -131,8 +147,10 @@ pub fn best_of(records: &[TrialRecord]) -> Option<TrialRecord> {
 
 /// Runs (or resumes) a search in `run` until `budget` trials have finished.
 ///
-/// A fresh run (no checkpoint) starts at trial 0; a run with a checkpoint restores the strategy
-/// from it first. `on_event` sees every submission and result.
+/// Pass a freshly made `strategy` (the run's kind, space, config and seed): the loop owns the
+/// fresh-or-restore choice, reading the run's checkpoint once. A fresh run (no checkpoint)
+/// starts at trial 0; a run with a checkpoint restores the strategy from it first. `on_event`
+/// sees every submission and result. `best.json` is only ever written from a successful trial.
 pub fn run_search(
     strategy: &mut dyn Strategy,
     backend: &mut dyn Backend,
@@ -144,7 +162,7 @@ pub fn run_search(
     let mut records = run.read_trials(true)?;
     let mut state = match run.load_checkpoint()? {
         Some((dir, state)) => {
-            strategy.load_state(&dir).map_err(strategy_err)?;
+            strategy.load_state(&dir)?;
             state
         }
         None => {
@@ -164,9 +182,7 @@ pub fn run_search(
     let mut changed = false;
     for r in &records {
         if !state.observed.contains(&r.trial) {
-            strategy
-                .observe(r.trial, &r.genotype, r.reward)
-                .map_err(strategy_err)?;
+            strategy.observe(r.trial, &r.genotype, r.reward)?;
             state.observed.insert(r.trial);
             state.in_flight.retain(|s| s.trial != r.trial);
             changed = true;
@@ -180,7 +196,7 @@ pub fn run_search(
         )));
     }
     if changed {
-        run.save_checkpoint(&state, |dir| strategy.save_state(dir).map_err(strategy_err))?;
+        run.save_checkpoint(&state, |dir| Ok(strategy.save_state(dir)?))?;
     }
     let mut best = best_of(&records);
     if let Some(b) = &best {
@@ -212,11 +228,11 @@ pub fn run_search(
                 }
             } else if ((records.len() + running.len()) as u64) < budget {
                 let trial = state.next_trial;
-                let genotype = strategy.propose(trial).map_err(strategy_err)?.genotype;
+                let genotype = strategy.propose(trial)?.genotype;
                 let spec = TrialSpec { trial, genotype };
                 state.next_trial += 1;
                 state.in_flight.push(spec.clone());
-                run.save_checkpoint(&state, |dir| strategy.save_state(dir).map_err(strategy_err))?;
+                run.save_checkpoint(&state, |dir| Ok(strategy.save_state(dir)?))?;
                 spec
             } else {
                 break;
@@ -265,12 +281,10 @@ pub fn run_search(
             error: outcome.error.clone(),
         };
         run.append_trial(&record)?;
-        strategy
-            .observe(record.trial, &record.genotype, record.reward)
-            .map_err(strategy_err)?;
+        strategy.observe(record.trial, &record.genotype, record.reward)?;
         state.observed.insert(record.trial);
         state.in_flight.retain(|s| s.trial != record.trial);
-        run.save_checkpoint(&state, |dir| strategy.save_state(dir).map_err(strategy_err))?;
+        run.save_checkpoint(&state, |dir| Ok(strategy.save_state(dir)?))?;
         if better(&record, best.as_ref()) {
             run.write_best(&record)?;
             best = Some(record.clone());

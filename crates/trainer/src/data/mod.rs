@@ -335,10 +335,13 @@ impl DataSource {
     /// Reads the training and (when the source has one) test sets.
     pub fn read(&self) -> Result<(Dataset, Option<Dataset>), DataError> {
         match self {
+            #[cfg(feature = "embedded")]
             DataSource::Embedded => {
                 let (train, test) = embedded()?;
                 Ok((train, Some(test)))
             }
+            #[cfg(not(feature = "embedded"))]
+            DataSource::Embedded => Err(DataError::EmbeddedNotBuilt),
             DataSource::FashionMnist { dir } => {
                 let (a, b) = idx::read_mnist_dir("fashion-mnist", dir, &FASHION_CLASSES)?;
                 Ok((a, Some(b)))
@@ -360,13 +363,19 @@ impl DataSource {
     }
 }
 
+#[cfg(feature = "embedded")]
 const EMBEDDED_TRAIN_IMAGES: &[u8] = include_bytes!("../../data/train-images-idx3-ubyte.gz");
+#[cfg(feature = "embedded")]
 const EMBEDDED_TRAIN_LABELS: &[u8] = include_bytes!("../../data/train-labels-idx1-ubyte.gz");
+#[cfg(feature = "embedded")]
 const EMBEDDED_TEST_IMAGES: &[u8] = include_bytes!("../../data/test-images-idx3-ubyte.gz");
+#[cfg(feature = "embedded")]
 const EMBEDDED_TEST_LABELS: &[u8] = include_bytes!("../../data/test-labels-idx1-ubyte.gz");
 
 /// The embedded Fashion-MNIST subset: 12,000 training and 2,000 test images, 1,200 and 200 per
-/// class (see `data/README.md` and `tools/make_embedded_dataset.py`).
+/// class (see `data/README.md` and `tools/make_embedded_dataset.py`). Only in builds with the
+/// `embedded` cargo feature (the default).
+#[cfg(feature = "embedded")]
 pub fn embedded() -> Result<(Dataset, Dataset), DataError> {
     let p = |s: &str| PathBuf::from(format!("<embedded>/{s}"));
     let train = idx::dataset_from_idx_bytes(

@@ -1,0 +1,140 @@
+//! Typed command-line values shared by the subcommands: clap parses each once, `--help` lists
+//! the fixed choices, and a wrong value is a usage error naming the valid ones.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use nasnet_cells::{parse_net, NetSize, StemKind};
+use nasnet_controller::StrategyKind;
+use nasnet_trainer::{DataSource, TrainError};
+
+use crate::input::user_error;
+
+/// A dataset by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    /// The Fashion-MNIST subset built into the binary (no download).
+    Embedded,
+    /// Fashion-MNIST IDX files in --data-dir.
+    #[value(alias = "fashionmnist", alias = "fashion_mnist")]
+    FashionMnist,
+    /// MNIST IDX files in --data-dir.
+    Mnist,
+    /// CIFAR-10 binary files in --data-dir.
+    #[value(alias = "cifar-10")]
+    Cifar10,
+    /// CIFAR-100 binary files in --data-dir.
+    #[value(alias = "cifar-100")]
+    Cifar100,
+    /// A class-per-sub-folder image tree in --data-dir.
+    Folder,
+}
+
+impl DatasetArg {
+    /// The canonical name, as listed by `--help`.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The data source, with the folder canonicalised (so a resume from another working folder
+    /// finds it); every dataset but `embedded` needs the folder.
+    pub fn source(self, dir: Option<&Path>, image_size: Option<usize>) -> Result<DataSource> {
+        let dir = match dir {
+            Some(d) => Some(
+                std::fs::canonicalize(d)
+                    .map_err(|e| user_error(format!("data folder {}: {e}", d.display())))?,
+            ),
+            None => None,
+        };
+        DataSource::from_name(&self.name(), dir.as_deref(), image_size)
+            .map_err(|e| anyhow::Error::new(TrainError::Data(e)))
+    }
+}
+
+/// Which stem to put before the cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StemArg {
+    /// 3x3 conv keeping the resolution (small images such as CIFAR-10).
+    Cifar,
+    /// conv0 stride 2 and two reduction stem cells (ImageNet-sized images).
+    Imagenet,
+}
+
+impl StemArg {
+    /// The model's stem kind.
+    pub fn kind(self) -> StemKind {
+        match self {
+            StemArg::Cifar => StemKind::Cifar,
+            StemArg::Imagenet => StemKind::ImageNet,
+        }
+    }
+}
+
+/// A search strategy (the controller crate's [`StrategyKind`], listed for clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// The paper's controller trained with PPO.
+    Ppo,
+    /// The same controller trained with REINFORCE.
+    Reinforce,
+    /// Uniformly random architectures.
+    Random,
+    /// Regularized evolution.
+    Evolution,
+}
+
+impl From<StrategyArg> for StrategyKind {
+    fn from(arg: StrategyArg) -> Self {
+        match arg {
+            StrategyArg::Ppo => StrategyKind::Ppo,
+            StrategyArg::Reinforce => StrategyKind::Reinforce,
+            StrategyArg::Random => StrategyKind::Random,
+            StrategyArg::Evolution => StrategyKind::Evolution,
+        }
+    }
+}
+
+/// A network size on the command line: `N@P`, or a released ImageNet preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetArg {
+    /// `N@P`: N normal cells per stack, P = 24 F.
+    Size(NetSize),
+    /// NASNet-A Mobile (4@1056, ImageNet stem, 224 px).
+    Mobile,
+    /// NASNet-A Large (6@4032, ImageNet stem, 331 px).
+    Large,
+}
+
+impl FromStr for NetArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "mobile" => Ok(NetArg::Mobile),
+            "large" => Ok(NetArg::Large),
+            other => parse_net(other)
+                .map(NetArg::Size)
+                .map_err(|e| format!("{e} (or `mobile` / `large`)")),
+        }
+    }
+}
+
+impl fmt::Display for NetArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetArg::Size(size) => size.fmt(f),
+            NetArg::Mobile => f.write_str("mobile"),
+            NetArg::Large => f.write_str("large"),
+        }
+    }
+}
+
+/// Parses an `N@P` size for clap (`--child-net`).
+pub fn net_size(text: &str) -> Result<NetSize, String> {
+    parse_net(text).map_err(|e| e.to_string())
+}
