@@ -7,6 +7,8 @@
 //! Exit codes: 0 success; 2 a usage or user-input error (clap's own errors, an unknown name, a
 //! malformed or invalid file); 1 anything else. Errors are printed as one line on stderr.
 
+#![warn(missing_docs)]
+
 mod choices;
 mod console;
 mod eval;

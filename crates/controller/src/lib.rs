@@ -18,6 +18,8 @@
 //! # Ok::<(), nasnet_controller::ControllerError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod adam;
 pub mod config;
 pub mod controller;

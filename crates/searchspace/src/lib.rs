@@ -8,6 +8,8 @@
 //! text form ([`text`], `Display`/`FromStr`), and the controller's action sequence
 //! ([`SearchSpace::genotype_to_actions`]). [`dot`] draws cells for Graphviz.
 
+#![warn(missing_docs)]
+
 pub mod dot;
 pub mod error;
 pub mod genotype;
