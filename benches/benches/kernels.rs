@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use nasnet_cells::kernels::{
     avg_pool2d, avg_pool2d_candle, depthwise_conv2d, depthwise_conv2d_candle, generic, max_pool2d,
     max_pool2d_candle, pointwise_conv2d, pointwise_conv2d_candle, relu_depthwise_conv2d,
@@ -138,53 +139,45 @@ fn bench_kernels(c: &mut Criterion) {
     group.bench_function("nasnet_a_normal_cell/fwd_bwd/ours", |b| {
         b.iter(|| fwd_bwd(|x| cell.forward_t(x, Some(prev.as_tensor()), true), &xv).unwrap())
     });
+    bench_generic(&mut group, &x, &xv);
     group.finish();
 }
 
 /// The generic path on the activation of [`bench_kernels`], named like its `ours` entries.
-fn bench_generic(c: &mut Criterion) {
-    nasnet_cells::configure_cpu();
+fn bench_generic(group: &mut BenchmarkGroup<WallTime>, x: &Tensor, xv: &Var) {
     let dev = Device::Cpu;
-    let x = Tensor::randn(0f32, 1., (N, C, HW, HW), &dev).unwrap();
-    let xv = Var::from_tensor(&x).unwrap();
-    let mut group = c.benchmark_group("kernels");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
     for (k, s) in [(3, 1), (5, 1), (5, 2)] {
         let wv = Var::from_tensor(&Tensor::randn(0f32, 1., (C, 1, k, k), &dev).unwrap()).unwrap();
         let p = Padding2d::same(HW, HW, k, k, s, 1);
         let name = format!("dw{k}x{k}_s{s}");
         group.bench_function(format!("{name}/fwd/generic"), |b| {
-            b.iter(|| generic::depthwise_conv2d(&x, &wv, s, 1, p).unwrap())
+            b.iter(|| generic::depthwise_conv2d(x, &wv, s, 1, p).unwrap())
         });
         group.bench_function(format!("{name}/fwd_bwd/generic"), |b| {
-            b.iter(|| fwd_bwd(|x| generic::relu_depthwise_conv2d(x, &wv, s, 1, p), &xv).unwrap())
+            b.iter(|| fwd_bwd(|x| generic::relu_depthwise_conv2d(x, &wv, s, 1, p), xv).unwrap())
         });
     }
     for s in [1, 2] {
         let p = Padding2d::same(HW, HW, 3, 3, s, 1);
         let count = AvgPoolCount::ExcludePadding;
         group.bench_function(format!("avg3x3_s{s}/fwd/generic"), |b| {
-            b.iter(|| generic::avg_pool2d(&x, (3, 3), s, p, count).unwrap())
+            b.iter(|| generic::avg_pool2d(x, (3, 3), s, p, count).unwrap())
         });
         group.bench_function(format!("avg3x3_s{s}/fwd_bwd/generic"), |b| {
-            b.iter(|| fwd_bwd(|x| generic::avg_pool2d(x, (3, 3), s, p, count), &xv).unwrap())
+            b.iter(|| fwd_bwd(|x| generic::avg_pool2d(x, (3, 3), s, p, count), xv).unwrap())
         });
         group.bench_function(format!("max3x3_s{s}/fwd/generic"), |b| {
-            b.iter(|| generic::max_pool2d(&x, (3, 3), s, p).unwrap())
+            b.iter(|| generic::max_pool2d(x, (3, 3), s, p).unwrap())
         });
         group.bench_function(format!("max3x3_s{s}/fwd_bwd/generic"), |b| {
-            b.iter(|| fwd_bwd(|x| generic::max_pool2d(x, (3, 3), s, p), &xv).unwrap())
+            b.iter(|| fwd_bwd(|x| generic::max_pool2d(x, (3, 3), s, p), xv).unwrap())
         });
     }
     let wv = Var::from_tensor(&Tensor::randn(0f32, 0.1, (C, C, 1, 1), &dev).unwrap()).unwrap();
     group.bench_function("pw1x1/fwd_bwd/generic", |b| {
-        b.iter(|| fwd_bwd(|x| generic::relu_pointwise_conv2d(x, &wv), &xv).unwrap())
+        b.iter(|| fwd_bwd(|x| generic::relu_pointwise_conv2d(x, &wv), xv).unwrap())
     });
-    group.finish();
 }
 
-criterion_group!(benches, bench_kernels, bench_generic);
+criterion_group!(benches, bench_kernels);
 criterion_main!(benches);
