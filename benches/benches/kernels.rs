@@ -3,15 +3,20 @@
 //! grouped conv (one conv per channel, O(C^2) backward) is what they replace. Beside them, the
 //! pieces they make up: one separable op and one NASNet-A cell, forward and backward.
 //!
-//! Run with `cargo bench -p nasnet-benches --bench kernels`; add `-- --test` for a quick smoke run.
+//! The device-generic path (`kernels::generic`, what CUDA and Metal run) is measured on the same
+//! activation under `.../generic`, so its cost on the CPU is known next to the custom ops.
+//!
+//! Run with `cargo bench -p nasnet-benches --bench kernels`; add `-- --test` for a quick smoke run,
+//! `-- generic` for the generic path only.
 
 use std::time::Duration;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use nasnet_cells::kernels::{
-    avg_pool2d, avg_pool2d_candle, depthwise_conv2d, depthwise_conv2d_candle, max_pool2d,
+    avg_pool2d, avg_pool2d_candle, depthwise_conv2d, depthwise_conv2d_candle, generic, max_pool2d,
     max_pool2d_candle, pointwise_conv2d, pointwise_conv2d_candle, relu_depthwise_conv2d,
     relu_pointwise_conv2d, AvgPoolCount, Padding2d,
 };
@@ -134,7 +139,44 @@ fn bench_kernels(c: &mut Criterion) {
     group.bench_function("nasnet_a_normal_cell/fwd_bwd/ours", |b| {
         b.iter(|| fwd_bwd(|x| cell.forward_t(x, Some(prev.as_tensor()), true), &xv).unwrap())
     });
+    bench_generic(&mut group, &x, &xv);
     group.finish();
+}
+
+/// The generic path on the activation of [`bench_kernels`], named like its `ours` entries.
+fn bench_generic(group: &mut BenchmarkGroup<WallTime>, x: &Tensor, xv: &Var) {
+    let dev = Device::Cpu;
+    for (k, s) in [(3, 1), (5, 1), (5, 2)] {
+        let wv = Var::from_tensor(&Tensor::randn(0f32, 1., (C, 1, k, k), &dev).unwrap()).unwrap();
+        let p = Padding2d::same(HW, HW, k, k, s, 1);
+        let name = format!("dw{k}x{k}_s{s}");
+        group.bench_function(format!("{name}/fwd/generic"), |b| {
+            b.iter(|| generic::depthwise_conv2d(x, &wv, s, 1, p).unwrap())
+        });
+        group.bench_function(format!("{name}/fwd_bwd/generic"), |b| {
+            b.iter(|| fwd_bwd(|x| generic::relu_depthwise_conv2d(x, &wv, s, 1, p), xv).unwrap())
+        });
+    }
+    for s in [1, 2] {
+        let p = Padding2d::same(HW, HW, 3, 3, s, 1);
+        let count = AvgPoolCount::ExcludePadding;
+        group.bench_function(format!("avg3x3_s{s}/fwd/generic"), |b| {
+            b.iter(|| generic::avg_pool2d(x, (3, 3), s, p, count).unwrap())
+        });
+        group.bench_function(format!("avg3x3_s{s}/fwd_bwd/generic"), |b| {
+            b.iter(|| fwd_bwd(|x| generic::avg_pool2d(x, (3, 3), s, p, count), xv).unwrap())
+        });
+        group.bench_function(format!("max3x3_s{s}/fwd/generic"), |b| {
+            b.iter(|| generic::max_pool2d(x, (3, 3), s, p).unwrap())
+        });
+        group.bench_function(format!("max3x3_s{s}/fwd_bwd/generic"), |b| {
+            b.iter(|| fwd_bwd(|x| generic::max_pool2d(x, (3, 3), s, p), xv).unwrap())
+        });
+    }
+    let wv = Var::from_tensor(&Tensor::randn(0f32, 0.1, (C, C, 1, 1), &dev).unwrap()).unwrap();
+    group.bench_function("pw1x1/fwd_bwd/generic", |b| {
+        b.iter(|| fwd_bwd(|x| generic::relu_pointwise_conv2d(x, &wv), xv).unwrap())
+    });
 }
 
 criterion_group!(benches, bench_kernels);

@@ -7,10 +7,15 @@
 //!
 //! A training step is forward (drop path off, no auxiliary head), cross-entropy, backward and an
 //! SGD momentum update (Nesterov, weight decay 5e-4), as nasnet-trainer runs it.
+//!
+//! `NASNET_BENCH_DEVICE=cuda` (or `metal`, `cuda:N`) runs them on a GPU of a build with the
+//! matching feature; each iteration then ends with a device synchronisation, so the time is
+//! the GPU's, not the launch queue's.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
+use nasnet_cells::reference::parse_device;
 use nasnet_cells::{NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 use nasnet_trainer::trainer::cross_entropy;
@@ -23,9 +28,17 @@ struct TrainStep {
     labels: Tensor,
 }
 
+/// The device `NASNET_BENCH_DEVICE` names (the CPU when unset).
+fn bench_device() -> Device {
+    match std::env::var("NASNET_BENCH_DEVICE") {
+        Ok(name) => parse_device(&name).expect("NASNET_BENCH_DEVICE names a usable device"),
+        Err(_) => Device::Cpu,
+    }
+}
+
 impl TrainStep {
     fn new(n: usize, p: usize, batch: usize) -> Self {
-        let dev = Device::Cpu;
+        let dev = bench_device();
         let mut cfg = NasNetConfig::cifar(n, p).expect("valid net");
         cfg.aux_head = false;
         cfg.drop_path_keep_prob = 1.0;
@@ -64,6 +77,7 @@ impl TrainStep {
         let loss = cross_entropy(&out.logits, &self.labels, 0.0).expect("loss");
         let grads = loss.backward().expect("backward");
         self.sgd.step(&grads).expect("sgd step");
+        self.x.device().synchronize().expect("device sync");
     }
 }
 
@@ -83,7 +97,7 @@ fn bench_nasnet(c: &mut Criterion) {
     group.bench_function("train_cifar_6_768_b32", |b| b.iter(|| big.step()));
     drop(big);
 
-    let dev = Device::Cpu;
+    let dev = bench_device();
     let cfg = NasNetConfig::mobile();
     let varmap = VarMap::new();
     let mobile = NasNet::new(
@@ -94,7 +108,11 @@ fn bench_nasnet(c: &mut Criterion) {
     .expect("mobile builds");
     let x = Tensor::randn(0f32, 1f32, (1, 3, 224, 224), &dev).expect("input");
     group.bench_function("infer_mobile_224_b1", |b| {
-        b.iter(|| mobile.forward_t(&x, false).expect("forward"))
+        b.iter(|| {
+            let out = mobile.forward_t(&x, false).expect("forward");
+            dev.synchronize().expect("device sync");
+            out
+        })
     });
     group.finish();
 }

@@ -2,17 +2,20 @@
 //! eval logits and features, train-mode loss and gradients, each against the README's
 //! tolerance for the dtype. Prints every error; exits 0 only if all pass.
 //!
-//! `cargo run --release -p nasnet-cells --example reference_check -- DIR [--dtype f32|f64]`
+//! `cargo run --release -p nasnet-cells --example reference_check -- DIR [--dtype f32|f64]
+//! [--device cpu|cuda|metal]` (off the CPU the model runs the generic kernel path; the reference
+//! tensors are compared on the CPU).
 
 use std::process::ExitCode;
 
 use candle_core::DType;
-use nasnet_cells::reference::check_fixture;
+use nasnet_cells::reference::{check_fixture_on, parse_device};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut dir = None;
     let mut dtype = DType::F64;
+    let mut device = candle_core::Device::Cpu;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dtype" => match args.next().as_deref() {
@@ -23,8 +26,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--device" => match parse_device(args.next().as_deref().unwrap_or("")) {
+                Ok(d) => device = d,
+                Err(e) => {
+                    eprintln!("--device: {e}");
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
-                println!("usage: reference_check DIR [--dtype f32|f64]");
+                println!("usage: reference_check DIR [--dtype f32|f64] [--device cpu|cuda|metal]");
                 return ExitCode::SUCCESS;
             }
             _ if dir.is_none() => dir = Some(a),
@@ -35,11 +45,11 @@ fn main() -> ExitCode {
         }
     }
     let Some(dir) = dir else {
-        eprintln!("usage: reference_check DIR [--dtype f32|f64]");
+        eprintln!("usage: reference_check DIR [--dtype f32|f64] [--device cpu|cuda|metal]");
         return ExitCode::from(2);
     };
     let start = std::time::Instant::now();
-    match check_fixture(std::path::Path::new(&dir), dtype) {
+    match check_fixture_on(std::path::Path::new(&dir), dtype, &device) {
         Ok(report) => {
             println!("{report}");
             println!("  ({:.1} s)", start.elapsed().as_secs_f64());

@@ -7,7 +7,8 @@
 //! a custom op: BN computes its per-channel statistics with f64 accumulators (as PyTorch's CPU
 //! kernels do), normalises in one pass, and its backward is the closed form
 //! `dx = g / s * (dy - mean(dy) - x_hat * mean(dy * x_hat))`. They run on CPU f32/f64 tensors;
-//! other devices and dtypes use the composed ops (see `layers::BatchNorm`).
+//! other devices and dtypes, and the generic kernel path, use the composed ops
+//! (`kernels::generic`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,6 +19,9 @@ use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
 
 /// Whether the fused ops can run on `x`.
 pub(crate) fn supported(x: &Tensor) -> bool {
+    if crate::kernels::generic::selected(x) {
+        return false;
+    }
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4
 }
 
@@ -236,6 +240,9 @@ struct Relu;
 
 /// `max(x, 0)`; its gradient is `dy` where `x > 0`.
 pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
+    if crate::kernels::generic::selected(x) {
+        return crate::kernels::generic::relu(x);
+    }
     if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
         return x.relu();
     }

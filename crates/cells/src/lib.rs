@@ -20,6 +20,12 @@
 //! cells are named `cell_{s * max(N, 6) + j}`, which is both ports' numbering (Mobile's
 //! cell_0..3, cell_6..9, cell_12..15; Large's cell_0..17) and never collides for larger N.
 //!
+//! Devices: on the CPU the depthwise convs, pools, 1x1 convs, batch norm and ReLU run custom ops
+//! ([`kernels`]); on CUDA and Metal they run the device-generic path ([`kernels::generic`]),
+//! compositions of candle ops that all have a backward on every device. The environment
+//! variable `NASNET_KERNELS=generic` (read once per process) or [`set_kernel_path`] selects the
+//! generic path on the CPU too, e.g. to check it against the custom ops without a GPU.
+//!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
@@ -54,6 +60,7 @@ mod unit;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
+pub use kernels::{kernel_path, set_kernel_path, KernelPath};
 pub use layers::ParamInfo;
 pub use model::{NasNet, NasNetOutput};
 pub use runtime::configure_cpu;

@@ -205,12 +205,13 @@ impl fmt::Display for FixtureReport {
     }
 }
 
-/// `||a - b|| / ||b||`, computed in f64 (`||a||` when `b` is zero). Shapes must match.
+/// `||a - b|| / ||b||`, computed in f64 on `b`'s device (`||a||` when `b` is zero). Shapes must
+/// match.
 pub fn relative_l2(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
     if a.shape() != b.shape() {
         candle_core::bail!("cannot compare shapes {:?} and {:?}", a.shape(), b.shape())
     }
-    let a = a.to_dtype(DType::F64)?;
+    let a = a.to_device(b.device())?.to_dtype(DType::F64)?;
     let b = b.to_dtype(DType::F64)?;
     let diff = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
     let norm = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
@@ -252,6 +253,16 @@ fn string_list(config: &serde_json::Value, key: &str) -> Vec<String> {
 /// README's tolerances for `dtype`. Returns every measured error; an `Err` means the fixture
 /// could not be run at all (missing files, a tensor the model lacks, ...).
 pub fn check_fixture(dir: &Path, dtype: DType) -> Result<FixtureReport, CellsError> {
+    check_fixture_on(dir, dtype, &Device::Cpu)
+}
+
+/// [`check_fixture`] with the model on `device` (the reference tensors stay on the CPU), so
+/// that a GPU run is held to the same tolerances.
+pub fn check_fixture_on(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<FixtureReport, CellsError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|source| CellsError::Io {
         path: config_path.display().to_string(),
@@ -266,13 +277,12 @@ pub fn check_fixture(dir: &Path, dtype: DType) -> Result<FixtureReport, CellsErr
         .to_string();
     let cfg = NasNetConfig::from_fixture_config(&config)?;
     let tol = Tolerances::for_dtype(dtype);
-    let device = Device::Cpu;
     let (model, varmap) = NasNet::load_trainable(
         &nasnet_a(),
         &cfg,
         dir.join("weights.safetensors"),
         dtype,
-        &device,
+        device,
     )?;
     let mut checks = Vec::new();
 
@@ -291,7 +301,7 @@ pub fn check_fixture(dir: &Path, dtype: DType) -> Result<FixtureReport, CellsErr
             .cloned()
             .ok_or_else(|| fixture_err(dir, format!("no tensor `{name}`")))
     };
-    let input = get(&io, "input")?.to_dtype(dtype)?;
+    let input = get(&io, "input")?.to_dtype(dtype)?.to_device(device)?;
 
     // Eval mode: features and logits.
     let features = model.forward_features(&input, false)?;
@@ -319,7 +329,9 @@ pub fn check_fixture(dir: &Path, dtype: DType) -> Result<FixtureReport, CellsErr
 
     // Train mode: batch statistics, no dropout or drop path (the config disables both).
     let train = load_tensors(dir, "train.safetensors")?;
-    let labels = get(&train, "labels")?.to_dtype(DType::U32)?;
+    let labels = get(&train, "labels")?
+        .to_dtype(DType::U32)?
+        .to_device(device)?;
     let out = model.forward_t(&input, true)?;
     checks.push(CheckResult {
         name: "logits (train)".into(),
@@ -369,4 +381,92 @@ pub fn check_fixture(dir: &Path, dtype: DType) -> Result<FixtureReport, CellsErr
         dtype,
         checks,
     })
+}
+
+/// Loss and gradients of one seeded training step, for comparing devices and kernel paths.
+#[derive(Debug, Clone)]
+pub struct TrainStep {
+    /// Mean cross-entropy of the logits plus 0.4 times that of the auxiliary logits (if any).
+    pub loss: f64,
+    /// The gradient of every trainable parameter, by name (sorted), on the CPU; zero for a
+    /// parameter the loss does not depend on.
+    pub grads: Vec<(String, Tensor)>,
+}
+
+/// One training step of `genotype` built from `cfg` on `device` in `dtype`: weights and
+/// drop-path masks seeded with `seed` ([`NasNet::seed`]), drop-path progress 0.5, a batch of
+/// `batch` uniform images and labels drawn from `seed`. Everything random is a function of the
+/// arguments, so two devices (or kernel paths) must produce the same step.
+pub fn seeded_train_step(
+    genotype: &nasnet_searchspace::Genotype,
+    cfg: &NasNetConfig,
+    dtype: DType,
+    device: &Device,
+    batch: usize,
+    seed: u64,
+) -> Result<TrainStep, CellsError> {
+    use rand::{Rng, SeedableRng};
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, dtype, device);
+    let model = NasNet::new(genotype, cfg, vb)?;
+    model.seed(&varmap, seed)?;
+    model.set_drop_path_progress(0.5);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let side = cfg.image_size;
+    let pixels: Vec<f32> = (0..batch * cfg.in_channels * side * side)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let labels: Vec<u32> = (0..batch)
+        .map(|_| rng.random_range(0..cfg.num_classes as u32))
+        .collect();
+    let x =
+        Tensor::from_vec(pixels, (batch, cfg.in_channels, side, side), device)?.to_dtype(dtype)?;
+    let labels = Tensor::from_vec(labels, batch, device)?;
+    let out = model.forward_t(&x, true)?;
+    let mut loss = candle_nn::loss::cross_entropy(&out.logits, &labels)?;
+    if let Some(aux) = &out.aux_logits {
+        loss = (loss + (candle_nn::loss::cross_entropy(aux, &labels)? * 0.4)?)?;
+    }
+    let grads = loss.backward()?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| CellsError::Config("the VarMap's lock is poisoned".into()))?
+        .clone();
+    let mut named = Vec::new();
+    for p in model.params().iter().filter(|p| p.trainable) {
+        let var = vars
+            .get(&p.name)
+            .ok_or_else(|| CellsError::Config(format!("no variable `{}`", p.name)))?;
+        // A parameter the loss does not reach (e.g. the input projection of a cell whose
+        // genotype never reads that input) has a zero gradient.
+        let grad = match grads.get(var.as_tensor()) {
+            Some(g) => g.to_device(&Device::Cpu)?,
+            None => Tensor::zeros(var.shape(), var.dtype(), &Device::Cpu)?,
+        };
+        named.push((p.name.clone(), grad));
+    }
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(TrainStep {
+        loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        grads: named,
+    })
+}
+
+/// The device a command-line name selects: `cpu`, `cuda[:N]` or `metal[:N]` (the check tools'
+/// `--device`). CUDA and Metal need a build with the `cuda` / `metal` feature.
+pub fn parse_device(name: &str) -> candle_core::Result<Device> {
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((kind, n)) => match n.parse() {
+            Ok(n) => (kind, n),
+            Err(_) => candle_core::bail!("bad device ordinal in `{name}`"),
+        },
+        None => (name, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(ordinal),
+        "metal" => Device::new_metal(ordinal),
+        _ => candle_core::bail!("unknown device `{name}` (cpu, cuda[:N] or metal[:N])"),
+    }
 }

@@ -7,11 +7,13 @@
 //! convs and SAME-padded pools are the bulk of its training time, so they get dedicated loops.
 //!
 //! On CPU the public functions run the custom ops (f32 and f64 natively; f16/bf16 are computed
-//! in f32 and cast back). On other devices they fall back to compositions of candle's own ops,
-//! the `*_candle` functions, which are public so that tests can check them against the custom
-//! ops on CPU.
+//! in f32 and cast back). On other devices, and on the CPU when [`KernelPath::Generic`] is
+//! selected ([`set_kernel_path`] or `NASNET_KERNELS=generic`), they run the [`generic`] path:
+//! compositions of candle ops that all have a backward on every device. The `*_candle`
+//! functions (candle's own pools and grouped conv) are references for the tests and benches.
 
 mod depthwise;
+pub mod generic;
 mod geometry;
 mod parallel;
 mod plane;
@@ -22,6 +24,7 @@ use candle_core::{bail, CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use crate::cpu_op::{Backward, CpuOp};
 use depthwise::DepthwiseFwd;
+pub use generic::{kernel_path, set_kernel_path, KernelPath};
 use pointwise::PointwiseFwd;
 use pool::{AvgPoolFwd, MaxPoolFwd, PoolParams};
 
@@ -218,6 +221,9 @@ pub fn depthwise_conv2d(
     dilation: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
+    if generic::selected(x) {
+        return generic::depthwise_conv2d(x, w, stride, dilation, pad);
+    }
     depthwise_impl(x, w, stride, dilation, pad, false)
 }
 
@@ -231,6 +237,9 @@ pub fn relu_depthwise_conv2d(
     dilation: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
+    if generic::selected(x) {
+        return generic::relu_depthwise_conv2d(x, w, stride, dilation, pad);
+    }
     depthwise_impl(x, w, stride, dilation, pad, true)
 }
 
@@ -265,12 +274,18 @@ fn pointwise_impl(x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
 /// node in the backward: on NASNet, where half the convolutions are 1x1, that overhead rivalled
 /// the GEMMs themselves.
 pub fn pointwise_conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if generic::selected(x) {
+        return generic::pointwise_conv2d(x, w);
+    }
     pointwise_impl(x, w, false)
 }
 
 /// `pointwise_conv2d(x.relu(), w)` in one node: TF-slim's ReLU-conv-BN units and the separable
 /// convs' second ReLU feed 1x1 convs. The backward masks the input gradient with `x > 0`.
 pub fn relu_pointwise_conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if generic::selected(x) {
+        return generic::relu_pointwise_conv2d(x, w);
+    }
     pointwise_impl(x, w, true)
 }
 
@@ -295,6 +310,9 @@ pub fn avg_pool2d(
     pad: Padding2d,
     count: AvgPoolCount,
 ) -> Result<Tensor> {
+    if generic::selected(x) {
+        return generic::avg_pool2d(x, kernel, stride, pad, count);
+    }
     check_window(x, kernel, stride, 1, pad)?;
     if count == AvgPoolCount::ExcludePadding {
         check_pool_pad(kernel, pad)?;
@@ -324,6 +342,9 @@ pub fn max_pool2d(
     stride: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
+    if generic::selected(x) {
+        return generic::max_pool2d(x, kernel, stride, pad);
+    }
     check_window(x, kernel, stride, 1, pad)?;
     check_pool_pad(kernel, pad)?;
     if !x.device().is_cpu() {

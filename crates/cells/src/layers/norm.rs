@@ -38,13 +38,6 @@ impl BatchNorm {
         })
     }
 
-    fn stats_dtype(dtype: DType) -> DType {
-        match dtype {
-            DType::F16 | DType::BF16 => DType::F32,
-            other => other,
-        }
-    }
-
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let dtype = x.dtype();
@@ -68,35 +61,21 @@ impl BatchNorm {
         } else {
             1.0
         };
-        if crate::fused::supported(x) {
+        let (y, mean, var) = if crate::fused::supported(x) {
             let (y, stats) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
-            let dev = x.device();
-            let stat_dtype = self.running_mean.dtype();
-            let mean = Tensor::from_vec(stats.mean, c, dev)?.to_dtype(stat_dtype)?;
-            let var = Tensor::from_vec(stats.var, c, dev)?.to_dtype(stat_dtype)?;
-            let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean * m)?)?;
-            let new_var =
-                ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var * (m * unbias))?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-            return Ok(y);
-        }
-        let inner = Self::stats_dtype(dtype);
-        let xi = x.to_dtype(inner)?;
-        let mean = (xi.sum_keepdim((2, 3))?.sum_keepdim(0)? / count)?;
-        let centred = xi.broadcast_sub(&mean)?;
-        let var = (centred.sqr()?.sum_keepdim((2, 3))?.sum_keepdim(0)? / count)?;
-        let y = centred
-            .broadcast_div(&(&var + self.eps)?.sqrt()?)?
-            .to_dtype(dtype)?;
+            let mean = Tensor::from_vec(stats.mean, c, x.device())?;
+            (y, mean, Tensor::from_vec(stats.var, c, x.device())?)
+        } else {
+            crate::kernels::generic::batch_norm_train(x, &self.weight, &self.bias, self.eps)?
+        };
         let stat_dtype = self.running_mean.dtype();
         let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))?
-            + (mean.detach().flatten_all()?.to_dtype(stat_dtype)? * m)?)?;
+            + (mean.to_dtype(stat_dtype)? * m)?)?;
         let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))?
-            + (var.detach().flatten_all()?.to_dtype(stat_dtype)? * (m * unbias))?)?;
+            + (var.to_dtype(stat_dtype)? * (m * unbias))?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
-        scale_shift(y)
+        Ok(y)
     }
 }
 
