@@ -184,10 +184,6 @@ fn depthwise_impl(
             w.dtype()
         )
     }
-    if !x.device().is_cpu() {
-        let x = if relu { x.relu()? } else { x.clone() };
-        return depthwise_conv2d_candle(&x, w, stride, dilation, pad);
-    }
     let dtype = x.dtype();
     if is_half(dtype) {
         let y = depthwise_impl(
@@ -259,7 +255,7 @@ fn pointwise_impl(x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
             w.dtype()
         )
     }
-    if !x.device().is_cpu() || is_half(x.dtype()) {
+    if is_half(x.dtype()) {
         let x = if relu { x.relu()? } else { x.clone() };
         return pointwise_conv2d_candle(&x, w);
     }
@@ -289,8 +285,8 @@ pub fn relu_pointwise_conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     pointwise_impl(x, w, true)
 }
 
-/// [`pointwise_conv2d`] built from candle ops (a batched matmul): the path taken on CUDA/Metal
-/// and for half types, and the reference the custom op is tested against.
+/// [`pointwise_conv2d`] built from candle ops (a batched matmul): the custom path's route for
+/// half types, and a reference the custom op is tested and benchmarked against.
 pub fn pointwise_conv2d_candle(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (n, cin, h, wd) = x.dims4()?;
     let cout = w.dim(0)?;
@@ -316,9 +312,6 @@ pub fn avg_pool2d(
     check_window(x, kernel, stride, 1, pad)?;
     if count == AvgPoolCount::ExcludePadding {
         check_pool_pad(kernel, pad)?;
-    }
-    if !x.device().is_cpu() {
-        return avg_pool2d_candle(x, kernel, stride, pad, count);
     }
     let dtype = x.dtype();
     if is_half(dtype) {
@@ -347,9 +340,6 @@ pub fn max_pool2d(
     }
     check_window(x, kernel, stride, 1, pad)?;
     check_pool_pad(kernel, pad)?;
-    if !x.device().is_cpu() {
-        return max_pool2d_candle(x, kernel, stride, pad);
-    }
     let dtype = x.dtype();
     if is_half(dtype) {
         let y = max_pool2d(&x.to_dtype(DType::F32)?, kernel, stride, pad)?;
@@ -394,8 +384,9 @@ fn pad_zeros(x: &Tensor, pad: Padding2d) -> Result<Tensor> {
         .pad_with_zeros(2, pad.top, pad.bottom)
 }
 
-/// [`depthwise_conv2d`] built from candle ops (explicit zero padding, then grouped `conv2d`):
-/// the path taken on CUDA/Metal, and the reference the custom op is tested against.
+/// [`depthwise_conv2d`] built from candle ops (explicit zero padding, then grouped `conv2d`): a
+/// reference the custom op is tested and benchmarked against (off the CPU the generic path runs,
+/// see [`KernelPath`]).
 pub fn depthwise_conv2d_candle(
     x: &Tensor,
     w: &Tensor,
@@ -408,8 +399,9 @@ pub fn depthwise_conv2d_candle(
 }
 
 /// [`avg_pool2d`] built from candle ops (zero padding, pooling, and for
-/// [`AvgPoolCount::ExcludePadding`] a division by the pooled fraction of real pixels): the path
-/// taken on CUDA/Metal. Its backward only works when kernel == stride (a candle limitation).
+/// [`AvgPoolCount::ExcludePadding`] a division by the pooled fraction of real pixels): a
+/// forward reference for tests and benchmarks. Its backward only works when kernel == stride (a
+/// candle limitation), which is why no device runs it (see [`KernelPath`]).
 pub fn avg_pool2d_candle(
     x: &Tensor,
     kernel: (usize, usize),
@@ -429,8 +421,9 @@ pub fn avg_pool2d_candle(
     }
 }
 
-/// [`max_pool2d`] built from candle ops (`-inf` padding, then pooling): the path taken on
-/// CUDA/Metal. Its backward only works when kernel == stride (a candle limitation).
+/// [`max_pool2d`] built from candle ops (`-inf` padding, then pooling): a forward reference for
+/// tests and benchmarks. Its backward only works when kernel == stride (a candle limitation),
+/// which is why no device runs it (see [`KernelPath`]).
 pub fn max_pool2d_candle(
     x: &Tensor,
     kernel: (usize, usize),
