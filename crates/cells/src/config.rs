@@ -348,7 +348,7 @@ impl NasNetConfig {
     }
 
     /// Maps a fixture's `config.json` (`family` and the port's constructor `args`, see
-    /// `shared/fixtures/README.md`) to the configuration that reproduces that reference:
+    /// `tests/data/README.md`) to the configuration that reproduces that reference:
     /// PyTorch's BN momentum 0.1 and eps 1e-3, no dropout, no drop path, no auxiliary head.
     pub fn from_fixture_config(config: &serde_json::Value) -> Result<Self, CellsError> {
         let bad = |reason: String| CellsError::Config(format!("fixture config.json: {reason}"));

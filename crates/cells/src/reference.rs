@@ -1,4 +1,4 @@
-//! Checks a model against a reference fixture (shared/fixtures/README.md): the public PyTorch
+//! Checks a model against a reference fixture (tests/data/README.md): the public PyTorch
 //! ports' outputs for random weights, computed in float64. The example `reference_check` and the
 //! test `tests/fixtures.rs` both run [`check_fixture`], so what the tests accept is exactly what
 //! the tool reports.
