@@ -1,4 +1,5 @@
-//! The building blocks every cell is made of (REFERENCE.md §3): SAME-padded convolutions,
+//! The building blocks every cell is made of (docs/semantics.md#inside-a-cell): SAME-padded
+//! convolutions,
 //! relu-conv-BN units, separable convs, pooling with optional projection, factorized reduction,
 //! the 13 searchable ops, normalising combines and ScheduledDropPath.
 //!
@@ -495,7 +496,8 @@ pub(crate) fn subsample2(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// Factorized reduction to `f` filters at stride 2 (REFERENCE.md §3): two half-width paths, the
+/// Factorized reduction to `f` filters at stride 2 (docs/semantics.md#factorized-reduction): two
+/// half-width paths, the
 /// second shifted by one pixel, concatenated, then BN; optionally preceded by ReLU. Names follow
 /// the ports: `path_1.conv`, `path_2.conv`, `final_path_bn`.
 #[derive(Debug, Clone)]
@@ -582,7 +584,8 @@ impl Pool {
     }
 }
 
-/// ScheduledDropPath for one cell (REFERENCE.md §5), sharing the training progress and the
+/// ScheduledDropPath for one cell (docs/training.md#scheduleddroppath), sharing the training
+/// progress and the
 /// mask stream with the whole model so one call to `set_drop_path_progress` moves every cell.
 #[derive(Debug, Clone)]
 pub(crate) struct DropPath {
