@@ -1,6 +1,6 @@
 //! Compares one seeded NASNet-A training step on a device with the same step on the CPU's
 //! custom ops: the loss and every parameter's gradient, against the reference fixtures'
-//! tolerances for the dtype (shared/fixtures/README.md). Prints the errors; exits 1 past
+//! tolerances for the dtype (crates/cells/tests/data/README.md). Prints the errors; exits 1 past
 //! tolerance, 2 on bad arguments.
 //!
 //! With `--device cpu` the "device" step runs the CPU through the generic kernel path, so the

@@ -1,10 +1,11 @@
-//! Checks this crate's NASNet-A against a reference fixture folder (shared/fixtures/README.md):
+//! Checks this crate's NASNet-A against a reference fixture folder (tests/data/README.md):
 //! eval logits and features, train-mode loss and gradients, each against the README's
 //! tolerance for the dtype. Prints every error; exits 0 only if all pass.
 //!
 //! `cargo run --release -p nasnet-cells --example reference_check -- DIR [--dtype f32|f64]
 //! [--device cpu|cuda|metal]` (off the CPU the model runs the generic kernel path; the reference
-//! tensors are compared on the CPU).
+//! tensors are compared on the CPU). DIR is a fixture folder, e.g.
+//! `crates/cells/tests/data/nasnet-a-mobile-tiny` from the repository root.
 
 use std::process::ExitCode;
 

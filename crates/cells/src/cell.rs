@@ -1,5 +1,6 @@
 //! One generic cell builder: any [`Cell`] from the search space, in the Normal or Reduction
-//! role, becomes candle layers with the ports' parameter names (REFERENCE.md §3, §6). Nothing
+//! role, becomes candle layers with the ports' parameter names (docs/semantics.md#inside-a-cell,
+//! docs/semantics.md#weight-names). Nothing
 //! here knows NASNet-A; the released cells are just data.
 //!
 //! Hidden states: 0 is the cell input after relu-1x1-BN (`conv_1x1`), 1 is the older input

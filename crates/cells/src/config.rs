@@ -1,4 +1,5 @@
-//! The hand-set macro-architecture around the searched cells (REFERENCE.md §4): stem, stack
+//! The hand-set macro-architecture around the searched cells
+//! (docs/semantics.md#the-network-around-the-cells): stem, stack
 //! sizes, filter counts, head, regularisation and batch-norm settings, with the released
 //! configurations as named constructors.
 
@@ -111,7 +112,8 @@ pub struct NasNetConfig {
     /// Batch-norm momentum in PyTorch's convention: `running = (1 - m) running + m batch`
     /// (TF's decay d is m = 1 - d).
     pub bn_momentum: f64,
-    /// timm-compatible mode: stride-2 average pools count their zero padding (REFERENCE.md §6).
+    /// timm-compatible mode: stride-2 average pools count their zero padding
+    /// (docs/semantics.md#the-ports-stride-2-average-pool).
     pub avg_pool_count_pad_stride2: bool,
 }
 

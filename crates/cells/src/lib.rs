@@ -9,7 +9,8 @@
 //! CPU kernels candle lacks (depthwise convolution, padded pooling, 1x1 convolution, each with
 //! its backward), and [`gemm`], the bounds-checked matrix product they run on.
 //!
-//! Every op is relu-conv-BN as in TF-slim (REFERENCE.md §3). For the ops no released model uses,
+//! Every op is relu-conv-BN as in TF-slim (docs/semantics.md#inside-a-cell). For the ops no
+//! released model uses,
 //! and so no port defines, this crate chooses: `conv_1x3_3x1` / `conv_1x7_7x1` are relu, a 1xk
 //! conv carrying the stride, a kx1 conv, BN (tensors `conv_1xk`, `conv_kx1`, `bn`);
 //! `dil_conv_3x3` is relu, a full 3x3 conv with dilation 2, BN (`conv`, `bn`); `conv_1x1` and

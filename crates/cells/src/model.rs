@@ -1,4 +1,5 @@
-//! The whole network (REFERENCE.md §4): stem, three stacks of normal cells with a reduction cell
+//! The whole network (docs/semantics.md#the-network-around-the-cells): stem, three stacks of
+//! normal cells with a reduction cell
 //! before stacks 2 and 3, optional auxiliary head, classifier. Built from any genotype; the
 //! released NASNet-A models are `named::nasnet_a()` with the matching [`NasNetConfig`].
 //!
@@ -391,7 +392,7 @@ impl NasNet {
 
     /// Sets ScheduledDropPath's progress, `min(1, step / total_steps)` (the trainer computes it
     /// with `nasnet_trainer::drop_path_progress` before every step); every cell's keep
-    /// probability follows (REFERENCE.md §5). Takes `&self` so a shared model can be updated.
+    /// probability follows (docs/training.md#scheduleddroppath). Takes `&self` so a shared model can be updated.
     pub fn set_drop_path_progress(&self, progress: f64) {
         let p = if progress.is_finite() {
             progress.clamp(0.0, 1.0)

@@ -1,4 +1,4 @@
-//! Checks a model against a reference fixture (shared/fixtures/README.md): the public PyTorch
+//! Checks a model against a reference fixture (tests/data/README.md): the public PyTorch
 //! ports' outputs for random weights, computed in float64. The example `reference_check` and the
 //! test `tests/fixtures.rs` both run [`check_fixture`], so what the tests accept is exactly what
 //! the tool reports.
@@ -15,7 +15,7 @@ use crate::model::NasNet;
 
 impl NasNetConfig {
     /// Maps a fixture's `config.json` (`family` and the port's constructor `args`, see
-    /// `shared/fixtures/README.md`) to the configuration that reproduces that reference:
+    /// `tests/data/README.md`) to the configuration that reproduces that reference:
     /// PyTorch's BN momentum 0.1 and eps 1e-3, no dropout, no drop path, no auxiliary head.
     pub fn from_fixture_config(config: &serde_json::Value) -> Result<Self, CellsError> {
         let bad = |reason: String| CellsError::Config(format!("fixture config.json: {reason}"));

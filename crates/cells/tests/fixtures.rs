@@ -1,4 +1,4 @@
-//! The public PyTorch ports' reference outputs (shared/fixtures), reproduced through the same
+//! The public PyTorch ports' reference outputs (tests/data), reproduced through the same
 //! `reference::check_fixture` the `reference_check` example runs, in f64 and f32.
 //! Every check uses the README's tolerance.
 //!
@@ -16,11 +16,7 @@ use candle_core::DType;
 use nasnet_cells::reference::{check_fixture, FixtureReport};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
-    ))
-    .join(name)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
 }
 
 fn run(name: &str, dtype: DType) -> FixtureReport {

@@ -14,7 +14,7 @@ use nasnet_searchspace::named::nasnet_a;
 fn fixture() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/nasnet-a-mobile-tiny"
+        "/tests/data/nasnet-a-mobile-tiny"
     ))
 }
 

@@ -1,5 +1,6 @@
 //! Parameter and mult-add counts of the released NASNet-A configurations against the numbers
-//! TF-slim's own builders give (REFERENCE.md §7). Models are built shape-only (no weight memory),
+//! TF-slim's own builders give (docs/sizes.md#parameter-counts). Models are built shape-only (no
+//! weight memory),
 //! so even Large is instant.
 
 use nasnet_cells::{NasNet, NasNetConfig};
@@ -41,7 +42,7 @@ fn cifar_parameters_and_parts() {
     let cfg = NasNetConfig::cifar(6, 768).unwrap().with_aux_head(false);
     let m = count(&cfg);
     assert_eq!(m.parameter_count(), 3_346_538);
-    // Per part, as TF-slim counts them (REFERENCE.md §7).
+    // Per part, as TF-slim counts them (docs/sizes.md#per-part-counts).
     assert_eq!(part(&m, "conv0"), 2_592 + 192);
     let expected = [
         ("cell_0", 40_384),

@@ -34,7 +34,8 @@ fn block(inputs: [usize; 2], ops: [&str; 2]) -> Value {
     json!({"inputs": inputs, "ops": ops, "combine": "add"})
 }
 
-/// NASNet-A as REFERENCE.md §2 gives it (sepKxK = sep_conv_KxK, avg3x3 = avg_pool_3x3,
+/// NASNet-A as docs/search-space.md#the-released-nasnet-a-encoding gives it (sepKxK =
+/// sep_conv_KxK, avg3x3 = avg_pool_3x3,
 /// max3x3 = max_pool_3x3, identity = identity; outputs are the states marked 0 in
 /// `used_hiddenstates`).
 fn nasnet_a_expected() -> Value {
@@ -62,7 +63,7 @@ fn nasnet_a_expected() -> Value {
     })
 }
 
-/// PNASNet-5 as REFERENCE.md §2 gives it, the same cell in both roles.
+/// PNASNet-5 as docs/search-space.md#pnasnet-5 gives it, the same cell in both roles.
 fn pnasnet_5_expected() -> Value {
     let cell = json!({
         "blocks": [

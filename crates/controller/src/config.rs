@@ -1,5 +1,6 @@
 //! Configuration of the controller, its optimiser and the search strategies, as serde structs
-//! whose defaults are the paper's values (REFERENCE.md §8), plus the strategy selector.
+//! whose defaults are the paper's values (docs/search.md#the-controller), plus the strategy
+//! selector.
 
 use std::fmt;
 use std::str::FromStr;

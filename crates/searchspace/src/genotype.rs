@@ -2,7 +2,8 @@
 //!
 //! Hidden-state indices follow TF-slim: 0 is the previous cell's output, 1 the cell before it,
 //! and `2 + b` is block `b`'s output. A cell carries its output list explicitly, because the
-//! released NASNet-A does not follow the paper's "unused states" rule (REFERENCE.md §2).
+//! released NASNet-A does not follow the paper's "unused states" rule
+//! (docs/search-space.md#the-released-nasnet-a-encoding).
 
 use serde::{Deserialize, Serialize};
 

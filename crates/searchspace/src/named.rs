@@ -10,7 +10,8 @@ use crate::error::GenotypeError;
 use crate::genotype::{Block, Cell, Genotype};
 use crate::ops::Op::*;
 
-/// NASNet-A exactly as TF-slim's `nasnet_utils.py` encodes it (REFERENCE.md §2): its outputs are
+/// NASNet-A exactly as TF-slim's `nasnet_utils.py` encodes it
+/// (docs/search-space.md#the-released-nasnet-a-encoding): its outputs are
 /// the hand-set `used_hiddenstates`, not the unused-state rule.
 pub fn nasnet_a() -> Genotype {
     Genotype {

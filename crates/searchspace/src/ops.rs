@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use crate::error::GenotypeError;
 
-/// One of the 13 operations a block applies to a hidden state (paper §3, REFERENCE.md §1).
+/// One of the 13 operations a block applies to a hidden state (paper §3,
+/// docs/search-space.md#the-13-operations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Op {
     /// Pass the state through (a 1x1 relu-conv-BN when stride or filter count must change).

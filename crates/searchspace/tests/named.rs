@@ -4,7 +4,8 @@
 use nasnet_searchspace::named::{self, NAMED};
 use nasnet_searchspace::{unused_states, Block, Cell, Genotype, GenotypeError, Op, SearchSpace};
 
-/// REFERENCE.md §2, transcribed: (operations, hiddenstate_indices, used_hiddenstates).
+/// docs/search-space.md#the-released-nasnet-a-encoding, transcribed: (operations,
+/// hiddenstate_indices, used_hiddenstates).
 fn tf_slim_cell(ops: &str, indices: &[usize], used: &[u8]) -> Cell {
     let ops: Vec<Op> = ops
         .split_whitespace()

@@ -1,7 +1,8 @@
 //! Training settings, with presets for the paper's CIFAR recipe and for quick runs on small
 //! grayscale data, and the device choice.
 //!
-//! The CIFAR preset follows TF-slim's CIFAR training of NASNet (REFERENCE.md §4): SGD with
+//! The CIFAR preset follows TF-slim's CIFAR training of NASNet
+//! (docs/training.md#hyper-parameters-of-the-released-configurations): SGD with
 //! Nesterov momentum 0.9, learning rate 0.025 with cosine decay, gradient clipping at 5, L2
 //! weight decay 5e-4, auxiliary loss weight 0.4, padded random crops and flips. The quick preset
 //! is tuned for few-epoch runs on Fashion-MNIST-sized data (learning rate 0.1, batch 64, flips

@@ -1,5 +1,5 @@
 //! nasnet-trainer: turns nasnet-cells' models into trained classifiers, as TF-slim's NASNet
-//! training does (REFERENCE.md §4, §5), and trains the children of the architecture search.
+//! training does (docs/training.md), and trains the children of the architecture search.
 //!
 //! - [`data`]: strict readers (IDX, CIFAR binary, image folders), the embedded Fashion-MNIST
 //!   subset, and the seeded train / validation / test split;

@@ -99,7 +99,7 @@ impl ScheduleConfig {
 }
 
 /// ScheduledDropPath progress at global step `step` of `total_steps`: `min(1, step / total)`
-/// (REFERENCE.md §5; the model multiplies each cell's drop rate by it).
+/// (docs/training.md#scheduleddroppath; the model multiplies each cell's drop rate by it).
 pub fn drop_path_progress(step: usize, total_steps: usize) -> f64 {
     if total_steps == 0 {
         return 1.0;

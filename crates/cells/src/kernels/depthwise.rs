@@ -1,7 +1,8 @@
 //! Depthwise convolution as three candle custom ops: the forward, and the two halves of its
 //! backward (input gradient, weight gradient). The backward halves are ops of their own so that
 //! the gradient is computed by the same multi-threaded loops instead of candle's grouped conv,
-//! whose backward cost grows with the square of the channel count (REFERENCE.md §9).
+//! whose backward cost grows with the square of the channel count
+//! (docs/candle-gaps.md#grouped-convolution).
 //!
 //! The ReLU that NASNet applies before every depthwise conv can be fused in: the forward reads
 //! `max(x, 0)` and the backward masks the input gradient with `x > 0` (TF's and PyTorch's

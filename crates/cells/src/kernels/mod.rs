@@ -1,4 +1,4 @@
-//! Custom candle kernels NASNet needs and candle lacks (REFERENCE.md §9): depthwise convolution
+//! Custom candle kernels NASNet needs and candle lacks (docs/candle-gaps.md): depthwise convolution
 //! (optionally with the preceding ReLU fused in) and padded average / max pooling, each with a
 //! backward, multi-threaded over (batch, channel) planes with rayon.
 //!
@@ -45,7 +45,8 @@ pub struct Padding2d {
 }
 
 impl Padding2d {
-    /// TF SAME padding computed from the actual input size (REFERENCE.md §6), so that models
+    /// TF SAME padding computed from the actual input size (docs/semantics.md#padding), so that
+    /// models
     /// reproduce TF/timm at any resolution rather than only the one a port hard-coded:
     /// `out = ceil(in / stride)`, `pad = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`,
     /// `pad / 2` before and the rest after. A stride of 0 is treated as 1.
@@ -93,7 +94,8 @@ impl Padding2d {
 /// Whether an average pool counts padded zeros in the divisor.
 ///
 /// TF (and the paper) exclude them; timm's stride-2 average pools zero-pad first and so include
-/// them, which a model must reproduce to match timm's logits (REFERENCE.md §6).
+/// them, which a model must reproduce to match timm's logits
+/// (docs/semantics.md#the-ports-stride-2-average-pool).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AvgPoolCount {
     /// Divide each window by the number of real input pixels it covers (TF SAME).

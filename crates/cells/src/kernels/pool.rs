@@ -1,5 +1,6 @@
 //! Padded average and max pooling as candle custom ops with backward. candle's own pools take no
-//! padding and cannot backpropagate unless kernel == stride (REFERENCE.md §9), while NASNet uses
+//! padding and cannot backpropagate unless kernel == stride (docs/candle-gaps.md#pooling), while
+//! NASNet uses
 //! SAME-padded 3x3 pools with stride 1 and 2 everywhere.
 //!
 //! Average pooling reuses the depthwise loops with an all-ones kernel and then scales by a

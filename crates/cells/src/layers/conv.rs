@@ -288,7 +288,7 @@ pub(crate) fn subsample2(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// Factorized reduction to `f` filters at stride 2 (REFERENCE.md §3): two half-width paths, the
+/// Factorized reduction to `f` filters at stride 2 (docs/semantics.md#factorized-reduction): two half-width paths, the
 /// second shifted by one pixel, concatenated, then BN; optionally preceded by ReLU. Names follow
 /// the ports: `path_1.conv`, `path_2.conv`, `final_path_bn`.
 #[derive(Debug, Clone)]

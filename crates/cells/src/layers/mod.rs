@@ -1,4 +1,4 @@
-//! The building blocks every cell is made of (REFERENCE.md §3): SAME-padded convolutions,
+//! The building blocks every cell is made of (docs/semantics.md#inside-a-cell): SAME-padded convolutions,
 //! relu-conv-BN units, separable convs, pooling with optional projection, factorized reduction,
 //! the 13 searchable ops, normalising combines and ScheduledDropPath.
 //!

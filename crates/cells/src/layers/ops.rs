@@ -1,4 +1,4 @@
-//! The 13 searchable ops (REFERENCE.md §3) built from the convolution units, pooling with an
+//! The 13 searchable ops (docs/semantics.md#inside-a-cell) built from the convolution units, pooling with an
 //! optional projection, and ScheduledDropPath.
 
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl Pool {
     }
 }
 
-/// ScheduledDropPath for one cell (REFERENCE.md §5), sharing the training progress and the
+/// ScheduledDropPath for one cell (docs/training.md#scheduleddroppath), sharing the training progress and the
 /// mask stream with the whole model so one call to `set_drop_path_progress` moves every cell.
 #[derive(Debug, Clone)]
 pub(crate) struct DropPath {
