@@ -193,7 +193,7 @@ fn open_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
     let Some(dir) = &args.run_dir else {
         return Err(user_error("--resume needs --run-dir"));
     };
-    let run = RunDir::open(dir)?;
+    let run = RunDir::resume(dir)?;
     let mut config: SearchConfig = serde_json::from_value(run.config()?)
         .with_context(|| format!("{}/config.json is not a search config", dir.display()))?;
     if let Some(t) = args.trials {
