@@ -58,7 +58,8 @@ pub fn table(trials: &[TrialRecord], top: usize) -> String {
         .iter()
         .filter(|t| t.status == TrialStatus::Failed)
         .count();
-    let seconds: f64 = trials.iter().map(|t| t.seconds).sum();
+    // Summed from +0.0: f64's `sum` of nothing is -0.0, which prints as "-0".
+    let seconds = trials.iter().fold(0.0, |total, t| total + t.seconds);
     let _ = writeln!(
         s,
         "{} trials finished ({} failed), {:.0} child-seconds in all",

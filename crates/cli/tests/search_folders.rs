@@ -1,5 +1,6 @@
 //! A search's run folder with real `nasnet` processes: one search at a time writes it (a second
-//! `search` on a running folder exits at once and changes nothing, while `report` still reads it).
+//! `search` on a running folder exits at once and changes nothing, while `report` still reads it);
+//! `report` on a run with no finished trial.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -150,5 +151,26 @@ fn a_second_search_on_a_running_folder_exits_at_once_and_changes_nothing() {
     );
     first.kill().unwrap();
     first.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn report_on_a_run_with_no_finished_trial_counts_zero_seconds() {
+    let base = temp_dir("empty");
+    let run = base.join("run");
+    let mut search = start_slow_search(&run);
+    wait_for_first_child(&mut search, &run);
+    search.kill().unwrap();
+    search.wait().unwrap();
+    assert!(!run.join("trials.jsonl").exists(), "a child finished");
+
+    let report = run_to_end(nasnet().arg("report").arg(&run));
+    assert!(report.status.success(), "report: {}", stderr(&report));
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    let summary = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        summary, "0 trials finished (0 failed), 0 child-seconds in all",
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&base);
 }
