@@ -1,6 +1,7 @@
 //! A search's run folder with real `nasnet` processes: one search at a time writes it (a second
 //! `search` on a running folder exits at once and changes nothing, while `report` still reads it);
-//! `report` on a run with no finished trial.
+//! `report` on a run with no finished trial; a worker killed by a signal is retried, and a trial
+//! killed on every attempt is recorded failed with its attempts while the search goes on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,28 +19,33 @@ fn temp_dir(tag: &str) -> PathBuf {
     p
 }
 
+/// A tiny search in `run` (one worker, random strategy, 1@24 children on 256 images), with
+/// `extra` flags after the defaults.
+fn tiny_search(run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = nasnet();
+    cmd.args([
+        "search",
+        "--train-limit",
+        "256",
+        "--val-size",
+        "128",
+        "--child-net",
+        "1@24",
+        "--workers",
+        "1",
+        "--strategy",
+        "random",
+    ])
+    .args(extra)
+    .arg("--run-dir")
+    .arg(run);
+    cmd
+}
+
 /// A search whose first child trains for minutes (1,000 epochs), so it is still running while
 /// the test looks at its folder.
 fn start_slow_search(run: &Path) -> Child {
-    nasnet()
-        .args([
-            "search",
-            "--quiet",
-            "--trials",
-            "2",
-            "--train-limit",
-            "256",
-            "--val-size",
-            "128",
-            "--child-net",
-            "1@24",
-            "--child-epochs",
-            "1000",
-            "--workers",
-            "1",
-            "--run-dir",
-        ])
-        .arg(run)
+    tiny_search(run, &["--quiet", "--trials", "2", "--child-epochs", "1000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -172,5 +178,51 @@ fn report_on_a_run_with_no_finished_trial_counts_zero_seconds() {
         summary, "0 trials finished (0 failed), 0 child-seconds in all",
         "{text}"
     );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn trial_lines(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_by_a_signal_is_retried_and_a_trial_killed_every_time_fails() {
+    let base = temp_dir("killed");
+    let run = base.join("run");
+    // Trial 0's worker is SIGKILLed on every attempt, trial 1's on its first only.
+    let out =
+        run_to_end(tiny_search(&run, &["--trials", "3"]).env("NASNET_TEST_KILL_WORKER", "0,1:1"));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let trials = trial_lines(&run);
+    let by_id = |id: u64| {
+        trials
+            .iter()
+            .find(|t| t["trial"] == id)
+            .unwrap_or_else(|| panic!("trial {id} not recorded: {trials:?}"))
+    };
+    assert_eq!(trials.len(), 3, "{trials:?}");
+    let always_killed = by_id(0);
+    assert_eq!(always_killed["status"], "failed");
+    assert_eq!(always_killed["attempts"], 3);
+    let message = always_killed["error"].as_str().unwrap();
+    assert!(message.contains("killed by signal 9"), "{message}");
+    let killed_once = by_id(1);
+    assert_eq!(killed_once["status"], "ok", "{killed_once}");
+    assert_eq!(killed_once["attempts"], 2);
+    assert!(run.join("trials/000001/stderr-attempt-1.log").is_file());
+    assert_eq!(by_id(2)["attempts"], 1);
+
+    // The progress line of the failed first child shows no best yet, never its 0.
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("[1/3]"))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(first.contains("trial 0 FAILED"), "{first}");
+    assert!(first.contains("best none yet"), "{first}");
+    assert!(!err.contains("(trial 0)"), "trial 0 shown as best: {err}");
     let _ = std::fs::remove_dir_all(&base);
 }

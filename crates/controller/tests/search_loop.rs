@@ -38,6 +38,7 @@ fn evaluate(spec: &TrialSpec) -> TrialOutcome {
         params: 1000 + spec.trial,
         seconds: 0.0,
         error: None,
+        attempts: 1,
     }
 }
 

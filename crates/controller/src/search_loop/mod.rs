@@ -291,6 +291,7 @@ pub fn run_search(
             params: outcome.params,
             seconds: outcome.seconds,
             error: outcome.error.clone(),
+            attempts: outcome.attempts,
         };
         run.append_trial(&record)?;
         strategy.observe(record.trial, &record.genotype, record.reward)?;

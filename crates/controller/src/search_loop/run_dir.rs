@@ -53,6 +53,9 @@ pub struct TrialRecord {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How many times the child was started (a backend retries a worker the system killed).
+    #[serde(default = "super::backend::one_attempt")]
+    pub attempts: u32,
 }
 
 /// The loop's own part of a checkpoint.
