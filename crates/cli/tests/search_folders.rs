@@ -13,7 +13,10 @@ fn nasnet() -> Command {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-folders-{tag}-{}", std::process::id()));
+    let p = std::env::temp_dir().join(format!(
+        "nasnet-search-folders-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
     p
@@ -42,22 +45,33 @@ fn tiny_search(run: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// A running search, killed (SIGKILL) when dropped, so a failing test leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A search whose first child trains for minutes (1,000 epochs), so it is still running while
 /// the test looks at its folder.
-fn start_slow_search(run: &Path) -> Child {
-    tiny_search(run, &["--quiet", "--trials", "2", "--child-epochs", "1000"])
+fn start_slow_search(run: &Path) -> Running {
+    let child = tiny_search(run, &["--quiet", "--trials", "2", "--child-epochs", "1000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 /// Waits until the search has handed its first child to a worker: from then on the search
 /// process writes nothing until that child ends.
-fn wait_for_first_child(search: &mut Child, run: &Path) {
+fn wait_for_first_child(search: &mut Running, run: &Path) {
     let start = Instant::now();
     while !run.join("trials/000000/job.json").exists() {
-        if let Some(status) = search.try_wait().unwrap() {
+        if let Some(status) = search.0.try_wait().unwrap() {
             panic!("search exited early: {status}");
         }
         assert!(
@@ -152,11 +166,10 @@ fn a_second_search_on_a_running_folder_exits_at_once_and_changes_nothing() {
 
     assert_eq!(snapshot(&run), before, "the run folder changed");
     assert!(
-        first.try_wait().unwrap().is_none(),
+        first.0.try_wait().unwrap().is_none(),
         "the first search was disturbed"
     );
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     let _ = std::fs::remove_dir_all(&base);
 }
 
@@ -166,8 +179,7 @@ fn report_on_a_run_with_no_finished_trial_counts_zero_seconds() {
     let run = base.join("run");
     let mut search = start_slow_search(&run);
     wait_for_first_child(&mut search, &run);
-    search.kill().unwrap();
-    search.wait().unwrap();
+    drop(search); // SIGKILL
     assert!(!run.join("trials.jsonl").exists(), "a child finished");
 
     let report = run_to_end(nasnet().arg("report").arg(&run));
