@@ -1,6 +1,10 @@
 //! The search's default backend: every child trains in its own process (this binary re-invoked as
 //! `nasnet worker JOB.json`), so a crash or an out-of-memory in one child cannot take the search
 //! down. Children report progress as JSON lines on stdout and their result in `result.json`.
+//!
+//! A worker killed by a signal (the OOM killer's SIGKILL, an operator's kill) failed for a reason
+//! outside its architecture, so the trial is started again, up to [`MAX_ATTEMPTS`] times in all,
+//! before it is recorded as failed; the record says how many attempts it took.
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,6 +30,24 @@ pub struct WorkerJob {
     pub child: ChildSpec,
     /// Where the worker writes `result.json` and its logs.
     pub dir: PathBuf,
+    /// Which start of this trial this is (1 for the first; more after a worker was killed).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// Starts of one trial at most: a worker killed by a signal is retried twice.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// A trial handed to a worker process.
+struct Running {
+    spec: TrialSpec,
+    /// When the first attempt started: the trial's seconds count every attempt.
+    started: Instant,
+    attempt: u32,
 }
 
 /// A progress line a worker prints on stdout.
@@ -60,7 +82,7 @@ pub struct ProcessBackend {
     run: RunDir,
     child: ChildSpec,
     workers: usize,
-    started: HashMap<u64, Instant>,
+    running: HashMap<u64, Running>,
     progress: HashMap<u64, WorkerProgress>,
     tx: Sender<Message>,
     rx: Receiver<Message>,
@@ -81,7 +103,7 @@ impl ProcessBackend {
             run,
             child,
             workers: workers.max(1),
-            started: HashMap::new(),
+            running: HashMap::new(),
             progress: HashMap::new(),
             tx,
             rx,
@@ -122,6 +144,19 @@ impl ProcessBackend {
     }
 }
 
+/// The signal that killed a worker, if one did.
+#[cfg(unix)]
+fn killing_signal(status: &std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+/// The signal that killed a worker, if one did (no signals here).
+#[cfg(not(unix))]
+fn killing_signal(_status: &std::process::ExitStatus) -> Option<i32> {
+    None
+}
+
 fn stderr_tail(dir: &Path) -> String {
     let text = fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -129,31 +164,30 @@ fn stderr_tail(dir: &Path) -> String {
     tail.join(" | ")
 }
 
-impl Backend for ProcessBackend {
-    fn capacity(&self) -> usize {
-        self.workers
+fn io_err(path: &Path, source: std::io::Error) -> SearchError {
+    SearchError::Io {
+        path: path.to_path_buf(),
+        source,
     }
+}
 
-    fn submit(&mut self, spec: &TrialSpec) -> Result<(), SearchError> {
+impl ProcessBackend {
+    /// Writes the job of `spec`'s attempt `attempt` into its trial folder and starts a worker on
+    /// it, with a thread forwarding its progress lines and its exit.
+    fn launch(&mut self, spec: &TrialSpec, attempt: u32) -> Result<(), SearchError> {
         let dir = self.run.trial_dir(spec.trial);
-        let io = |path: &Path, source| SearchError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        if dir.exists() {
-            // A resubmitted trial starts from scratch.
-            fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        }
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let job = WorkerJob {
             spec: spec.clone(),
             child: self.child.clone(),
             dir: dir.clone(),
+            attempt,
         };
         let job_path = dir.join("job.json");
         let text = serde_json::to_string_pretty(&job).expect("jobs serialise");
         write_atomic(&job_path, text.as_bytes())?;
-        let mut child = self.spawn(&job_path, &dir).map_err(|e| io(&self.exe, e))?;
+        let mut child = self
+            .spawn(&job_path, &dir)
+            .map_err(|e| io_err(&self.exe, e))?;
         let stdout = child.stdout.take();
         let tx = self.tx.clone();
         let trial = spec.trial;
@@ -168,12 +202,103 @@ impl Backend for ProcessBackend {
             let status = child.wait().map_err(|e| e.to_string());
             let _ = tx.send(Message::Exited { trial, status });
         });
-        self.started.insert(spec.trial, Instant::now());
+        Ok(())
+    }
+
+    /// Handles the exit of `trial`'s worker: its outcome, or `None` when the worker was killed
+    /// by a signal and has been started again.
+    fn finish(
+        &mut self,
+        trial: u64,
+        status: Result<std::process::ExitStatus, String>,
+    ) -> Result<Option<TrialOutcome>, SearchError> {
+        let Some(running) = self.running.remove(&trial) else {
+            return Err(SearchError::Backend(format!(
+                "worker of trial {trial} exited, but it was not running"
+            )));
+        };
+        let dir = self.run.trial_dir(trial);
+        let signal = status.as_ref().ok().and_then(killing_signal);
+        if let Some(signal) = signal.filter(|_| running.attempt < MAX_ATTEMPTS) {
+            self.retry(running, signal)?;
+            return Ok(None);
+        }
+        let seconds = running.started.elapsed().as_secs_f64();
+        let result = fs::read_to_string(dir.join("result.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<TrialOutcome>(&t).ok());
+        let mut outcome = match (status, result) {
+            (Ok(s), Some(mut r)) if s.success() && r.trial == trial => {
+                r.seconds = seconds;
+                r
+            }
+            (Ok(_), _) if signal.is_some() => TrialOutcome::failed(
+                trial,
+                seconds,
+                format!(
+                    "worker killed by signal {} on each of {} attempts (out of memory?)",
+                    signal.unwrap_or_default(),
+                    running.attempt
+                ),
+            ),
+            (Ok(s), _) => TrialOutcome::failed(
+                trial,
+                seconds,
+                format!("worker exited with {s}: {}", stderr_tail(&dir)),
+            ),
+            (Err(e), _) => TrialOutcome::failed(trial, seconds, e),
+        };
+        outcome.attempts = running.attempt;
+        Ok(Some(outcome))
+    }
+
+    /// Starts a killed trial again in its folder, keeping the killed attempt's log as
+    /// `stderr-attempt-N.log` and dropping any result it left.
+    fn retry(&mut self, mut running: Running, signal: i32) -> Result<(), SearchError> {
+        let dir = self.run.trial_dir(running.spec.trial);
+        let log = dir.join("stderr.log");
+        let kept = dir.join(format!("stderr-attempt-{}.log", running.attempt));
+        let note = format!("worker killed by signal {signal}; starting it again\n");
+        let mut text = fs::read(&log).unwrap_or_default();
+        text.extend_from_slice(note.as_bytes());
+        fs::write(&kept, text).map_err(|e| io_err(&kept, e))?;
+        let result = dir.join("result.json");
+        if result.exists() {
+            fs::remove_file(&result).map_err(|e| io_err(&result, e))?;
+        }
+        running.attempt += 1;
+        self.launch(&running.spec, running.attempt)?;
+        self.running.insert(running.spec.trial, running);
+        Ok(())
+    }
+}
+
+impl Backend for ProcessBackend {
+    fn capacity(&self) -> usize {
+        self.workers
+    }
+
+    fn submit(&mut self, spec: &TrialSpec) -> Result<(), SearchError> {
+        let dir = self.run.trial_dir(spec.trial);
+        if dir.exists() {
+            // A resubmitted trial starts from scratch.
+            fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        self.launch(spec, 1)?;
+        self.running.insert(
+            spec.trial,
+            Running {
+                spec: spec.clone(),
+                started: Instant::now(),
+                attempt: 1,
+            },
+        );
         Ok(())
     }
 
     fn next_outcome(&mut self) -> Result<TrialOutcome, SearchError> {
-        if self.started.is_empty() {
+        if self.running.is_empty() {
             return Err(SearchError::NothingRunning);
         }
         loop {
@@ -187,28 +312,10 @@ impl Backend for ProcessBackend {
                     (self.on_progress)(&self.progress);
                 }
                 Message::Exited { trial, status } => {
-                    let seconds = self
-                        .started
-                        .remove(&trial)
-                        .map_or(0.0, |t| t.elapsed().as_secs_f64());
                     self.progress.remove(&trial);
-                    let dir = self.run.trial_dir(trial);
-                    let result = fs::read_to_string(dir.join("result.json"))
-                        .ok()
-                        .and_then(|t| serde_json::from_str::<TrialOutcome>(&t).ok());
-                    let outcome = match (status, result) {
-                        (Ok(s), Some(mut r)) if s.success() && r.trial == trial => {
-                            r.seconds = seconds;
-                            r
-                        }
-                        (Ok(s), _) => TrialOutcome::failed(
-                            trial,
-                            seconds,
-                            format!("worker exited with {s}: {}", stderr_tail(&dir)),
-                        ),
-                        (Err(e), _) => TrialOutcome::failed(trial, seconds, e),
-                    };
-                    return Ok(outcome);
+                    if let Some(outcome) = self.finish(trial, status)? {
+                        return Ok(outcome);
+                    }
                 }
             }
         }

@@ -42,10 +42,15 @@ pub fn run(args: &ReportArgs) -> Result<()> {
 /// The trials sorted best first (failed ones last, then by trial id).
 pub fn ranked(trials: &[TrialRecord]) -> Vec<&TrialRecord> {
     let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
+    let failed = |t: &TrialRecord| t.status != TrialStatus::Ok;
     sorted.sort_by(|a, b| {
-        b.reward
-            .partial_cmp(&a.reward)
-            .unwrap_or(std::cmp::Ordering::Equal)
+        failed(a)
+            .cmp(&failed(b))
+            .then(
+                b.reward
+                    .partial_cmp(&a.reward)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
             .then(a.trial.cmp(&b.trial))
     });
     sorted
@@ -58,7 +63,8 @@ pub fn table(trials: &[TrialRecord], top: usize) -> String {
         .iter()
         .filter(|t| t.status == TrialStatus::Failed)
         .count();
-    let seconds: f64 = trials.iter().map(|t| t.seconds).sum();
+    // Summed from +0.0: f64's `sum` of nothing is -0.0, which prints as "-0".
+    let seconds = trials.iter().fold(0.0, |total, t| total + t.seconds);
     let _ = writeln!(
         s,
         "{} trials finished ({} failed), {:.0} child-seconds in all",
@@ -89,7 +95,8 @@ pub fn table(trials: &[TrialRecord], top: usize) -> String {
     s
 }
 
-/// Writes `reward.svg` and `best.dot` into `out`; returns the paths written.
+/// Writes `reward.svg` and (when a trial succeeded) `best.dot` into `out`; returns the paths
+/// written.
 pub fn write_files(trials: &[TrialRecord], out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
@@ -97,7 +104,11 @@ pub fn write_files(trials: &[TrialRecord], out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::write(&svg, reward_svg(trials))
         .with_context(|| format!("writing {}", svg.display()))?;
     written.push(svg);
-    if let Some(best) = ranked(trials).first() {
+    // The best cell is a successful one: a failed child is never drawn as the best.
+    if let Some(best) = ranked(trials)
+        .first()
+        .filter(|t| t.status == TrialStatus::Ok)
+    {
         let dot = out.join("best.dot");
         let title = format!("trial {} (reward {:.4})", best.trial, best.reward);
         std::fs::write(&dot, genotype_to_dot_titled(&best.genotype, &title))

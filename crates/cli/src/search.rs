@@ -193,7 +193,7 @@ fn open_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
     let Some(dir) = &args.run_dir else {
         return Err(user_error("--resume needs --run-dir"));
     };
-    let run = RunDir::open(dir)?;
+    let run = RunDir::resume(dir)?;
     let mut config: SearchConfig = serde_json::from_value(run.config()?)
         .with_context(|| format!("{}/config.json is not a search config", dir.display()))?;
     if let Some(t) = args.trials {
@@ -306,10 +306,13 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                     let best = best.as_ref().map_or("none yet".into(), |b| {
                         format!("{:.4} (trial {})", b.reward, b.trial)
                     });
-                    let status = match &record.error {
+                    let mut status = match &record.error {
                         Some(e) => format!("FAILED: {e}"),
                         None => format!("reward {:.4}", record.reward),
                     };
+                    if record.attempts > 1 && record.error.is_none() {
+                        status.push_str(&format!(" after {} attempts", record.attempts));
+                    }
                     eprintln!(
                         "[{done}/{budget}] trial {} {status} ({} params, {:.1}s) | best {best} | {:.0}s elapsed",
                         record.trial,

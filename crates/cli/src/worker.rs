@@ -1,6 +1,11 @@
 //! `nasnet worker JOB.json`: trains one search child in this process (with the trainer library's
 //! [`train_child`]) and writes its outcome to `result.json` in the job's folder. The search starts one worker per child (see
 //! `process_backend`), so a crash here costs one trial, never the search. Not meant to be typed.
+//!
+//! Test hook: `NASNET_TEST_KILL_WORKER=TRIAL[:ATTEMPTS],...` makes the worker of trial `TRIAL`
+//! kill itself with SIGKILL (as the OOM killer would) on its first `ATTEMPTS` attempts, or on
+//! every attempt when `:ATTEMPTS` is left out. The search's retry of killed workers is tested
+//! with it; it has no other use.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -71,6 +76,7 @@ fn train_job(job: &WorkerJob) -> TrialOutcome {
             params: result.params,
             seconds: result.seconds,
             error: None,
+            attempts: job.attempt,
         },
         Err(e) => {
             let params = e.params();
@@ -83,14 +89,58 @@ fn train_job(job: &WorkerJob) -> TrialOutcome {
     }
 }
 
+/// The environment variable of the test hook (see the module documentation).
+const KILL_HOOK: &str = "NASNET_TEST_KILL_WORKER";
+
+/// Whether the test hook `spec` (`TRIAL[:ATTEMPTS],...`) asks attempt `attempt` of `trial` to be
+/// killed. Entries that do not parse are ignored.
+fn hook_kills(spec: &str, trial: u64, attempt: u32) -> bool {
+    spec.split(',').any(|entry| {
+        let (id, attempts) = match entry.trim().split_once(':') {
+            Some((id, n)) => (id, n.parse::<u32>().ok()),
+            None => (entry.trim(), Some(u32::MAX)),
+        };
+        id.parse::<u64>() == Ok(trial) && attempts.is_some_and(|n| attempt <= n)
+    })
+}
+
+/// Kills this process with SIGKILL when the test hook asks for it.
+fn apply_kill_hook(job: &WorkerJob) {
+    let Ok(spec) = std::env::var(KILL_HOOK) else {
+        return;
+    };
+    if hook_kills(&spec, job.spec.trial, job.attempt) {
+        #[cfg(unix)]
+        // SAFETY: `kill` on this process's own id has no memory-safety preconditions; SIGKILL
+        // ends the process at once.
+        unsafe {
+            libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
 /// Runs `nasnet worker`.
 pub fn run(args: &WorkerArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.job)
         .with_context(|| format!("reading {}", args.job.display()))?;
     let job: WorkerJob = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a worker job", args.job.display()))?;
+    apply_kill_hook(&job);
     let outcome = train_job(&job);
     let text = serde_json::to_string_pretty(&outcome)?;
     write_atomic(&job.dir.join("result.json"), text.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hook_kills;
+
+    #[test]
+    fn the_kill_hook_names_trials_and_attempts() {
+        assert!(hook_kills("3", 3, 1) && hook_kills("3", 3, 7));
+        assert!(hook_kills("1:1,3", 1, 1) && !hook_kills("1:1,3", 1, 2));
+        assert!(!hook_kills("1:1,3", 2, 1));
+        assert!(!hook_kills("x,1:y", 1, 1));
+    }
 }

@@ -38,6 +38,7 @@ fn evaluate(spec: &TrialSpec) -> TrialOutcome {
         params: 1000 + spec.trial,
         seconds: 0.0,
         error: None,
+        attempts: 1,
     }
 }
 
@@ -157,7 +158,8 @@ fn an_interrupted_search_resumes_without_losing_or_repeating_trials() {
         drop(f);
 
         // Second invocation, fresh strategy object: restores and finishes.
-        let run = RunDir::open(tmp.path()).unwrap();
+        drop(run);
+        let run = RunDir::resume(tmp.path()).unwrap();
         let mut s = strategy(kind);
         let mut backend = FnBackend::new(evaluate);
         let mut resumed = None;
@@ -215,6 +217,46 @@ fn a_new_run_refuses_a_folder_that_holds_one() {
     assert!(matches!(err, SearchError::RunExists(_)));
     let err = RunDir::open(&tmp.path().join("nope")).unwrap_err();
     assert!(err.to_string().contains("not a search run folder"));
+}
+
+#[test]
+fn one_search_at_a_time_holds_a_run_folder_and_readers_never_write() {
+    let tmp = tempdir();
+    let owner = RunDir::create(tmp.path(), &config()).unwrap();
+    assert!(owner.is_owner());
+    let err = RunDir::resume(tmp.path()).unwrap_err();
+    assert!(matches!(err, SearchError::InUse(_)), "{err}");
+    let err = RunDir::create(tmp.path(), &config()).unwrap_err();
+    assert!(matches!(err, SearchError::InUse(_)), "{err}");
+
+    // A reader opens the locked folder but cannot write or repair it.
+    let reader = RunDir::open(tmp.path()).unwrap();
+    assert!(!reader.is_owner());
+    assert!(reader.read_trials(false).unwrap().is_empty());
+    let err = reader.read_trials(true).unwrap_err();
+    assert!(matches!(err, SearchError::ReadOnly(_)), "{err}");
+    let err = reader
+        .save_checkpoint(&Default::default(), |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(err, SearchError::ReadOnly(_)), "{err}");
+    let mut s = strategy(StrategyKind::Random);
+    let mut backend = FnBackend::new(evaluate);
+    let err = run_search(s.as_mut(), &mut backend, &reader, 1, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, SearchError::ReadOnly(_)), "{err}");
+    assert!(
+        !tmp.path().join("state/CURRENT").exists(),
+        "nothing written"
+    );
+
+    // A clone shares the lock; dropping every owner releases it.
+    let clone = owner.clone();
+    drop(owner);
+    assert!(matches!(
+        RunDir::resume(tmp.path()).unwrap_err(),
+        SearchError::InUse(_)
+    ));
+    drop(clone);
+    assert!(RunDir::resume(tmp.path()).unwrap().is_owner());
 }
 
 /// A temporary folder removed on drop.

@@ -44,6 +44,15 @@ pub struct TrialOutcome {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How many times the child was started: more than 1 when a backend retried it after an
+    /// infrastructure failure (a worker killed by the system), not the architecture's.
+    #[serde(default = "one_attempt")]
+    pub attempts: u32,
+}
+
+/// The attempts of a record written before retries were counted.
+pub(crate) fn one_attempt() -> u32 {
+    1
 }
 
 impl TrialOutcome {
@@ -56,6 +65,7 @@ impl TrialOutcome {
             params: 0,
             seconds,
             error: Some(error.into()),
+            attempts: 1,
         }
     }
 }

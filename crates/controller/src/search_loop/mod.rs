@@ -54,6 +54,15 @@ pub enum SearchError {
     /// A folder without a run's config.json was given to resume or report.
     #[error("{0} is not a search run folder (no config.json)")]
     NotARun(PathBuf),
+    /// Another search holds the run folder's lock (it is running in it).
+    #[error(
+        "{0} is in use by another search (one search at a time writes a run folder; \
+         `nasnet report` can read it meanwhile)"
+    )]
+    InUse(PathBuf),
+    /// A write was asked of a run folder opened read-only.
+    #[error("{0} was opened read-only: only the search holding its lock writes it")]
+    ReadOnly(PathBuf),
     /// The strategy failed (or could not be restored from the run's checkpoint).
     #[error("strategy")]
     Strategy(#[from] ControllerError),
@@ -69,9 +78,9 @@ pub enum SearchError {
 }
 
 impl SearchError {
-    /// Whether the user can fix it: a folder that holds a run (or none), a run file that is
-    /// corrupt or contradicts the others, a file that cannot be read or written. A strategy or
-    /// backend failure is not.
+    /// Whether the user can fix it: a folder that holds a run (or none, or is in use by another
+    /// search), a run file that is corrupt or contradicts the others, a file that cannot be read
+    /// or written. A strategy or backend failure, or a write through a read-only handle, is not.
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
@@ -79,6 +88,7 @@ impl SearchError {
                 | SearchError::Corrupt { .. }
                 | SearchError::RunExists(_)
                 | SearchError::NotARun(_)
+                | SearchError::InUse(_)
                 | SearchError::Inconsistent(_)
         )
     }
@@ -151,6 +161,8 @@ pub fn best_of(records: &[TrialRecord]) -> Option<TrialRecord> {
 /// fresh-or-restore choice, reading the run's checkpoint once. A fresh run (no checkpoint)
 /// starts at trial 0; a run with a checkpoint restores the strategy from it first. `on_event`
 /// sees every submission and result. `best.json` is only ever written from a successful trial.
+/// `run` must hold the folder's lock ([`RunDir::create`] or [`RunDir::resume`]); a read-only
+/// handle is [`SearchError::ReadOnly`].
 pub fn run_search(
     strategy: &mut dyn Strategy,
     backend: &mut dyn Backend,
@@ -279,6 +291,7 @@ pub fn run_search(
             params: outcome.params,
             seconds: outcome.seconds,
             error: outcome.error.clone(),
+            attempts: outcome.attempts,
         };
         run.append_trial(&record)?;
         strategy.observe(record.trial, &record.genotype, record.reward)?;

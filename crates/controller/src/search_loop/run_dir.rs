@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! RUN_DIR/
+//!   lock               held (an OS file lock) by the one search that writes the folder
 //!   config.json        the search configuration (written once)
 //!   trials.jsonl       one line per finished child, appended and fsynced before anything else
 //!   best.json          the best genotype so far (plain genotype JSON: `nasnet train --arch` reads it)
@@ -15,11 +16,17 @@
 //! at it, so a crash leaves either the old or the new checkpoint, never half of one. A torn last
 //! line of `trials.jsonl` (killed mid-append) is cut off on open; that trial is still in flight in
 //! the checkpoint and is trained again.
+//!
+//! One search at a time writes a run folder: [`RunDir::create`] and [`RunDir::resume`] take an
+//! exclusive OS lock on `lock` (released when the process ends, however it ends, so a killed
+//! search never leaves a stale lock) and refuse a folder another search holds. [`RunDir::open`]
+//! is for readers (`nasnet report`): it takes no lock and can never modify the folder.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nasnet_cells::durable;
 use nasnet_searchspace::Genotype;
@@ -46,6 +53,9 @@ pub struct TrialRecord {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How many times the child was started (a backend retries a worker the system killed).
+    #[serde(default = "super::backend::one_attempt")]
+    pub attempts: u32,
 }
 
 /// The loop's own part of a checkpoint.
@@ -59,10 +69,16 @@ pub struct LoopState {
     pub observed: BTreeSet<u64>,
 }
 
-/// An open run folder.
+/// The lock file of a run folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// An open run folder: owned (holding its lock, so it may be written) or read-only.
+///
+/// Clones share the lock, which is released when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
+    lock: Option<Arc<File>>,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> SearchError {
@@ -77,30 +93,88 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
     Ok(durable::atomic_write(path, bytes)?)
 }
 
+/// Takes the exclusive lock of run folder `root` (creating its lock file when `create`), or
+/// says that another process holds it. `Ok(None)`: there is no lock file and `create` is off.
+fn lock_run(root: &Path, create: bool) -> Result<Option<File>, SearchError> {
+    let path = root.join(LOCK_FILE);
+    let file = match OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path, e)),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SearchError::InUse(root.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, e)),
+    }
+}
+
 impl RunDir {
-    /// Creates a new run folder holding `config`; refuses one that already holds a run.
+    /// Creates a new run folder holding `config` and takes its lock; refuses one that already
+    /// holds a run (saying so when another search is running in it).
     pub fn create(root: &Path, config: &serde_json::Value) -> Result<Self, SearchError> {
         if root.join("config.json").exists() {
+            // A running search is the likelier mistake to report; the lock is dropped at once.
+            lock_run(root, false)?;
             return Err(SearchError::RunExists(root.to_path_buf()));
         }
         fs::create_dir_all(root.join("state")).map_err(|e| io_err(root, e))?;
         fs::create_dir_all(root.join("trials")).map_err(|e| io_err(root, e))?;
+        let lock = lock_run(root, true)?;
+        if root.join("config.json").exists() {
+            // Another search created the run between the check above and the lock.
+            return Err(SearchError::RunExists(root.to_path_buf()));
+        }
         let run = RunDir {
             root: root.to_path_buf(),
+            lock: lock.map(Arc::new),
         };
         let text = serde_json::to_string_pretty(config).expect("JSON values always serialise");
         write_atomic(&root.join("config.json"), text.as_bytes())?;
         Ok(run)
     }
 
-    /// Opens an existing run folder (to resume or report on it).
+    /// Opens an existing run folder to continue it, taking its lock: refused while another
+    /// search holds it.
+    pub fn resume(root: &Path) -> Result<Self, SearchError> {
+        let reader = Self::open(root)?;
+        let lock = lock_run(root, true)?;
+        Ok(RunDir {
+            lock: lock.map(Arc::new),
+            ..reader
+        })
+    }
+
+    /// Opens an existing run folder read-only (to report on it, even while a search runs in
+    /// it): no lock is taken and every method that would write returns
+    /// [`SearchError::ReadOnly`].
     pub fn open(root: &Path) -> Result<Self, SearchError> {
         if !root.join("config.json").is_file() {
             return Err(SearchError::NotARun(root.to_path_buf()));
         }
         Ok(RunDir {
             root: root.to_path_buf(),
+            lock: None,
         })
+    }
+
+    /// Whether this handle holds the folder's lock (and so may write it).
+    pub fn is_owner(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Refuses a write through a read-only handle.
+    fn check_owner(&self) -> Result<(), SearchError> {
+        if self.is_owner() {
+            Ok(())
+        } else {
+            Err(SearchError::ReadOnly(self.root.clone()))
+        }
     }
 
     /// The folder itself.
@@ -129,9 +203,12 @@ impl RunDir {
 
     /// Every finished trial, in the order they finished. A torn last line (a crash mid-append)
     /// is ignored, and cut off the file when `repair` is set (only the process that owns the run
-    /// may repair: a reader must not cut a line being written); a bad line elsewhere is an error
-    /// naming it.
+    /// may repair: a reader must not cut a line being written, so `repair` on a read-only handle
+    /// is [`SearchError::ReadOnly`]); a bad line elsewhere is an error naming it.
     pub fn read_trials(&self, repair: bool) -> Result<Vec<TrialRecord>, SearchError> {
+        if repair {
+            self.check_owner()?;
+        }
         let path = self.trials_path();
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -183,6 +260,7 @@ impl RunDir {
 
     /// Appends one finished trial and fsyncs it: after this returns the trial is never lost.
     pub fn append_trial(&self, record: &TrialRecord) -> Result<(), SearchError> {
+        self.check_owner()?;
         let path = self.trials_path();
         let line = serde_json::to_string(record).expect("records always serialise");
         Ok(durable::append_line(&path, &line)?)
@@ -190,6 +268,7 @@ impl RunDir {
 
     /// Records `record` as the best trial so far (`best.json` is the bare genotype).
     pub fn write_best(&self, record: &TrialRecord) -> Result<(), SearchError> {
+        self.check_owner()?;
         write_atomic(
             &self.root.join("best.json"),
             record.genotype.to_json_pretty().as_bytes(),
@@ -205,6 +284,7 @@ impl RunDir {
         loop_state: &LoopState,
         save_strategy: impl FnOnce(&Path) -> Result<(), SearchError>,
     ) -> Result<(), SearchError> {
+        self.check_owner()?;
         let state = self.root.join("state");
         fs::create_dir_all(&state).map_err(|e| io_err(&state, e))?;
         let previous = self.current_checkpoint_name()?;
