@@ -52,12 +52,8 @@ impl TrainStep {
         let sgd = Sgd::new(
             &varmap,
             SgdConfig {
-                lr: 0.025,
-                momentum: 0.9,
-                dampening: 0.0,
-                nesterov: true,
-                weight_decay: 5e-4,
                 clip_norm: None,
+                ..SgdConfig::default()
             },
         )
         .expect("optimiser");

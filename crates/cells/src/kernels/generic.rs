@@ -54,7 +54,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::{bail, DType, Device, Result, Tensor};
 
 use super::geometry::out_len;
-use super::{check_pool_pad, pad_with_value, AvgPoolCount, Padding2d};
+use super::{
+    check_depthwise_args, check_pointwise_args, check_pool_pad, pad_with_value, AvgPoolCount,
+    Padding2d,
+};
 
 /// Which implementation the kernel functions of [`crate::kernels`] run on the CPU.
 ///
@@ -265,21 +268,9 @@ fn depthwise(
     pad: Padding2d,
     relu_first: bool,
 ) -> Result<Tensor> {
+    check_depthwise_args(x, w, stride, dilation, pad)?;
     let (_, c, _, _) = x.dims4()?;
-    let (wc, one, kh, kw) = w.dims4()?;
-    if wc != c || one != 1 {
-        bail!(
-            "depthwise kernel must be (C, 1, kh, kw) with C = {c}, got {:?}",
-            w.shape()
-        )
-    }
-    if x.dtype() != w.dtype() {
-        bail!(
-            "depthwise conv: input dtype {:?} differs from kernel dtype {:?}",
-            x.dtype(),
-            w.dtype()
-        )
-    }
+    let (_, _, kh, kw) = w.dims4()?;
     if let Some(y) = in_f32(&[x, w], |t| {
         depthwise(&t[0], &t[1], stride, dilation, pad, relu_first)
     })? {
@@ -399,21 +390,9 @@ pub fn max_pool2d(
 }
 
 fn pointwise(x: &Tensor, w: &Tensor, relu_first: bool) -> Result<Tensor> {
+    check_pointwise_args(x, w)?;
     let (n, cin, h, wd) = x.dims4()?;
-    let (cout, wcin, kh, kw) = w.dims4()?;
-    if wcin != cin || kh != 1 || kw != 1 {
-        bail!(
-            "pointwise conv kernel must be (C_out, {cin}, 1, 1), got {:?}",
-            w.shape()
-        )
-    }
-    if x.dtype() != w.dtype() {
-        bail!(
-            "pointwise conv: input dtype {:?} differs from kernel dtype {:?}",
-            x.dtype(),
-            w.dtype()
-        )
-    }
+    let cout = w.dim(0)?;
     let x = if relu_first { relu(x)? } else { x.clone() };
     let y = w
         .reshape((cout, cin))?

@@ -162,14 +162,15 @@ fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
 }
 
-fn depthwise_impl(
+/// Checks a depthwise conv's arguments (both kernel paths): kernel (C, 1, kh, kw) for an
+/// (N, C, H, W) input of the same dtype, and a window that fits.
+fn check_depthwise_args(
     x: &Tensor,
     w: &Tensor,
     stride: usize,
     dilation: usize,
     pad: Padding2d,
-    relu: bool,
-) -> Result<Tensor> {
+) -> Result<()> {
     let (_, c, _, _) = x.dims4()?;
     let (wc, one, kh, kw) = w.dims4()?;
     if wc != c || one != 1 {
@@ -179,13 +180,43 @@ fn depthwise_impl(
         )
     }
     check_window(x, (kh, kw), stride, dilation, pad)?;
+    same_dtype("depthwise conv", x, w)
+}
+
+/// Checks a 1x1 conv's arguments (both kernel paths): kernel (C_out, C_in, 1, 1) for an
+/// (N, C_in, H, W) input of the same dtype.
+fn check_pointwise_args(x: &Tensor, w: &Tensor) -> Result<()> {
+    let (_, cin, _, _) = x.dims4()?;
+    let (_, wcin, kh, kw) = w.dims4()?;
+    if wcin != cin || kh != 1 || kw != 1 {
+        bail!(
+            "pointwise conv kernel must be (C_out, {cin}, 1, 1), got {:?}",
+            w.shape()
+        )
+    }
+    same_dtype("pointwise conv", x, w)
+}
+
+fn same_dtype(op: &str, x: &Tensor, w: &Tensor) -> Result<()> {
     if x.dtype() != w.dtype() {
         bail!(
-            "depthwise conv: input dtype {:?} differs from kernel dtype {:?}",
+            "{op}: input dtype {:?} differs from kernel dtype {:?}",
             x.dtype(),
             w.dtype()
         )
     }
+    Ok(())
+}
+
+fn depthwise_impl(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+    relu: bool,
+) -> Result<Tensor> {
+    check_depthwise_args(x, w, stride, dilation, pad)?;
     let dtype = x.dtype();
     if is_half(dtype) {
         let y = depthwise_impl(
@@ -242,21 +273,7 @@ pub fn relu_depthwise_conv2d(
 }
 
 fn pointwise_impl(x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
-    let (_, cin, _, _) = x.dims4()?;
-    let (_, wcin, kh, kw) = w.dims4()?;
-    if wcin != cin || kh != 1 || kw != 1 {
-        bail!(
-            "pointwise conv kernel must be (C_out, {cin}, 1, 1), got {:?}",
-            w.shape()
-        )
-    }
-    if x.dtype() != w.dtype() {
-        bail!(
-            "pointwise conv: input dtype {:?} differs from kernel dtype {:?}",
-            x.dtype(),
-            w.dtype()
-        )
-    }
+    check_pointwise_args(x, w)?;
     if is_half(x.dtype()) {
         let x = if relu { x.relu()? } else { x.clone() };
         return pointwise_conv2d_candle(&x, w);

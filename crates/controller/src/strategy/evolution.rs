@@ -120,21 +120,7 @@ impl Strategy for EvolutionStrategy {
         Ok(())
     }
 
-    fn cancel(&mut self, trial: u64) -> bool {
-        self.core.pending.remove(&trial).is_some()
-    }
-
-    fn pending(&self) -> Vec<Proposal> {
-        self.core.pending.values().cloned().collect()
-    }
-
-    fn observed(&self) -> u64 {
-        self.core.observed
-    }
-
-    fn kind(&self) -> StrategyKind {
-        self.core.kind
-    }
+    core_accessors!();
 
     fn save_state(&self, dir: &Path) -> Result<(), ControllerError> {
         self.core.write(

@@ -27,6 +27,27 @@
 //! the last save) is accepted: the RL strategies then take the current policy's log-probability
 //! as the "old" one.
 
+/// The [`Strategy`] methods every strategy answers from its `core` field alone.
+macro_rules! core_accessors {
+    () => {
+        fn cancel(&mut self, trial: u64) -> bool {
+            self.core.pending.remove(&trial).is_some()
+        }
+
+        fn pending(&self) -> Vec<Proposal> {
+            self.core.pending.values().cloned().collect()
+        }
+
+        fn observed(&self) -> u64 {
+            self.core.observed
+        }
+
+        fn kind(&self) -> StrategyKind {
+            self.core.kind
+        }
+    };
+}
+
 mod evolution;
 mod random;
 mod rl;
