@@ -264,7 +264,8 @@ impl CellModule {
         Tensor::cat(&outs, 1)
     }
 
-    /// Output size and multiply-adds for an input of `hw` (older input `prev_hw`).
+    /// Output size and multiply-adds for an input of `hw` (older input `prev_hw`), saturating
+    /// at `u64::MAX`.
     pub fn cost(
         &self,
         hw: (usize, usize),
@@ -274,12 +275,12 @@ impl CellModule {
         let s1 = match (&self.prev, prev_hw) {
             (Prev::Conv(c), Some(p)) => {
                 let (o, m) = c.cost(p);
-                total += m;
+                total = total.saturating_add(m);
                 o
             }
             (Prev::Reduce(r), Some(p)) => {
                 let (o, m) = r.cost(p);
-                total += m;
+                total = total.saturating_add(m);
                 o
             }
             (_, Some(p)) if self.has_prev => p,
@@ -289,15 +290,15 @@ impl CellModule {
         for block in &self.blocks {
             let (o, m0) = block.ops[0].cost(states[block.inputs[0]]);
             let (_, m1) = block.ops[1].cost(states[block.inputs[1]]);
-            total += m0 + m1;
+            total = total.saturating_add(m0).saturating_add(m1);
             states.push(o);
         }
         let mut out_hw = *states.last().unwrap_or(&hw);
         for (i, adjust) in &self.outputs {
             match adjust {
                 Adjust::None => out_hw = states[*i],
-                Adjust::Conv(c) => total += c.cost(states[*i]).1,
-                Adjust::Reduce(r) => total += r.cost(states[*i]).1,
+                Adjust::Conv(c) => total = total.saturating_add(c.cost(states[*i]).1),
+                Adjust::Reduce(r) => total = total.saturating_add(r.cost(states[*i]).1),
             }
         }
         (out_hw, total)

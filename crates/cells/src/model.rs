@@ -208,6 +208,11 @@ fn size_at_level(stem: StemKind, size: usize, level: usize) -> usize {
     s
 }
 
+/// Elements of a tensor of shape `dims`, saturating at `u64::MAX`.
+fn elem_count(dims: &[usize]) -> u64 {
+    dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+}
+
 /// `conv0`: a 3x3 conv to the stem filters, stride 1 SAME on CIFAR, stride 2 VALID on ImageNet.
 fn stem_conv(cfg: &NasNetConfig) -> ConvSpec {
     let (stride, pad) = match cfg.stem {
@@ -355,13 +360,14 @@ impl NasNet {
     }
 
     /// Trainable parameters (BN running statistics excluded; the aux head included when built),
-    /// the count papers report.
+    /// the count papers report. Saturates at `u64::MAX` (a network too large to count), so a
+    /// caller can refuse it instead of reading a wrapped number.
     pub fn parameter_count(&self) -> u64 {
         self.params
             .iter()
             .filter(|p| p.trainable)
-            .map(|p| p.shape.elem_count() as u64)
-            .sum()
+            .map(|p| elem_count(p.shape.dims()))
+            .fold(0, u64::saturating_add)
     }
 
     /// Names of the cells in forward order (`cell_stem_0`, ..., `cell_17`).
@@ -371,12 +377,14 @@ impl NasNet {
 
     /// Multiply-adds of one inference pass on an `h x w` image (convolutions and the classifier;
     /// BN, ReLU, pooling and the aux head are not counted, as in TF-slim and the paper).
+    /// Saturates at `u64::MAX` when the count does not fit (an absurd input size), so a caller
+    /// can refuse it instead of reporting a wrapped number.
     pub fn mult_adds(&self, h: usize, w: usize) -> u64 {
         let (hw0, mut total) = self.conv0.cost((h, w));
         let mut sizes = vec![hw0];
         for c in &self.cells {
             let (o, m) = c.module.cost(sizes[c.input], c.prev.map(|p| sizes[p]));
-            total += m;
+            total = total.saturating_add(m);
             sizes.push(o);
         }
         let (inp, out) = (
@@ -384,7 +392,7 @@ impl NasNet {
             self.last_linear.weight().dim(0),
         );
         if let (Ok(i), Ok(o)) = (inp, out) {
-            total += (i * o) as u64;
+            total = total.saturating_add((i as u64).saturating_mul(o as u64));
         }
         total
     }

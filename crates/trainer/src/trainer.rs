@@ -504,7 +504,7 @@ impl Trainer {
         let spe = self.check_data(splits)?;
         let run = RunShape {
             spe,
-            total: spe * self.cfg.epochs,
+            total: total_steps(spe, self.cfg.epochs)?,
             data: DataSummary::of(splits, self.data_config.clone()),
         };
         hook.on_start(&RunInfo {
@@ -772,6 +772,16 @@ impl Trainer {
         let json = serde_json::to_vec_pretty(&state)?;
         write_checkpoint(dir, &model_bytes, &optim_bytes, &json)
     }
+}
+
+/// Steps of a run of `epochs` epochs of `spe` steps, or an error when the product does not fit
+/// a `usize` (an absurd `--epochs` must be refused, not wrap to a short run).
+fn total_steps(spe: usize, epochs: usize) -> Result<usize> {
+    spe.checked_mul(epochs).ok_or_else(|| {
+        TrainError::Config(format!(
+            "{epochs} epochs of {spe} steps is more steps than this machine can count"
+        ))
+    })
 }
 
 /// The first file of a run found in `dir` (checkpoint, best model, metrics, or a `.tmp` of one).

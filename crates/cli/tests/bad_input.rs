@@ -1,0 +1,87 @@
+//! Bad and absurd input to real `nasnet` processes: sizes whose arithmetic would overflow,
+//! settings that cannot work, a run that diverges, data that cannot be what the user meant, and
+//! models too large for the machine. Each is a one-line error (or a recorded failure), never a
+//! wrapped number, a panic, an abort or a silently ignored flag.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn nasnet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nasnet"))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("nasnet-bad-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// NASNet-A 1@24 on 128 embedded images, batches of 32, quiet, `epochs` epochs, with `extra`
+/// flags.
+fn tiny_train(out: &std::path::Path, epochs: &str, extra: &[&str]) -> Output {
+    nasnet()
+        .args([
+            "train",
+            "--net",
+            "1@24",
+            "--train-limit",
+            "128",
+            "--test-limit",
+            "32",
+            "--batch-size",
+            "32",
+            "--epochs",
+            epochs,
+            "--quiet",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// Asserts exit status 2 with a one-line message holding `needle`.
+fn assert_user_error(o: &Output, needle: &str, what: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+    assert!(err.contains(needle), "{what}: `{needle}` not in {err}");
+}
+
+/// The mult-adds `nasnet info` prints for NASNet-A 6@768 at `size`.
+fn info_mult_adds(size: &str) -> Output {
+    nasnet()
+        .args(["info", "nasnet-a", "--input-size", size])
+        .output()
+        .unwrap()
+}
+
+fn parse_mult_adds(o: &Output) -> f64 {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with("mult-adds")).unwrap();
+    let number = line.split_whitespace().nth(1).unwrap().replace(',', "");
+    number.parse().unwrap()
+}
+
+#[test]
+fn absurd_sizes_are_refused_not_wrapped() {
+    let dir = temp_dir("overflow");
+    let o = tiny_train(&dir.join("run"), "18446744073709551615", &[]);
+    assert_user_error(&o, "more steps than", "--epochs u64::MAX");
+    assert!(!dir.join("run").join("state.json").exists());
+
+    let o = info_mult_adds("40000000");
+    assert_user_error(&o, "overflows 64 bits", "info --input-size 40000000");
+    // A large size that still fits is counted exactly: mult-adds grow with the pixel count.
+    let (big, small) = (info_mult_adds("400000"), info_mult_adds("40000"));
+    assert!(big.status.success() && small.status.success());
+    let ratio = parse_mult_adds(&big) / parse_mult_adds(&small);
+    assert!((ratio - 100.0).abs() < 0.01, "mult-adds ratio {ratio}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
