@@ -85,3 +85,58 @@ fn absurd_sizes_are_refused_not_wrapped() {
     assert!((ratio - 100.0).abs() < 0.01, "mult-adds ratio {ratio}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_diverging_train_fails_with_the_epoch_counted_from_one() {
+    let dir = temp_dir("diverge");
+    let o = tiny_train(&dir.join("run"), "2", &["--lr", "1e6"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("diverged in epoch 1 "), "{err}");
+    assert!(
+        err.contains("divergence limit") || err.contains("not a finite"),
+        "{err}"
+    );
+
+    let o = tiny_train(&dir.join("run2"), "1", &["--lr", "0.1", "--min-lr", "0.2"]);
+    assert_user_error(&o, "--min-lr", "--min-lr above --lr");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_search_records_diverging_children_as_failed() {
+    let dir = temp_dir("search-diverge");
+    let run = dir.join("run");
+    let o = nasnet()
+        .args([
+            "search",
+            "--quiet",
+            "--trials",
+            "1",
+            "--train-limit",
+            "256",
+            "--val-size",
+            "128",
+            "--child-net",
+            "1@24",
+            "--workers",
+            "1",
+            "--strategy",
+            "random",
+            "--child-lr",
+            "1e6",
+            "--run-dir",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    let trials = std::fs::read_to_string(run.join("trials.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(trials.lines().next().unwrap()).unwrap();
+    assert_eq!(record["status"], "failed", "{trials}");
+    assert!(
+        record["error"].as_str().unwrap_or("").contains("diverged"),
+        "{trials}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

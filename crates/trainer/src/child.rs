@@ -94,7 +94,7 @@ pub enum ChildError {
     /// This architecture could not be built (a failed trial).
     #[error("cannot build the child")]
     Build(#[source] TrainError),
-    /// The loss became NaN or infinite (a failed trial).
+    /// The loss diverged: not finite, or exploded (see [`crate::divergence`]; a failed trial).
     #[error("the child diverged")]
     Diverged {
         /// Trainable parameters of the child.
@@ -233,16 +233,19 @@ pub fn train_child(
     let summary = trainer
         .train(&splits, progress)
         .map_err(|source| match source {
-            TrainError::Diverged { .. } => ChildError::Diverged { params, source },
+            TrainError::Diverged { .. } | TrainError::EvalDiverged(_) => {
+                ChildError::Diverged { params, source }
+            }
             source => ChildError::Train { params, source },
         })?;
     let reward = match summary.last().and_then(|m| m.val_acc) {
         Some(acc) => acc,
         None => {
             let val = splits.val.as_ref().ok_or(SpecError::NoValidation)?;
-            let measured = trainer
-                .evaluate(val)
-                .map_err(|source| ChildError::Train { params, source })?;
+            let measured = trainer.evaluate(val).map_err(|source| match source {
+                TrainError::EvalDiverged(_) => ChildError::Diverged { params, source },
+                source => ChildError::Train { params, source },
+            })?;
             measured.accuracy
         }
     };

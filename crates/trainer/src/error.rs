@@ -95,16 +95,21 @@ pub enum TrainError {
     /// The device cannot be used (unknown, not in this build, or failed to open).
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// The loss became NaN or infinite: the run diverged.
-    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
+    /// A training, validation or test loss became NaN or infinite, or exploded (see
+    /// [`crate::divergence`]): the run diverged.
+    #[error("training diverged in epoch {epoch} at step {step}: {divergence}")]
     Diverged {
-        /// The epoch (0-based) in which it happened.
+        /// The epoch in which it happened, counted from 1 as the progress display does.
         epoch: usize,
-        /// The global step (0-based) whose loss was not finite.
+        /// The global step, counted from 1 (the step whose loss diverged, or the last step
+        /// before the evaluation that found it).
         step: usize,
-        /// The loss value.
-        loss: f64,
+        /// Which loss, and why it counts as diverged.
+        divergence: crate::divergence::Divergence,
     },
+    /// An evaluation outside training found a diverged loss (a model whose weights blew up).
+    #[error("the model has diverged: {0}")]
+    EvalDiverged(crate::divergence::Divergence),
     /// A checkpoint file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

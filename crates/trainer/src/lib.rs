@@ -10,6 +10,7 @@
 //! - [`child`]: one architecture-search child, specified ([`ChildSpec`]), trained and scored
 //!   ([`train_child`]);
 //! - [`device`]: the typed device choice ([`DeviceChoice`]);
+//! - [`divergence`]: when a loss means the run diverged ([`check_loss`]);
 //! - [`trainer`]: the training loop ([`Trainer`]), evaluation and checkpoint loading;
 //! - [`progress`]: the hook the loop reports to ([`ProgressHook`]; a console display lives in the
 //!   `nasnet` command line).
@@ -41,6 +42,7 @@ pub mod child;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod divergence;
 pub mod error;
 pub mod loader;
 pub mod metrics;
@@ -54,6 +56,7 @@ pub use child::{train_child, ChildError, ChildResult, ChildSpec, SpecError};
 pub use config::{parse_device, TestEval, TrainConfig};
 pub use data::{DataConfig, DataSource, Dataset, Normalization, Splits};
 pub use device::DeviceChoice;
+pub use divergence::{check_loss, divergence_limit, Divergence};
 pub use error::{DataError, DeviceError, Result, TrainError};
 pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};

@@ -3,8 +3,8 @@
 //!
 //! Each step: learning rate from the schedule, ScheduledDropPath progress `step / total_steps`,
 //! forward in training mode, cross-entropy (label smoothing optional) plus 0.4 x the auxiliary
-//! head's loss when the model has one, a non-finite loss ends the run with
-//! [`TrainError::Diverged`], backward, clipped SGD step. At each epoch end: validation and test
+//! head's loss when the model has one, a diverged loss (not finite, or above the limit of
+//! [`crate::divergence`]) ends the run with [`TrainError::Diverged`], backward, clipped SGD step. At each epoch end: validation and test
 //! accuracy, best model, checkpoint, one `metrics.jsonl` line. Data order and augmentation are
 //! functions of (seed, epoch, batch), initial weights of (seed, tensor name) and drop-path masks
 //! of (seed, step) (see `NasNet::seed`), so on CPU two runs with the same seed and settings
@@ -27,6 +27,7 @@ use crate::checkpoint::{
 };
 use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Dataset, Normalization, Splits};
+use crate::divergence::check_loss;
 use crate::error::{Result, TrainError};
 use crate::loader::{train_batches_per_epoch, Batch, BatchStream};
 use crate::metrics::{EpochAccum, EpochMetrics, EvalMetrics};
@@ -204,7 +205,8 @@ pub fn count_correct(logits: &Tensor, targets: &Tensor) -> Result<u64> {
     Ok(hits.to_scalar::<f32>()? as u64)
 }
 
-/// Loss and accuracy of `model` (inference mode) on `data`, normalised with `data.norm`.
+/// Loss and accuracy of `model` (inference mode) on `data`, normalised with `data.norm`. A mean
+/// loss that diverged (see [`crate::divergence`]) is [`TrainError::EvalDiverged`].
 pub fn evaluate(
     model: &NasNet,
     data: &Arc<Dataset>,
@@ -224,6 +226,10 @@ pub fn evaluate(
         seen += n;
     }
     let secs = start.elapsed().as_secs_f64();
+    if seen > 0 {
+        check_loss("evaluation loss", loss_sum / seen as f64, data.classes())
+            .map_err(TrainError::EvalDiverged)?;
+    }
     Ok(EvalMetrics {
         loss: if seen > 0 {
             loss_sum / seen as f64
@@ -446,9 +452,26 @@ impl Trainer {
         self.out_dir.as_deref()
     }
 
-    /// Loss and accuracy of the current model on `data`.
+    /// Loss and accuracy of the current model on `data` (a diverged loss is
+    /// [`TrainError::EvalDiverged`]).
     pub fn evaluate(&self, data: &Arc<Dataset>) -> Result<EvalMetrics> {
         evaluate(&self.model, data, &self.device, self.cfg.eval_batch_size)
+    }
+
+    /// [`Trainer::evaluate`] of the `split` set at the end of epoch `self.epoch`: a diverged
+    /// loss is [`TrainError::Diverged`] of this epoch and step.
+    fn evaluate_in_run(&self, data: &Arc<Dataset>, split: &str) -> Result<EvalMetrics> {
+        self.evaluate(data).map_err(|e| match e {
+            TrainError::EvalDiverged(mut divergence) => {
+                divergence.what = format!("{split} loss");
+                TrainError::Diverged {
+                    epoch: self.epoch + 1,
+                    step: self.step,
+                    divergence,
+                }
+            }
+            e => e,
+        })
     }
 
     fn check_data(&self, splits: &Splits) -> Result<usize> {
@@ -590,7 +613,7 @@ impl Trainer {
     }
 
     /// One training step on `batch` of `(channels, height, width)` images: schedule, forward,
-    /// loss (a non-finite one is [`TrainError::Diverged`]), backward, SGD, running sums.
+    /// loss (a diverged one is [`TrainError::Diverged`]), backward, SGD, running sums.
     fn step_once(
         &mut self,
         batch: Batch,
@@ -619,13 +642,13 @@ impl Trainer {
             _ => main.clone(),
         };
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
-        if !loss_value.is_finite() {
-            return Err(TrainError::Diverged {
-                epoch,
-                step: self.step,
-                loss: loss_value,
-            });
-        }
+        check_loss("training loss", loss_value, self.model_cfg.num_classes).map_err(
+            |divergence| TrainError::Diverged {
+                epoch: epoch + 1,
+                step: self.step + 1,
+                divergence,
+            },
+        )?;
         let main_value = f64::from(main.to_scalar::<f32>()?);
         let grads = loss.backward()?;
         let stats = self.sgd.step(&grads)?;
@@ -663,7 +686,7 @@ impl Trainer {
         let val = match &splits.val {
             Some(v) => {
                 hook.on_eval("val", v.len());
-                Some(self.evaluate(v)?)
+                Some(self.evaluate_in_run(v, "val")?)
             }
             None => None,
         };
@@ -675,7 +698,7 @@ impl Trainer {
         }
         .then(|| {
             hook.on_eval("test", splits.test.len());
-            self.evaluate(&splits.test)
+            self.evaluate_in_run(&splits.test, "test")
         })
         .transpose()?;
         let m = EpochMetrics {

@@ -411,6 +411,26 @@ fn divergence_is_a_typed_error() {
 }
 
 #[test]
+fn an_exploding_finite_loss_is_divergence_in_epoch_one() {
+    let _serial = serial();
+    let s = splits();
+    let m = model_cfg(&s);
+    let mut cfg = train_cfg(2);
+    // With clipping on, a huge rate gives finite but exploded losses before any NaN.
+    cfg.sgd.lr = 1e6;
+    let mut t = Trainer::new(&genotype(), &m, &cfg, &Device::Cpu).unwrap();
+    match t.train(&s, &mut Quiet).unwrap_err() {
+        TrainError::Diverged {
+            epoch, divergence, ..
+        } => {
+            assert_eq!(epoch, 1);
+            assert!(divergence.loss.is_nan() || divergence.loss > divergence.limit);
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
 fn mismatched_data_and_settings_are_config_errors() {
     let _serial = serial();
     let s = splits();
