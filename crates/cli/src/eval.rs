@@ -64,6 +64,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.batch_size == 0 {
         return Err(user_error("--batch-size must be at least 1"));
     }
+    if args.image_size.is_some() && args.dataset.is_none() {
+        return Err(user_error(
+            "--image-size applies to --dataset folder only (the checkpoint's data keeps its size)",
+        ));
+    }
     let device = args.device.open().map_err(|e| train_error(e.into()))?;
     let weights = if args.best {
         Weights::Best

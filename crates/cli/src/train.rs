@@ -95,7 +95,8 @@ pub struct TrainArgs {
     /// L2 weight decay on conv and linear weights.
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
-    /// Clip the gradients' global norm (0: no clipping).
+    /// Clip the gradients' global norm to this finite value > 0 (0: no clipping; negative,
+    /// NaN and infinite values are errors).
     #[arg(long, default_value_t = 5.0)]
     pub clip_norm: f64,
     /// Label smoothing.
@@ -197,7 +198,8 @@ fn train_config(args: &TrainArgs, source: &DataSource, image_size: usize) -> Tra
     c.sgd.momentum = args.momentum;
     c.sgd.nesterov = !args.no_nesterov && args.momentum > 0.0;
     c.sgd.weight_decay = args.weight_decay;
-    c.sgd.clip_norm = (args.clip_norm > 0.0).then_some(args.clip_norm);
+    // Only 0 means "off": anything else is checked by the optimiser (finite and > 0).
+    c.sgd.clip_norm = (args.clip_norm != 0.0).then_some(args.clip_norm);
     c.schedule.schedule = match args.schedule {
         ScheduleArg::Cosine => LrSchedule::Cosine {
             min_lr: args.min_lr,

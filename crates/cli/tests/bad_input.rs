@@ -140,3 +140,24 @@ fn a_search_records_diverging_children_as_failed() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn settings_that_cannot_mean_anything_are_errors_not_ignored() {
+    let dir = temp_dir("settings");
+    for (i, value) in ["--clip-norm=-1", "--clip-norm=nan", "--clip-norm=inf"]
+        .iter()
+        .enumerate()
+    {
+        let o = tiny_train(&dir.join(format!("clip{i}")), "1", &[value]);
+        assert_user_error(&o, "clipping norm", value);
+    }
+    let o = tiny_train(&dir.join("size"), "1", &["--image-size", "64"]);
+    assert_user_error(&o, "--dataset folder only", "--image-size on embedded data");
+    let o = nasnet()
+        .args(["eval", "--image-size", "64", "--checkpoint"])
+        .arg(dir.join("size"))
+        .output()
+        .unwrap();
+    assert_user_error(&o, "--dataset folder only", "eval --image-size");
+    let _ = std::fs::remove_dir_all(&dir);
+}

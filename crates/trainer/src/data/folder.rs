@@ -79,7 +79,8 @@ fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, DataError> {
 }
 
 /// Reads one class-per-sub-folder tree. `classes`, when given, fixes the class list (so a test
-/// tree uses the training tree's labels); a sub-folder not in it is an error. `size` resizes
+/// tree uses the training tree's labels); a sub-folder not in it is an error. Without it, every
+/// sub-folder is a class and must hold an image: an empty one would be a class no image has. `size` resizes
 /// every image to `size` x `size`; without it all images must share the first one's size.
 pub fn read_class_tree(
     name: &str,
@@ -111,10 +112,18 @@ pub fn read_class_tree(
                     format!("class `{cname}` is not among the training classes"),
                 )
             })?;
+        let before = files.len();
         for f in sorted_entries(d)? {
             if f.is_file() && is_image(&f) {
                 files.push((f, label as u32));
             }
+        }
+        if classes.is_none() && files.len() == before {
+            return Err(DataError::Missing {
+                dir: d.to_path_buf(),
+                what: format!("images of class `{cname}` (remove the folder or add images)"),
+                looked_for: "*.png, *.jpg, *.jpeg".into(),
+            });
         }
     }
     if files.is_empty() {
