@@ -10,10 +10,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 use nasnet_cells::NasNetConfig;
 use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
 use nasnet_trainer::progress::{ProgressHook, Quiet};
+use nasnet_trainer::trainer::LOCK_FILE;
 use nasnet_trainer::{
     fit_model_config, DataConfig, DataSource, DeviceChoice, LrSchedule, Splits, TrainConfig,
     TrainError, TrainSummary, Trainer,
@@ -239,6 +241,31 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let device = args.device.open().map_err(|e| train_error(e.into()))?;
     let out = args.out.clone().unwrap_or_else(default_out);
+    let created = !out.exists();
+    let result = train_in(args, &out, &device);
+    if result.is_err() && created {
+        remove_if_only_lock(&out);
+    }
+    result
+}
+
+/// Removes `dir` when it holds nothing but the lock file: what a run that failed before its
+/// first checkpoint leaves in a folder it created. Anything else in it is kept.
+fn remove_if_only_lock(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    if names.iter().all(|n| n == LOCK_FILE) {
+        let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// `nasnet train` into the output folder `out`.
+fn train_in(args: &TrainArgs, out: &Path, device: &Device) -> Result<()> {
     let mut quiet = Quiet;
     let mut console = ConsoleProgress::new();
     let hook: &mut dyn ProgressHook = if args.quiet { &mut quiet } else { &mut console };
@@ -253,39 +280,49 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         )));
     }
     let (mut trainer, splits) = if args.resume {
-        let trainer = Trainer::resume(&out, &device).map_err(train_error)?;
-        let data = trainer.data_config().cloned().ok_or_else(|| {
-            user_error(format!(
-                "{}: the checkpoint does not say which data it was trained on",
-                out.display()
-            ))
-        })?;
-        let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
-        (trainer, splits)
+        resume_run(out, device)?
     } else {
-        let (genotype, _) = load_architecture(&args.arch)?;
-        let source = args
-            .dataset
-            .source(args.data_dir.as_deref(), args.image_size)?;
-        let mut data = DataConfig::new(source.clone());
-        data.val_size = args.val_size;
-        data.train_limit = args.train_limit;
-        data.test_limit = args.test_limit;
-        data.split_seed = args.split_seed;
-        let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
-        let model_cfg = model_config(args, &splits, &source)?;
-        let cfg = train_config(args, &source, model_cfg.image_size);
-        let trainer = Trainer::new(&genotype, &model_cfg, &cfg, &device)
-            .and_then(|t| t.with_output_dir(&out))
-            .map_err(train_error)?
-            .with_data_config(data);
-        (trainer, splits)
+        new_run(args, out, device)?
     };
     if !args.quiet {
         eprintln!("output folder: {}", out.display());
     }
     let summary = trainer.train(&splits, hook).map_err(train_error)?;
-    print_summary(&summary, &out, args.json)
+    print_summary(&summary, out, args.json)
+}
+
+/// The trainer of the checkpoint in `out`, and its data reloaded.
+fn resume_run(out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+    let trainer = Trainer::resume(out, device).map_err(train_error)?;
+    let data = trainer.data_config().cloned().ok_or_else(|| {
+        user_error(format!(
+            "{}: the checkpoint does not say which data it was trained on",
+            out.display()
+        ))
+    })?;
+    let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
+    Ok((trainer, splits))
+}
+
+/// A new trainer writing to `out`, as the flags say, and its data.
+fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+    let (genotype, _) = load_architecture(&args.arch)?;
+    let source = args
+        .dataset
+        .source(args.data_dir.as_deref(), args.image_size)?;
+    let mut data = DataConfig::new(source.clone());
+    data.val_size = args.val_size;
+    data.train_limit = args.train_limit;
+    data.test_limit = args.test_limit;
+    data.split_seed = args.split_seed;
+    let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
+    let model_cfg = model_config(args, &splits, &source)?;
+    let cfg = train_config(args, &source, model_cfg.image_size);
+    let trainer = Trainer::new(&genotype, &model_cfg, &cfg, device)
+        .and_then(|t| t.with_output_dir(out))
+        .map_err(train_error)?
+        .with_data_config(data);
+    Ok((trainer, splits))
 }
 
 fn print_summary(summary: &TrainSummary, out: &Path, json: bool) -> Result<()> {

@@ -21,29 +21,24 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// NASNet-A 1@24 on 128 embedded images, batches of 32, quiet, `epochs` epochs, with `extra`
-/// flags.
+/// NASNet-A 1@24 on 128 embedded images, batches of 32, quiet, `epochs` epochs, into `out`;
+/// `extra` flags (`--flag value` or `--flag=value`) replace the defaults of the same name.
 fn tiny_train(out: &std::path::Path, epochs: &str, extra: &[&str]) -> Output {
-    nasnet()
-        .args([
-            "train",
-            "--net",
-            "1@24",
-            "--train-limit",
-            "128",
-            "--test-limit",
-            "32",
-            "--batch-size",
-            "32",
-            "--epochs",
-            epochs,
-            "--quiet",
-        ])
-        .args(extra)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap()
+    let defaults = [
+        ("--net", "1@24"),
+        ("--train-limit", "128"),
+        ("--test-limit", "32"),
+        ("--batch-size", "32"),
+    ];
+    let named = |flag: &str| extra.iter().any(|e| e.split('=').next() == Some(flag));
+    let mut cmd = nasnet();
+    cmd.args(["train", "--quiet", "--epochs", epochs]);
+    for (flag, value) in defaults {
+        if !named(flag) {
+            cmd.args([flag, value]);
+        }
+    }
+    cmd.args(extra).arg("--out").arg(out).output().unwrap()
 }
 
 /// Asserts exit status 2 with a one-line message holding `needle`.
@@ -159,5 +154,30 @@ fn settings_that_cannot_mean_anything_are_errors_not_ignored() {
         .output()
         .unwrap();
     assert_user_error(&o, "--dataset folder only", "eval --image-size");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_start_leaves_no_empty_folder_and_errors_say_it_once() {
+    let dir = temp_dir("leftover");
+    // Fewer images than one batch: refused when training starts, after the folder was made.
+    let out = dir.join("run");
+    let o = tiny_train(&out, "1", &["--train-limit", "20"]);
+    assert_user_error(&o, "larger than the training set", "--train-limit 20");
+    assert!(!out.exists(), "the failed start left {}", out.display());
+    // A diverged run that wrote no checkpoint leaves nothing either.
+    let o = tiny_train(&out, "1", &["--lr", "1e6"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!out.exists(), "the diverged run left {}", out.display());
+    // A folder the user made is left in place, with what they put in it.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let o = tiny_train(&out, "1", &["--train-limit", "20"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out.join("notes.txt").is_file());
+
+    let o = tiny_train(&dir.join("keep"), "1", &["--drop-path-keep", "2"]);
+    assert_user_error(&o, "drop_path_keep_prob", "--drop-path-keep 2");
+    assert_eq!(stderr(&o).matches("invalid configuration").count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

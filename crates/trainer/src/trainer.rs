@@ -496,25 +496,11 @@ impl Trainer {
         }
         if let Some((saved, saved_spe)) = &self.resumed {
             let now = DataSummary::of(splits, saved.config.clone());
-            let same = now.train_images == saved.train_images
-                && now.val_images == saved.val_images
-                && now.channels == saved.channels
-                && now.height == saved.height
-                && now.width == saved.width
-                && now.class_names == saved.class_names;
-            if !same || spe != *saved_spe {
+            let differences = data_differences(&now, saved, spe, *saved_spe);
+            if !differences.is_empty() {
                 return Err(TrainError::Config(format!(
-                    "the data differs from the checkpoint's ({} train / {} val images of {}x{}x{} now, {} / {} of {}x{}x{} saved)",
-                    now.train_images,
-                    now.val_images,
-                    now.channels,
-                    now.height,
-                    now.width,
-                    saved.train_images,
-                    saved.val_images,
-                    saved.channels,
-                    saved.height,
-                    saved.width
+                    "the data differs from the checkpoint's: {}",
+                    differences.join("; ")
                 )));
             }
         }
@@ -795,6 +781,41 @@ impl Trainer {
         let json = serde_json::to_vec_pretty(&state)?;
         write_checkpoint(dir, &model_bytes, &optim_bytes, &json)
     }
+}
+
+/// What differs between the data `now` (with `spe` steps per epoch) and the data a checkpoint
+/// was `saved` with, each as `what: NOW now, SAVED saved`; empty when a resume may go on.
+fn data_differences(
+    now: &DataSummary,
+    saved: &DataSummary,
+    spe: usize,
+    saved_spe: usize,
+) -> Vec<String> {
+    let shape = |d: &DataSummary| format!("{}x{}x{}", d.channels, d.height, d.width);
+    let pairs = [
+        (
+            "training images",
+            now.train_images.to_string(),
+            saved.train_images.to_string(),
+        ),
+        (
+            "validation images",
+            now.val_images.to_string(),
+            saved.val_images.to_string(),
+        ),
+        ("image shape", shape(now), shape(saved)),
+        (
+            "class names",
+            format!("{:?}", now.class_names),
+            format!("{:?}", saved.class_names),
+        ),
+        ("steps per epoch", spe.to_string(), saved_spe.to_string()),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(what, a, b)| format!("{what}: {a} now, {b} saved"))
+        .collect()
 }
 
 /// Steps of a run of `epochs` epochs of `spe` steps, or an error when the product does not fit
