@@ -89,6 +89,8 @@ pub(crate) struct CellModule {
     has_prev: bool,
     blocks: Vec<BlockModule>,
     outputs: Vec<(usize, Adjust)>,
+    /// F of the cell: channels of every hidden state.
+    filters: usize,
     /// Channels and level of the cell's output.
     pub out: TensorInfo,
 }
@@ -222,6 +224,7 @@ impl CellModule {
             has_prev: spec.prev.is_some(),
             blocks,
             outputs,
+            filters: f,
             out: TensorInfo {
                 channels: out_channels,
                 level: out_level,
@@ -262,6 +265,24 @@ impl CellModule {
             });
         }
         Tensor::cat(&outs, 1)
+    }
+
+    /// A conservative count of the values one image keeps alive through this cell for the
+    /// backward pass, for an input of `hw`: the two preprocessed inputs, then per block two
+    /// operations of at most 8 intermediate tensors each (a separable conv's ReLU, depthwise,
+    /// pointwise and BN, twice) and their combination, all of F channels at the input's
+    /// resolution (a reduction cell's are smaller), plus the concatenated output. Saturates at
+    /// `u64::MAX`.
+    pub fn activation_values(&self, hw: (usize, usize)) -> u64 {
+        let pixels = (hw.0 as u64).saturating_mul(hw.1 as u64);
+        let per_block = 2 * 8 + 1;
+        let states = (self.blocks.len() as u64)
+            .saturating_mul(per_block)
+            .saturating_add(2);
+        let channels = states
+            .saturating_mul(self.filters as u64)
+            .saturating_add(self.out.channels as u64);
+        channels.saturating_mul(pixels)
     }
 
     /// Output size and multiply-adds for an input of `hw` (older input `prev_hw`), saturating

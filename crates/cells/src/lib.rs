@@ -53,6 +53,6 @@ mod unit;
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
 pub use layers::ParamInfo;
-pub use model::{NasNet, NasNetOutput};
+pub use model::{ActivationValues, NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
 pub use unit::{CellUnit, OpUnit};

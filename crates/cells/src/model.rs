@@ -208,6 +208,15 @@ fn size_at_level(stem: StemKind, size: usize, level: usize) -> usize {
     s
 }
 
+/// Values one image keeps alive in a pass through a network; see [`NasNet::activation_values`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationValues {
+    /// Every layer's together (what training keeps for the backward pass).
+    pub total: u64,
+    /// The largest single cell's (about what inference needs at once).
+    pub largest_cell: u64,
+}
+
 /// Elements of a tensor of shape `dims`, saturating at `u64::MAX`.
 fn elem_count(dims: &[usize]) -> u64 {
     dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
@@ -395,6 +404,31 @@ impl NasNet {
             total = total.saturating_add((i as u64).saturating_mul(o as u64));
         }
         total
+    }
+
+    /// A conservative estimate of the values one `h x w` image keeps alive in a pass through the
+    /// network: the stem conv's output three times (conv, BN, ReLU) plus every cell's
+    /// activations (see the cell's `activation_values`: per block, two operations of up to 8
+    /// intermediate tensors of F channels, at the cell's input resolution). Training keeps all
+    /// of them for the backward pass; inference needs about the largest cell's at a time.
+    /// Both counts saturate at `u64::MAX`. Lets a caller refuse a model too large for the
+    /// machine before allocating it.
+    pub fn activation_values(&self, h: usize, w: usize) -> ActivationValues {
+        let (hw0, _) = self.conv0.cost((h, w));
+        let stem = elem_count(&[3, self.config.stem_filters, hw0.0, hw0.1]);
+        let mut sizes = vec![hw0];
+        let mut counts = ActivationValues {
+            total: stem,
+            largest_cell: stem,
+        };
+        for c in &self.cells {
+            let input = sizes[c.input];
+            let values = c.module.activation_values(input);
+            counts.total = counts.total.saturating_add(values);
+            counts.largest_cell = counts.largest_cell.max(values);
+            sizes.push(c.module.cost(input, c.prev.map(|p| sizes[p])).0);
+        }
+        counts
     }
 
     /// Sets ScheduledDropPath's progress, `min(1, step / total_steps)` (the trainer computes it

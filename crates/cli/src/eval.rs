@@ -11,6 +11,8 @@ use nasnet_trainer::{
     evaluate, load_checkpoint, DataConfig, DataSource, DeviceChoice, Splits, Weights,
 };
 
+use nasnet_trainer::memory::{check_model_fits, Use};
+
 use crate::choices::DatasetArg;
 use crate::input::user_error;
 use crate::train::train_error;
@@ -57,6 +59,9 @@ pub struct EvalArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Evaluate even when the estimated memory is above what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Runs `nasnet eval`.
@@ -114,6 +119,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             set.channels,
             set.classes()
         )));
+    }
+    if !args.no_memory_check {
+        let mut at_size = cfg.clone();
+        at_size.image_size = set.height.max(set.width);
+        let what = format!("evaluating at {0}x{0}", at_size.image_size);
+        let genotype = loaded.model.genotype();
+        check_model_fits(&what, genotype, &at_size, args.batch_size, Use::Inference)
+            .map_err(train_error)?;
     }
     // Normalise exactly as in training.
     let mut set = (*set).clone();

@@ -14,6 +14,7 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 use nasnet_cells::NasNetConfig;
 use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
+use nasnet_trainer::memory::{check_model_fits, Use};
 use nasnet_trainer::progress::{ProgressHook, Quiet};
 use nasnet_trainer::trainer::LOCK_FILE;
 use nasnet_trainer::{
@@ -147,6 +148,9 @@ pub struct TrainArgs {
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Start even when the model's estimated memory is above what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// A trainer error for the CLI, keeping its type (the exit code comes from
@@ -318,6 +322,14 @@ fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Sp
     let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
     let model_cfg = model_config(args, &splits, &source)?;
     let cfg = train_config(args, &source, model_cfg.image_size);
+    if !args.no_memory_check {
+        let what = format!(
+            "training {} at {}x{}",
+            args.net, model_cfg.image_size, model_cfg.image_size
+        );
+        check_model_fits(&what, &genotype, &model_cfg, cfg.batch_size, Use::Training)
+            .map_err(train_error)?;
+    }
     let trainer = Trainer::new(&genotype, &model_cfg, &cfg, device)
         .and_then(|t| t.with_output_dir(out))
         .map_err(train_error)?

@@ -181,3 +181,86 @@ fn a_failed_start_leaves_no_empty_folder_and_errors_say_it_once() {
     assert_eq!(stderr(&o).matches("invalid configuration").count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A 2x2 grayscale PNG (a valid file, written by hand so the test needs no image encoder).
+const TINY_PNG: [u8; 71] = [
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 2, 0, 0, 0, 2, 8, 0, 0,
+    0, 0, 87, 221, 82, 248, 0, 0, 0, 14, 73, 68, 65, 84, 120, 156, 99, 16, 80, 96, 48, 112, 0, 0,
+    1, 118, 0, 161, 236, 48, 138, 244, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+];
+
+/// A genotype of `blocks` blocks per cell in the compact text form: a chain of separable
+/// convolutions, each block reading the one before.
+fn long_genotype(blocks: usize) -> String {
+    let cell: Vec<String> = (0..blocks)
+        .map(|b| format!("sep_conv_3x3@{} identity@0 add", b + 1))
+        .collect();
+    let cell = cell.join(" | ");
+    format!(
+        "normal: {cell} -> {0} ; reduction: {cell} -> {0}",
+        blocks + 1
+    )
+}
+
+#[test]
+fn models_too_large_for_the_machine_are_refused_before_allocating() {
+    if !std::path::Path::new("/proc/meminfo").exists() {
+        return; // the check only runs where the available memory is known
+    }
+    let dir = temp_dir("memory");
+    let out = dir.join("run");
+    let o = tiny_train(&out, "1", &["--net", "100@99984"]);
+    assert_user_error(&o, "--no-memory-check", "--net 100@99984");
+    assert!(stderr(&o).contains("GiB available"), "{}", stderr(&o));
+    assert!(!out.exists());
+
+    let arch = dir.join("long.txt");
+    std::fs::write(&arch, long_genotype(10_000)).unwrap();
+    let o = tiny_train(&out, "1", &["--arch", arch.to_str().unwrap()]);
+    assert_user_error(&o, "GiB available", "a 10,000-block genotype");
+
+    let images = dir.join("images");
+    for (class, k) in [("a", 0), ("a", 1), ("b", 0), ("b", 1)] {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        std::fs::write(images.join(format!("{class}/{k}.png")), TINY_PNG).unwrap();
+    }
+    let data_dir = images.to_str().unwrap();
+    let o = tiny_train(
+        &out,
+        "1",
+        &[
+            "--dataset",
+            "folder",
+            "--data-dir",
+            data_dir,
+            "--image-size",
+            "100000",
+        ],
+    );
+    assert_user_error(&o, "resized to 100000x100000", "--image-size 100000");
+
+    let o = nasnet()
+        .args(["search", "--quiet", "--trials", "1", "--train-limit", "256"])
+        .args(["--val-size", "128", "--child-net", "100@99984", "--run-dir"])
+        .arg(dir.join("search"))
+        .output()
+        .unwrap();
+    assert_user_error(&o, "GiB available", "search --child-net 100@99984");
+    assert!(!dir.join("search").join("config.json").exists());
+
+    // Evaluation checks its batch; the override lets a user who knows better go on.
+    assert!(tiny_train(&out, "1", &[]).status.success());
+    let eval = |extra: &[&str]| {
+        nasnet()
+            .args(["eval", "--test-limit", "32", "--batch-size", "100000000"])
+            .args(extra)
+            .arg("--checkpoint")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    assert_user_error(&eval(&[]), "--no-memory-check", "eval --batch-size 1e8");
+    let o = eval(&["--no-memory-check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}

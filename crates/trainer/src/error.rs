@@ -140,6 +140,24 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The model would need more memory than the machine has available (see
+    /// [`crate::memory`]); refused before anything is allocated.
+    #[error(
+        "{what} needs about {:.1} GiB ({} parameters, {} values per image, batch {}), more than the {:.1} GiB available; choose a smaller network, batch or image size, or pass --no-memory-check to try anyway",
+        gib(estimate.bytes),
+        estimate.parameters,
+        estimate.values_per_image,
+        estimate.batch,
+        gib(*available)
+    )]
+    TooLarge {
+        /// The model, in words.
+        what: String,
+        /// What it would need.
+        estimate: crate::memory::MemoryEstimate,
+        /// Bytes available.
+        available: u64,
+    },
     /// The run was stopped by its progress hook (e.g. the search cancelled a child).
     #[error("training stopped at step {step} by request")]
     Stopped {
@@ -184,6 +202,7 @@ impl TrainError {
             | TrainError::Device(_)
             | TrainError::Checkpoint { .. }
             | TrainError::Genotype(_)
+            | TrainError::TooLarge { .. }
             | TrainError::Io { .. } => true,
             TrainError::Model(e) => matches!(
                 e,
@@ -192,6 +211,11 @@ impl TrainError {
             _ => false,
         }
     }
+}
+
+/// `bytes` in GiB, for messages.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
 }
 
 /// Why a device cannot be used.

@@ -7,6 +7,7 @@
 //! - [`optim`] and [`schedule`]: SGD with momentum, Nesterov, weight decay and clipping; cosine,
 //!   exponential and warm-up schedules; drop-path progress;
 //! - [`checkpoint`]: crash-safe checkpoint files;
+//! - [`memory`]: a model's memory estimated before it is built, checked against the machine;
 //! - [`child`]: one architecture-search child, specified ([`ChildSpec`]), trained and scored
 //!   ([`train_child`]);
 //! - [`device`]: the typed device choice ([`DeviceChoice`]);
@@ -45,6 +46,7 @@ pub mod device;
 pub mod divergence;
 pub mod error;
 pub mod loader;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
