@@ -21,6 +21,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Adds the `defaults` flags `extra` does not name (as `--flag value` or `--flag=value`), then
+/// `extra`.
+fn with_defaults(cmd: &mut Command, defaults: &[(&str, &str)], extra: &[&str]) {
+    let named = |flag: &str| extra.iter().any(|e| e.split('=').next() == Some(flag));
+    for (flag, value) in defaults {
+        if !named(flag) {
+            cmd.args([flag, value]);
+        }
+    }
+    cmd.args(extra);
+}
+
 /// NASNet-A 1@24 on 128 embedded images, batches of 32, quiet, `epochs` epochs, into `out`;
 /// `extra` flags (`--flag value` or `--flag=value`) replace the defaults of the same name.
 fn tiny_train(out: &std::path::Path, epochs: &str, extra: &[&str]) -> Output {
@@ -30,15 +42,27 @@ fn tiny_train(out: &std::path::Path, epochs: &str, extra: &[&str]) -> Output {
         ("--test-limit", "32"),
         ("--batch-size", "32"),
     ];
-    let named = |flag: &str| extra.iter().any(|e| e.split('=').next() == Some(flag));
     let mut cmd = nasnet();
     cmd.args(["train", "--quiet", "--epochs", epochs]);
-    for (flag, value) in defaults {
-        if !named(flag) {
-            cmd.args([flag, value]);
-        }
-    }
-    cmd.args(extra).arg("--out").arg(out).output().unwrap()
+    with_defaults(&mut cmd, &defaults, extra);
+    cmd.arg("--out").arg(out).output().unwrap()
+}
+
+/// One random-search trial of a 1@24 child on 256 embedded images in `run`; `extra` flags
+/// replace the defaults of the same name.
+fn tiny_search(run: &std::path::Path, extra: &[&str]) -> Output {
+    let defaults = [
+        ("--trials", "1"),
+        ("--train-limit", "256"),
+        ("--val-size", "128"),
+        ("--child-net", "1@24"),
+        ("--workers", "1"),
+        ("--strategy", "random"),
+    ];
+    let mut cmd = nasnet();
+    cmd.args(["search", "--quiet"]);
+    with_defaults(&mut cmd, &defaults, extra);
+    cmd.arg("--run-dir").arg(run).output().unwrap()
 }
 
 /// Asserts exit status 2 with a one-line message holding `needle`.
@@ -102,29 +126,7 @@ fn a_diverging_train_fails_with_the_epoch_counted_from_one() {
 fn a_search_records_diverging_children_as_failed() {
     let dir = temp_dir("search-diverge");
     let run = dir.join("run");
-    let o = nasnet()
-        .args([
-            "search",
-            "--quiet",
-            "--trials",
-            "1",
-            "--train-limit",
-            "256",
-            "--val-size",
-            "128",
-            "--child-net",
-            "1@24",
-            "--workers",
-            "1",
-            "--strategy",
-            "random",
-            "--child-lr",
-            "1e6",
-            "--run-dir",
-        ])
-        .arg(&run)
-        .output()
-        .unwrap();
+    let o = tiny_search(&run, &["--child-lr", "1e6"]);
     assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
     let trials = std::fs::read_to_string(run.join("trials.jsonl")).unwrap();
     let record: serde_json::Value = serde_json::from_str(trials.lines().next().unwrap()).unwrap();
@@ -239,12 +241,7 @@ fn models_too_large_for_the_machine_are_refused_before_allocating() {
     );
     assert_user_error(&o, "resized to 100000x100000", "--image-size 100000");
 
-    let o = nasnet()
-        .args(["search", "--quiet", "--trials", "1", "--train-limit", "256"])
-        .args(["--val-size", "128", "--child-net", "100@99984", "--run-dir"])
-        .arg(dir.join("search"))
-        .output()
-        .unwrap();
+    let o = tiny_search(&dir.join("search"), &["--child-net", "100@99984"]);
     assert_user_error(&o, "GiB available", "search --child-net 100@99984");
     assert!(!dir.join("search").join("config.json").exists());
 
