@@ -90,6 +90,8 @@ pub(crate) struct CellModule {
     has_prev: bool,
     blocks: Vec<BlockModule>,
     outputs: Vec<(usize, Adjust)>,
+    /// F of the cell: channels of every hidden state.
+    filters: usize,
     /// Channels and level of the cell's output.
     pub out: TensorInfo,
 }
@@ -223,6 +225,7 @@ impl CellModule {
             has_prev: spec.prev.is_some(),
             blocks,
             outputs,
+            filters: f,
             out: TensorInfo {
                 channels: out_channels,
                 level: out_level,
@@ -265,7 +268,26 @@ impl CellModule {
         Tensor::cat(&outs, 1)
     }
 
-    /// Output size and multiply-adds for an input of `hw` (older input `prev_hw`).
+    /// A conservative count of the values one image keeps alive through this cell for the
+    /// backward pass, for an input of `hw`: the two preprocessed inputs, then per block two
+    /// operations of at most 8 intermediate tensors each (a separable conv's ReLU, depthwise,
+    /// pointwise and BN, twice) and their combination, all of F channels at the input's
+    /// resolution (a reduction cell's are smaller), plus the concatenated output. Saturates at
+    /// `u64::MAX`.
+    pub fn activation_values(&self, hw: (usize, usize)) -> u64 {
+        let pixels = (hw.0 as u64).saturating_mul(hw.1 as u64);
+        let per_block = 2 * 8 + 1;
+        let states = (self.blocks.len() as u64)
+            .saturating_mul(per_block)
+            .saturating_add(2);
+        let channels = states
+            .saturating_mul(self.filters as u64)
+            .saturating_add(self.out.channels as u64);
+        channels.saturating_mul(pixels)
+    }
+
+    /// Output size and multiply-adds for an input of `hw` (older input `prev_hw`), saturating
+    /// at `u64::MAX`.
     pub fn cost(
         &self,
         hw: (usize, usize),
@@ -275,12 +297,12 @@ impl CellModule {
         let s1 = match (&self.prev, prev_hw) {
             (Prev::Conv(c), Some(p)) => {
                 let (o, m) = c.cost(p);
-                total += m;
+                total = total.saturating_add(m);
                 o
             }
             (Prev::Reduce(r), Some(p)) => {
                 let (o, m) = r.cost(p);
-                total += m;
+                total = total.saturating_add(m);
                 o
             }
             (_, Some(p)) if self.has_prev => p,
@@ -290,15 +312,15 @@ impl CellModule {
         for block in &self.blocks {
             let (o, m0) = block.ops[0].cost(states[block.inputs[0]]);
             let (_, m1) = block.ops[1].cost(states[block.inputs[1]]);
-            total += m0 + m1;
+            total = total.saturating_add(m0).saturating_add(m1);
             states.push(o);
         }
         let mut out_hw = *states.last().unwrap_or(&hw);
         for (i, adjust) in &self.outputs {
             match adjust {
                 Adjust::None => out_hw = states[*i],
-                Adjust::Conv(c) => total += c.cost(states[*i]).1,
-                Adjust::Reduce(r) => total += r.cost(states[*i]).1,
+                Adjust::Conv(c) => total = total.saturating_add(c.cost(states[*i]).1),
+                Adjust::Reduce(r) => total = total.saturating_add(r.cost(states[*i]).1),
             }
         }
         (out_hw, total)

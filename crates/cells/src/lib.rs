@@ -63,6 +63,6 @@ pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
 pub use kernels::{kernel_path, set_kernel_path, KernelPath};
 pub use layers::ParamInfo;
-pub use model::{NasNet, NasNetOutput};
+pub use model::{ActivationValues, NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
 pub use unit::{CellUnit, OpUnit};

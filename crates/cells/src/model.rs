@@ -209,6 +209,20 @@ fn size_at_level(stem: StemKind, size: usize, level: usize) -> usize {
     s
 }
 
+/// Values one image keeps alive in a pass through a network; see [`NasNet::activation_values`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationValues {
+    /// Every layer's together (what training keeps for the backward pass).
+    pub total: u64,
+    /// The largest single cell's (about what inference needs at once).
+    pub largest_cell: u64,
+}
+
+/// Elements of a tensor of shape `dims`, saturating at `u64::MAX`.
+fn elem_count(dims: &[usize]) -> u64 {
+    dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+}
+
 /// `conv0`: a 3x3 conv to the stem filters, stride 1 SAME on CIFAR, stride 2 VALID on ImageNet.
 fn stem_conv(cfg: &NasNetConfig) -> ConvSpec {
     let (stride, pad) = match cfg.stem {
@@ -356,13 +370,14 @@ impl NasNet {
     }
 
     /// Trainable parameters (BN running statistics excluded; the aux head included when built),
-    /// the count papers report.
+    /// the count papers report. Saturates at `u64::MAX` (a network too large to count), so a
+    /// caller can refuse it instead of reading a wrapped number.
     pub fn parameter_count(&self) -> u64 {
         self.params
             .iter()
             .filter(|p| p.trainable)
-            .map(|p| p.shape.elem_count() as u64)
-            .sum()
+            .map(|p| elem_count(p.shape.dims()))
+            .fold(0, u64::saturating_add)
     }
 
     /// Names of the cells in forward order (`cell_stem_0`, ..., `cell_17`).
@@ -372,12 +387,14 @@ impl NasNet {
 
     /// Multiply-adds of one inference pass on an `h x w` image (convolutions and the classifier;
     /// BN, ReLU, pooling and the aux head are not counted, as in TF-slim and the paper).
+    /// Saturates at `u64::MAX` when the count does not fit (an absurd input size), so a caller
+    /// can refuse it instead of reporting a wrapped number.
     pub fn mult_adds(&self, h: usize, w: usize) -> u64 {
         let (hw0, mut total) = self.conv0.cost((h, w));
         let mut sizes = vec![hw0];
         for c in &self.cells {
             let (o, m) = c.module.cost(sizes[c.input], c.prev.map(|p| sizes[p]));
-            total += m;
+            total = total.saturating_add(m);
             sizes.push(o);
         }
         let (inp, out) = (
@@ -385,9 +402,34 @@ impl NasNet {
             self.last_linear.weight().dim(0),
         );
         if let (Ok(i), Ok(o)) = (inp, out) {
-            total += (i * o) as u64;
+            total = total.saturating_add((i as u64).saturating_mul(o as u64));
         }
         total
+    }
+
+    /// A conservative estimate of the values one `h x w` image keeps alive in a pass through the
+    /// network: the stem conv's output three times (conv, BN, ReLU) plus every cell's
+    /// activations (see the cell's `activation_values`: per block, two operations of up to 8
+    /// intermediate tensors of F channels, at the cell's input resolution). Training keeps all
+    /// of them for the backward pass; inference needs about the largest cell's at a time.
+    /// Both counts saturate at `u64::MAX`. Lets a caller refuse a model too large for the
+    /// machine before allocating it.
+    pub fn activation_values(&self, h: usize, w: usize) -> ActivationValues {
+        let (hw0, _) = self.conv0.cost((h, w));
+        let stem = elem_count(&[3, self.config.stem_filters, hw0.0, hw0.1]);
+        let mut sizes = vec![hw0];
+        let mut counts = ActivationValues {
+            total: stem,
+            largest_cell: stem,
+        };
+        for c in &self.cells {
+            let input = sizes[c.input];
+            let values = c.module.activation_values(input);
+            counts.total = counts.total.saturating_add(values);
+            counts.largest_cell = counts.largest_cell.max(values);
+            sizes.push(c.module.cost(input, c.prev.map(|p| sizes[p])).0);
+        }
+        counts
     }
 
     /// Sets ScheduledDropPath's progress, `min(1, step / total_steps)` (the trainer computes it

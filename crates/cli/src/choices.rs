@@ -42,8 +42,19 @@ impl DatasetArg {
     }
 
     /// The data source, with the folder canonicalised (so a resume from another working folder
-    /// finds it); every dataset but `embedded` needs the folder.
+    /// finds it); every dataset but `embedded` needs the folder. An image size is for `folder`
+    /// only (the others have a fixed size): given for another dataset it is an error, not
+    /// silently ignored.
     pub fn source(self, dir: Option<&Path>, image_size: Option<usize>) -> Result<DataSource> {
+        if image_size.is_some() && self != DatasetArg::Folder {
+            return Err(user_error(format!(
+                "--image-size applies to --dataset folder only; {} images have a fixed size",
+                self.name()
+            )));
+        }
+        if image_size == Some(0) {
+            return Err(user_error("--image-size must be at least 1"));
+        }
         let dir = match dir {
             Some(d) => Some(
                 std::fs::canonicalize(d)

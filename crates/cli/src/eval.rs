@@ -11,6 +11,8 @@ use nasnet_trainer::{
     evaluate, load_checkpoint, DataConfig, DataSource, DeviceChoice, Splits, Weights,
 };
 
+use nasnet_trainer::memory::{check_model_fits, Use};
+
 use crate::choices::DatasetArg;
 use crate::input::user_error;
 use crate::train::train_error;
@@ -57,12 +59,20 @@ pub struct EvalArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Evaluate even when the estimated memory is above what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Runs `nasnet eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
     if args.batch_size == 0 {
         return Err(user_error("--batch-size must be at least 1"));
+    }
+    if args.image_size.is_some() && args.dataset.is_none() {
+        return Err(user_error(
+            "--image-size applies to --dataset folder only (the checkpoint's data keeps its size)",
+        ));
     }
     let device = args.device.open().map_err(|e| train_error(e.into()))?;
     let weights = if args.best {
@@ -109,6 +119,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             set.channels,
             set.classes()
         )));
+    }
+    if !args.no_memory_check {
+        let mut at_size = cfg.clone();
+        at_size.image_size = set.height.max(set.width);
+        let what = format!("evaluating at {0}x{0}", at_size.image_size);
+        let genotype = loaded.model.genotype();
+        check_model_fits(&what, genotype, &at_size, args.batch_size, Use::Inference)
+            .map_err(train_error)?;
     }
     // Normalise exactly as in training.
     let mut set = (*set).clone();

@@ -88,6 +88,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = NasNet::shape_only(&genotype, &cfg).map_err(|e| user_error(e.to_string()))?;
     let params = model.parameter_count();
     let madds = model.mult_adds(cfg.image_size, cfg.image_size);
+    // Both counts saturate rather than wrap: u64::MAX means the true count does not fit.
+    if params == u64::MAX || madds == u64::MAX {
+        return Err(user_error(format!(
+            "{} at {}x{}: the {} count overflows 64 bits; choose a smaller network or --input-size",
+            cfg.net_size(),
+            cfg.image_size,
+            cfg.image_size,
+            if params == u64::MAX {
+                "parameter"
+            } else {
+                "mult-add"
+            }
+        )));
+    }
     let stem = match cfg.stem {
         StemKind::Cifar => "CIFAR",
         StemKind::ImageNet => "ImageNet",

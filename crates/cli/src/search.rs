@@ -95,6 +95,9 @@ pub struct SearchArgs {
     /// Print only the final table.
     #[arg(long)]
     pub quiet: bool,
+    /// Start children even when their estimated memory is above what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Settings presets of `nasnet search`.
@@ -126,6 +129,7 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
             data: DataConfig::new(DataSource::Embedded),
             seed: args.seed,
             device: args.device,
+            no_memory_check: args.no_memory_check,
         },
     };
     let mut dataset = args.dataset;
@@ -169,6 +173,7 @@ fn spec_flag(e: &SpecError) -> &'static str {
         SpecError::NoValidation => "--val-size",
         SpecError::TrainTooSmall { .. } => "--train-limit",
         SpecError::Data(_) => "dataset",
+        SpecError::TooLarge(_) => "--child-net",
         _ => "child settings",
     }
 }

@@ -10,10 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 use nasnet_cells::NasNetConfig;
 use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
+use nasnet_trainer::memory::{check_model_fits, Use};
 use nasnet_trainer::progress::{ProgressHook, Quiet};
+use nasnet_trainer::trainer::LOCK_FILE;
 use nasnet_trainer::{
     fit_model_config, DataConfig, DataSource, DeviceChoice, LrSchedule, Splits, TrainConfig,
     TrainError, TrainSummary, Trainer,
@@ -95,7 +98,8 @@ pub struct TrainArgs {
     /// L2 weight decay on conv and linear weights.
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
-    /// Clip the gradients' global norm (0: no clipping).
+    /// Clip the gradients' global norm to this finite value > 0 (0: no clipping; negative,
+    /// NaN and infinite values are errors).
     #[arg(long, default_value_t = 5.0)]
     pub clip_norm: f64,
     /// Label smoothing.
@@ -144,6 +148,9 @@ pub struct TrainArgs {
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Start even when the model's estimated memory is above what the machine has available.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// A trainer error for the CLI, keeping its type (the exit code comes from
@@ -197,7 +204,8 @@ fn train_config(args: &TrainArgs, source: &DataSource, image_size: usize) -> Tra
     c.sgd.momentum = args.momentum;
     c.sgd.nesterov = !args.no_nesterov && args.momentum > 0.0;
     c.sgd.weight_decay = args.weight_decay;
-    c.sgd.clip_norm = (args.clip_norm > 0.0).then_some(args.clip_norm);
+    // Only 0 means "off": anything else is checked by the optimiser (finite and > 0).
+    c.sgd.clip_norm = (args.clip_norm != 0.0).then_some(args.clip_norm);
     c.schedule.schedule = match args.schedule {
         ScheduleArg::Cosine => LrSchedule::Cosine {
             min_lr: args.min_lr,
@@ -237,6 +245,31 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let device = args.device.open().map_err(|e| train_error(e.into()))?;
     let out = args.out.clone().unwrap_or_else(default_out);
+    let created = !out.exists();
+    let result = train_in(args, &out, &device);
+    if result.is_err() && created {
+        remove_if_only_lock(&out);
+    }
+    result
+}
+
+/// Removes `dir` when it holds nothing but the lock file: what a run that failed before its
+/// first checkpoint leaves in a folder it created. Anything else in it is kept.
+fn remove_if_only_lock(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    if names.iter().all(|n| n == LOCK_FILE) {
+        let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// `nasnet train` into the output folder `out`.
+fn train_in(args: &TrainArgs, out: &Path, device: &Device) -> Result<()> {
     let mut quiet = Quiet;
     let mut console = ConsoleProgress::new();
     let hook: &mut dyn ProgressHook = if args.quiet { &mut quiet } else { &mut console };
@@ -251,39 +284,57 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         )));
     }
     let (mut trainer, splits) = if args.resume {
-        let trainer = Trainer::resume(&out, &device).map_err(train_error)?;
-        let data = trainer.data_config().cloned().ok_or_else(|| {
-            user_error(format!(
-                "{}: the checkpoint does not say which data it was trained on",
-                out.display()
-            ))
-        })?;
-        let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
-        (trainer, splits)
+        resume_run(out, device)?
     } else {
-        let (genotype, _) = load_architecture(&args.arch)?;
-        let source = args
-            .dataset
-            .source(args.data_dir.as_deref(), args.image_size)?;
-        let mut data = DataConfig::new(source.clone());
-        data.val_size = args.val_size;
-        data.train_limit = args.train_limit;
-        data.test_limit = args.test_limit;
-        data.split_seed = args.split_seed;
-        let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
-        let model_cfg = model_config(args, &splits, &source)?;
-        let cfg = train_config(args, &source, model_cfg.image_size);
-        let trainer = Trainer::new(&genotype, &model_cfg, &cfg, &device)
-            .and_then(|t| t.with_output_dir(&out))
-            .map_err(train_error)?
-            .with_data_config(data);
-        (trainer, splits)
+        new_run(args, out, device)?
     };
     if !args.quiet {
         eprintln!("output folder: {}", out.display());
     }
     let summary = trainer.train(&splits, hook).map_err(train_error)?;
-    print_summary(&summary, &out, args.json)
+    print_summary(&summary, out, args.json)
+}
+
+/// The trainer of the checkpoint in `out`, and its data reloaded.
+fn resume_run(out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+    let trainer = Trainer::resume(out, device).map_err(train_error)?;
+    let data = trainer.data_config().cloned().ok_or_else(|| {
+        user_error(format!(
+            "{}: the checkpoint does not say which data it was trained on",
+            out.display()
+        ))
+    })?;
+    let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
+    Ok((trainer, splits))
+}
+
+/// A new trainer writing to `out`, as the flags say, and its data.
+fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+    let (genotype, _) = load_architecture(&args.arch)?;
+    let source = args
+        .dataset
+        .source(args.data_dir.as_deref(), args.image_size)?;
+    let mut data = DataConfig::new(source.clone());
+    data.val_size = args.val_size;
+    data.train_limit = args.train_limit;
+    data.test_limit = args.test_limit;
+    data.split_seed = args.split_seed;
+    let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
+    let model_cfg = model_config(args, &splits, &source)?;
+    let cfg = train_config(args, &source, model_cfg.image_size);
+    if !args.no_memory_check {
+        let what = format!(
+            "training {} at {}x{}",
+            args.net, model_cfg.image_size, model_cfg.image_size
+        );
+        check_model_fits(&what, &genotype, &model_cfg, cfg.batch_size, Use::Training)
+            .map_err(train_error)?;
+    }
+    let trainer = Trainer::new(&genotype, &model_cfg, &cfg, device)
+        .and_then(|t| t.with_output_dir(out))
+        .map_err(train_error)?
+        .with_data_config(data);
+    Ok((trainer, splits))
 }
 
 fn print_summary(summary: &TrainSummary, out: &Path, json: bool) -> Result<()> {

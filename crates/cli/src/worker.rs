@@ -44,7 +44,7 @@ impl ProgressHook for JsonLines {
             return;
         }
         self.last = Instant::now();
-        let total = (self.epochs * self.steps_per_epoch).max(1);
+        let total = self.epochs.saturating_mul(self.steps_per_epoch).max(1);
         let p = WorkerProgress {
             trial: self.trial,
             epoch: step.epoch,

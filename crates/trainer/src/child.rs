@@ -20,6 +20,7 @@ use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Splits};
 use crate::device::DeviceChoice;
 use crate::error::{DataError, DeviceError, TrainError};
+use crate::memory::{check_model_fits, Use};
 use crate::metrics::EpochMetrics;
 use crate::progress::ProgressHook;
 use crate::trainer::{fit_model_config, Trainer};
@@ -42,6 +43,10 @@ pub struct ChildSpec {
     pub seed: u64,
     /// The device children train on.
     pub device: DeviceChoice,
+    /// Train children even when their estimated memory is above what the machine has
+    /// available (see [`crate::memory`]).
+    #[serde(default)]
+    pub no_memory_check: bool,
 }
 
 /// A child specification that cannot work; found before any child starts.
@@ -83,6 +88,9 @@ pub enum SpecError {
     /// The network size does not make a model for this data.
     #[error(transparent)]
     Model(CellsError),
+    /// A child of this size needs more memory than the machine has (a [`TrainError::TooLarge`]).
+    #[error(transparent)]
+    TooLarge(Box<TrainError>),
 }
 
 /// Why a child produced no reward.
@@ -94,7 +102,7 @@ pub enum ChildError {
     /// This architecture could not be built (a failed trial).
     #[error("cannot build the child")]
     Build(#[source] TrainError),
-    /// The loss became NaN or infinite (a failed trial).
+    /// The loss diverged: not finite, or exploded (see [`crate::divergence`]; a failed trial).
     #[error("the child diverged")]
     Diverged {
         /// Trainable parameters of the child.
@@ -185,9 +193,27 @@ impl ChildSpec {
     }
 
     /// Checks everything [`train_child`] would reject for every child (settings, device, data,
-    /// split sizes), reading the data once; call it before starting a search.
+    /// split sizes, and, unless `no_memory_check`, the memory of a child like NASNet-A at this
+    /// size), reading the data once; call it before starting a search.
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.load_data().map(drop)
+        let splits = self.load_data()?;
+        self.check_memory(&nasnet_searchspace::named::nasnet_a(), &splits)
+            .map_err(|e| SpecError::TooLarge(Box::new(e)))
+    }
+
+    /// Unless `no_memory_check`: an error when training `genotype` on `splits` would need more
+    /// memory than the machine has available (see [`crate::memory`]).
+    pub fn check_memory(&self, genotype: &Genotype, splits: &Splits) -> Result<(), TrainError> {
+        if self.no_memory_check {
+            return Ok(());
+        }
+        check_model_fits(
+            &format!("a {} child", self.net),
+            genotype,
+            &self.model_config(splits),
+            self.batch_size,
+            Use::Training,
+        )
     }
 
     /// The training settings of a child on images of side `image_size`: the data's default
@@ -225,6 +251,8 @@ pub fn train_child(
         .device
         .open()
         .map_err(|e| ChildError::Build(e.into()))?;
+    spec.check_memory(genotype, &splits)
+        .map_err(ChildError::Build)?;
     let model_cfg = spec.model_config(&splits);
     let cfg = spec.train_config(model_cfg.image_size);
     let mut trainer =
@@ -233,16 +261,19 @@ pub fn train_child(
     let summary = trainer
         .train(&splits, progress)
         .map_err(|source| match source {
-            TrainError::Diverged { .. } => ChildError::Diverged { params, source },
+            TrainError::Diverged { .. } | TrainError::EvalDiverged(_) => {
+                ChildError::Diverged { params, source }
+            }
             source => ChildError::Train { params, source },
         })?;
     let reward = match summary.last().and_then(|m| m.val_acc) {
         Some(acc) => acc,
         None => {
             let val = splits.val.as_ref().ok_or(SpecError::NoValidation)?;
-            let measured = trainer
-                .evaluate(val)
-                .map_err(|source| ChildError::Train { params, source })?;
+            let measured = trainer.evaluate(val).map_err(|source| match source {
+                TrainError::EvalDiverged(_) => ChildError::Diverged { params, source },
+                source => ChildError::Train { params, source },
+            })?;
             measured.accuracy
         }
     };

@@ -129,6 +129,14 @@ impl TrainConfig {
         if !(self.aux_weight.is_finite() && self.aux_weight >= 0.0) {
             return bad("the auxiliary loss weight must be >= 0");
         }
+        if let crate::schedule::LrSchedule::Cosine { min_lr } = self.schedule.schedule {
+            if min_lr > self.sgd.lr {
+                return Err(TrainError::Config(format!(
+                    "the final learning rate (--min-lr {min_lr}) is above the base rate (--lr {})",
+                    self.sgd.lr
+                )));
+            }
+        }
         if self.checkpoint_every_steps == Some(0) {
             return bad("checkpoint_every_steps must be at least 1");
         }

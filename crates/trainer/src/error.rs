@@ -95,16 +95,21 @@ pub enum TrainError {
     /// The device cannot be used (unknown, not in this build, or failed to open).
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// The loss became NaN or infinite: the run diverged.
-    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
+    /// A training, validation or test loss became NaN or infinite, or exploded (see
+    /// [`crate::divergence`]): the run diverged.
+    #[error("training diverged in epoch {epoch} at step {step}: {divergence}")]
     Diverged {
-        /// The epoch (0-based) in which it happened.
+        /// The epoch in which it happened, counted from 1 as the progress display does.
         epoch: usize,
-        /// The global step (0-based) whose loss was not finite.
+        /// The global step, counted from 1 (the step whose loss diverged, or the last step
+        /// before the evaluation that found it).
         step: usize,
-        /// The loss value.
-        loss: f64,
+        /// Which loss, and why it counts as diverged.
+        divergence: crate::divergence::Divergence,
     },
+    /// An evaluation outside training found a diverged loss (a model whose weights blew up).
+    #[error("the model has diverged: {0}")]
+    EvalDiverged(crate::divergence::Divergence),
     /// A checkpoint file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -135,6 +140,24 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The model would need more memory than the machine has available (see
+    /// [`crate::memory`]); refused before anything is allocated.
+    #[error(
+        "{what} needs about {:.1} GiB ({} parameters, {} values per image, batch {}), more than the {:.1} GiB available; choose a smaller network, batch or image size, or pass --no-memory-check to try anyway",
+        gib(estimate.bytes),
+        estimate.parameters,
+        estimate.values_per_image,
+        estimate.batch,
+        gib(*available)
+    )]
+    TooLarge {
+        /// The model, in words.
+        what: String,
+        /// What it would need.
+        estimate: crate::memory::MemoryEstimate,
+        /// Bytes available.
+        available: u64,
+    },
     /// The run was stopped by its progress hook (e.g. the search cancelled a child).
     #[error("training stopped at step {step} by request")]
     Stopped {
@@ -179,6 +202,7 @@ impl TrainError {
             | TrainError::Device(_)
             | TrainError::Checkpoint { .. }
             | TrainError::Genotype(_)
+            | TrainError::TooLarge { .. }
             | TrainError::Io { .. } => true,
             TrainError::Model(e) => matches!(
                 e,
@@ -187,6 +211,11 @@ impl TrainError {
             _ => false,
         }
     }
+}
+
+/// `bytes` in GiB, for messages.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
 }
 
 /// Why a device cannot be used.

@@ -7,9 +7,11 @@
 //! - [`optim`] and [`schedule`]: SGD with momentum, Nesterov, weight decay and clipping; cosine,
 //!   exponential and warm-up schedules; drop-path progress;
 //! - [`checkpoint`]: crash-safe checkpoint files;
+//! - [`memory`]: a model's memory estimated before it is built, checked against the machine;
 //! - [`child`]: one architecture-search child, specified ([`ChildSpec`]), trained and scored
 //!   ([`train_child`]);
 //! - [`device`]: the typed device choice ([`DeviceChoice`]);
+//! - [`divergence`]: when a loss means the run diverged ([`check_loss`]);
 //! - [`trainer`]: the training loop ([`Trainer`]), evaluation and checkpoint loading;
 //! - [`progress`]: the hook the loop reports to ([`ProgressHook`]; a console display lives in the
 //!   `nasnet` command line).
@@ -43,8 +45,10 @@ pub mod child;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod divergence;
 pub mod error;
 pub mod loader;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
@@ -56,6 +60,7 @@ pub use child::{train_child, ChildError, ChildResult, ChildSpec, SpecError};
 pub use config::{parse_device, TestEval, TrainConfig};
 pub use data::{DataConfig, DataSource, Dataset, Normalization, Splits};
 pub use device::DeviceChoice;
+pub use divergence::{check_loss, divergence_limit, Divergence};
 pub use error::{DataError, DeviceError, Result, TrainError};
 pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};

@@ -289,7 +289,7 @@ fn validate(cfg: &SgdConfig) -> Result<()> {
     }
     if let Some(c) = cfg.clip_norm {
         if !(c.is_finite() && c > 0.0) {
-            return bad("the clipping norm must be a finite number > 0");
+            return bad("the clipping norm must be a finite number > 0 (or no clipping)");
         }
     }
     Ok(())

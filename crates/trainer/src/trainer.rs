@@ -3,8 +3,8 @@
 //!
 //! Each step: learning rate from the schedule, ScheduledDropPath progress `step / total_steps`,
 //! forward in training mode, cross-entropy (label smoothing optional) plus 0.4 x the auxiliary
-//! head's loss when the model has one, a non-finite loss ends the run with
-//! [`TrainError::Diverged`], backward, clipped SGD step. At each epoch end: validation and test
+//! head's loss when the model has one, a diverged loss (not finite, or above the limit of
+//! [`crate::divergence`]) ends the run with [`TrainError::Diverged`], backward, clipped SGD step. At each epoch end: validation and test
 //! accuracy, best model, checkpoint, one `metrics.jsonl` line. Data order and augmentation are
 //! functions of (seed, epoch, batch), initial weights of (seed, tensor name) and drop-path masks
 //! of (seed, step) (see `NasNet::seed`), so on CPU two runs with the same seed and settings
@@ -27,6 +27,7 @@ use crate::checkpoint::{
 };
 use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Dataset, Normalization, Splits};
+use crate::divergence::check_loss;
 use crate::error::{Result, TrainError};
 use crate::loader::{train_batches_per_epoch, Batch, BatchStream};
 use crate::metrics::{EpochAccum, EpochMetrics, EvalMetrics};
@@ -204,7 +205,8 @@ pub fn count_correct(logits: &Tensor, targets: &Tensor) -> Result<u64> {
     Ok(hits.to_scalar::<f32>()? as u64)
 }
 
-/// Loss and accuracy of `model` (inference mode) on `data`, normalised with `data.norm`.
+/// Loss and accuracy of `model` (inference mode) on `data`, normalised with `data.norm`. A mean
+/// loss that diverged (see [`crate::divergence`]) is [`TrainError::EvalDiverged`].
 pub fn evaluate(
     model: &NasNet,
     data: &Arc<Dataset>,
@@ -224,6 +226,10 @@ pub fn evaluate(
         seen += n;
     }
     let secs = start.elapsed().as_secs_f64();
+    if seen > 0 {
+        check_loss("evaluation loss", loss_sum / seen as f64, data.classes())
+            .map_err(TrainError::EvalDiverged)?;
+    }
     Ok(EvalMetrics {
         loss: if seen > 0 {
             loss_sum / seen as f64
@@ -446,9 +452,26 @@ impl Trainer {
         self.out_dir.as_deref()
     }
 
-    /// Loss and accuracy of the current model on `data`.
+    /// Loss and accuracy of the current model on `data` (a diverged loss is
+    /// [`TrainError::EvalDiverged`]).
     pub fn evaluate(&self, data: &Arc<Dataset>) -> Result<EvalMetrics> {
         evaluate(&self.model, data, &self.device, self.cfg.eval_batch_size)
+    }
+
+    /// [`Trainer::evaluate`] of the `split` set at the end of epoch `self.epoch`: a diverged
+    /// loss is [`TrainError::Diverged`] of this epoch and step.
+    fn evaluate_in_run(&self, data: &Arc<Dataset>, split: &str) -> Result<EvalMetrics> {
+        self.evaluate(data).map_err(|e| match e {
+            TrainError::EvalDiverged(mut divergence) => {
+                divergence.what = format!("{split} loss");
+                TrainError::Diverged {
+                    epoch: self.epoch + 1,
+                    step: self.step,
+                    divergence,
+                }
+            }
+            e => e,
+        })
     }
 
     fn check_data(&self, splits: &Splits) -> Result<usize> {
@@ -473,25 +496,11 @@ impl Trainer {
         }
         if let Some((saved, saved_spe)) = &self.resumed {
             let now = DataSummary::of(splits, saved.config.clone());
-            let same = now.train_images == saved.train_images
-                && now.val_images == saved.val_images
-                && now.channels == saved.channels
-                && now.height == saved.height
-                && now.width == saved.width
-                && now.class_names == saved.class_names;
-            if !same || spe != *saved_spe {
+            let differences = data_differences(&now, saved, spe, *saved_spe);
+            if !differences.is_empty() {
                 return Err(TrainError::Config(format!(
-                    "the data differs from the checkpoint's ({} train / {} val images of {}x{}x{} now, {} / {} of {}x{}x{} saved)",
-                    now.train_images,
-                    now.val_images,
-                    now.channels,
-                    now.height,
-                    now.width,
-                    saved.train_images,
-                    saved.val_images,
-                    saved.channels,
-                    saved.height,
-                    saved.width
+                    "the data differs from the checkpoint's: {}",
+                    differences.join("; ")
                 )));
             }
         }
@@ -504,7 +513,7 @@ impl Trainer {
         let spe = self.check_data(splits)?;
         let run = RunShape {
             spe,
-            total: spe * self.cfg.epochs,
+            total: total_steps(spe, self.cfg.epochs)?,
             data: DataSummary::of(splits, self.data_config.clone()),
         };
         hook.on_start(&RunInfo {
@@ -590,7 +599,7 @@ impl Trainer {
     }
 
     /// One training step on `batch` of `(channels, height, width)` images: schedule, forward,
-    /// loss (a non-finite one is [`TrainError::Diverged`]), backward, SGD, running sums.
+    /// loss (a diverged one is [`TrainError::Diverged`]), backward, SGD, running sums.
     fn step_once(
         &mut self,
         batch: Batch,
@@ -619,13 +628,13 @@ impl Trainer {
             _ => main.clone(),
         };
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
-        if !loss_value.is_finite() {
-            return Err(TrainError::Diverged {
-                epoch,
-                step: self.step,
-                loss: loss_value,
-            });
-        }
+        check_loss("training loss", loss_value, self.model_cfg.num_classes).map_err(
+            |divergence| TrainError::Diverged {
+                epoch: epoch + 1,
+                step: self.step + 1,
+                divergence,
+            },
+        )?;
         let main_value = f64::from(main.to_scalar::<f32>()?);
         let grads = loss.backward()?;
         let stats = self.sgd.step(&grads)?;
@@ -663,7 +672,7 @@ impl Trainer {
         let val = match &splits.val {
             Some(v) => {
                 hook.on_eval("val", v.len());
-                Some(self.evaluate(v)?)
+                Some(self.evaluate_in_run(v, "val")?)
             }
             None => None,
         };
@@ -675,7 +684,7 @@ impl Trainer {
         }
         .then(|| {
             hook.on_eval("test", splits.test.len());
-            self.evaluate(&splits.test)
+            self.evaluate_in_run(&splits.test, "test")
         })
         .transpose()?;
         let m = EpochMetrics {
@@ -772,6 +781,51 @@ impl Trainer {
         let json = serde_json::to_vec_pretty(&state)?;
         write_checkpoint(dir, &model_bytes, &optim_bytes, &json)
     }
+}
+
+/// What differs between the data `now` (with `spe` steps per epoch) and the data a checkpoint
+/// was `saved` with, each as `what: NOW now, SAVED saved`; empty when a resume may go on.
+fn data_differences(
+    now: &DataSummary,
+    saved: &DataSummary,
+    spe: usize,
+    saved_spe: usize,
+) -> Vec<String> {
+    let shape = |d: &DataSummary| format!("{}x{}x{}", d.channels, d.height, d.width);
+    let pairs = [
+        (
+            "training images",
+            now.train_images.to_string(),
+            saved.train_images.to_string(),
+        ),
+        (
+            "validation images",
+            now.val_images.to_string(),
+            saved.val_images.to_string(),
+        ),
+        ("image shape", shape(now), shape(saved)),
+        (
+            "class names",
+            format!("{:?}", now.class_names),
+            format!("{:?}", saved.class_names),
+        ),
+        ("steps per epoch", spe.to_string(), saved_spe.to_string()),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(what, a, b)| format!("{what}: {a} now, {b} saved"))
+        .collect()
+}
+
+/// Steps of a run of `epochs` epochs of `spe` steps, or an error when the product does not fit
+/// a `usize` (an absurd `--epochs` must be refused, not wrap to a short run).
+fn total_steps(spe: usize, epochs: usize) -> Result<usize> {
+    spe.checked_mul(epochs).ok_or_else(|| {
+        TrainError::Config(format!(
+            "{epochs} epochs of {spe} steps is more steps than this machine can count"
+        ))
+    })
 }
 
 /// The first file of a run found in `dir` (checkpoint, best model, metrics, or a `.tmp` of one).

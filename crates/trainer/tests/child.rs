@@ -24,6 +24,7 @@ fn tiny_spec() -> ChildSpec {
         data,
         seed: 3,
         device: DeviceChoice::Cpu,
+        no_memory_check: false,
     }
 }
 

@@ -329,6 +329,22 @@ fn folder_reads_classes_and_checks_sizes() {
 }
 
 #[test]
+fn an_empty_class_folder_is_an_error_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    save_png(&t.path().join("cat/a.png"), 2, 2, true, 1);
+    save_png(&t.path().join("dog/b.png"), 2, 2, true, 2);
+    std::fs::create_dir_all(t.path().join("empty")).unwrap();
+    std::fs::write(t.path().join("empty/readme.txt"), "not an image").unwrap();
+    let err = read_image_folder(t.path(), None).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DataError::Missing { .. }), "{err:?}");
+    assert!(
+        text.contains("empty") && text.contains("class `empty`"),
+        "{text}"
+    );
+}
+
+#[test]
 fn folder_grayscale_without_test_tree() {
     let t = tempfile::tempdir().unwrap();
     for (i, c) in ["b", "a", "c"].iter().enumerate() {

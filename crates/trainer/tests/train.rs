@@ -411,6 +411,50 @@ fn divergence_is_a_typed_error() {
 }
 
 #[test]
+fn an_exploding_finite_loss_is_divergence_in_epoch_one() {
+    let _serial = serial();
+    let s = splits();
+    let m = model_cfg(&s);
+    let mut cfg = train_cfg(2);
+    // With clipping on, a huge rate gives finite but exploded losses before any NaN.
+    cfg.sgd.lr = 1e6;
+    let mut t = Trainer::new(&genotype(), &m, &cfg, &Device::Cpu).unwrap();
+    match t.train(&s, &mut Quiet).unwrap_err() {
+        TrainError::Diverged {
+            epoch, divergence, ..
+        } => {
+            assert_eq!(epoch, 1);
+            assert!(divergence.loss.is_nan() || divergence.loss > divergence.limit);
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn a_resume_on_other_data_names_what_differs() {
+    let _serial = serial();
+    let s = splits();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(&genotype(), &model_cfg(&s), &train_cfg(2), &Device::Cpu)
+        .unwrap()
+        .with_output_dir(dir.path())
+        .unwrap();
+    assert!(t.train(&s, &mut StopAt::new(4)).is_err());
+    drop(t);
+    // Same counts and shapes, other class names: only the names may be reported.
+    let mut renamed = (*s.train).clone();
+    renamed.class_names[0] = "renamed".into();
+    let other = Splits {
+        train: std::sync::Arc::new(renamed),
+        ..s.clone()
+    };
+    let mut t = Trainer::resume(dir.path(), &Device::Cpu).unwrap();
+    let err = t.train(&other, &mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("class names: [\"renamed\""), "{err}");
+    assert!(!err.contains("training images"), "{err}");
+}
+
+#[test]
 fn mismatched_data_and_settings_are_config_errors() {
     let _serial = serial();
     let s = splits();

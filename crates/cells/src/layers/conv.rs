@@ -180,15 +180,17 @@ impl Conv {
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
         let oh = out_len(hw.0, self.kernel.0, self.stride, self.dilation, self.pad);
         let ow = out_len(hw.1, self.kernel.1, self.stride, self.dilation, self.pad);
+        // Saturating: a huge input or channel count gives u64::MAX, never a wrapped count.
+        let window = (self.kernel.0 as u64).saturating_mul(self.kernel.1 as u64);
         let per_out = if self.depthwise {
-            (self.kernel.0 * self.kernel.1) as u64
+            window
         } else {
-            (self.kernel.0 * self.kernel.1 * self.in_channels) as u64
+            window.saturating_mul(self.in_channels as u64)
         };
-        (
-            (oh, ow),
-            per_out * self.out_channels as u64 * (oh * ow) as u64,
-        )
+        let outputs = (self.out_channels as u64)
+            .saturating_mul(oh as u64)
+            .saturating_mul(ow as u64);
+        ((oh, ow), per_out.saturating_mul(outputs))
     }
 }
 
@@ -273,7 +275,7 @@ impl SepConv {
         let (hw1, b) = self.pw1.cost(hw1);
         let (hw2, c) = self.dw2.cost(hw1);
         let (hw2, d) = self.pw2.cost(hw2);
-        (hw2, a + b + c + d)
+        (hw2, a.saturating_add(b).saturating_add(c).saturating_add(d))
     }
 }
 
@@ -337,7 +339,7 @@ impl FactorizedReduction {
         let sub = (hw.0.div_ceil(2), hw.1.div_ceil(2));
         let (_, a) = self.path_1.cost(sub);
         let (_, b) = self.path_2.cost(sub);
-        (sub, a + b)
+        (sub, a.saturating_add(b))
     }
 }
 

@@ -235,7 +235,7 @@ impl OpModule {
             OpKind::Pair { a, b, .. } => {
                 let (hw, x) = a.cost(hw);
                 let (hw, y) = b.cost(hw);
-                (hw, x + y)
+                (hw, x.saturating_add(y))
             }
             OpKind::Pool(p) => p.cost(hw),
         }

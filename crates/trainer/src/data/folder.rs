@@ -78,8 +78,35 @@ fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, DataError> {
     })
 }
 
+/// An error when `count` images resized to `size` x `size` (RGB bytes, twice: decoded and
+/// stored) would need more than the `available` bytes, so an absurd image size is refused
+/// before the first multi-gigabyte allocation.
+fn check_resized_fit(
+    dir: &Path,
+    count: usize,
+    size: usize,
+    available: Option<u64>,
+) -> Result<(), DataError> {
+    let needed = (size as u64)
+        .saturating_mul(size as u64)
+        .saturating_mul(3 * 2)
+        .saturating_mul(count as u64);
+    match available {
+        Some(available) if needed > available => Err(DataError::format(
+            dir,
+            format!(
+                "{count} images resized to {size}x{size} need about {:.1} GiB, more than the {:.1} GiB available (choose a smaller image size)",
+                needed as f64 / f64::from(1u32 << 30),
+                available as f64 / f64::from(1u32 << 30)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads one class-per-sub-folder tree. `classes`, when given, fixes the class list (so a test
-/// tree uses the training tree's labels); a sub-folder not in it is an error. `size` resizes
+/// tree uses the training tree's labels); a sub-folder not in it is an error. Without it, every
+/// sub-folder is a class and must hold an image: an empty one would be a class no image has. `size` resizes
 /// every image to `size` x `size`; without it all images must share the first one's size.
 pub fn read_class_tree(
     name: &str,
@@ -111,10 +138,18 @@ pub fn read_class_tree(
                     format!("class `{cname}` is not among the training classes"),
                 )
             })?;
+        let before = files.len();
         for f in sorted_entries(d)? {
             if f.is_file() && is_image(&f) {
                 files.push((f, label as u32));
             }
+        }
+        if classes.is_none() && files.len() == before {
+            return Err(DataError::Missing {
+                dir: d.to_path_buf(),
+                what: format!("images of class `{cname}` (remove the folder or add images)"),
+                looked_for: "*.png, *.jpg, *.jpeg".into(),
+            });
         }
     }
     if files.is_empty() {
@@ -123,6 +158,9 @@ pub fn read_class_tree(
             what: "images".into(),
             looked_for: "*.png, *.jpg, *.jpeg in the class sub-folders".into(),
         });
+    }
+    if let Some(size) = size {
+        check_resized_fit(dir, files.len(), size, crate::memory::available_bytes())?;
     }
     let decoded: Vec<Decoded> = files
         .par_iter()
