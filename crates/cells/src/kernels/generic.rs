@@ -51,7 +51,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use candle_core::{bail, DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::geometry::out_len;
 use super::{
