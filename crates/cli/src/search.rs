@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nasnet_cells::NetSize;
-use nasnet_controller::search_loop::{run_search, RunDir, SearchEvent};
+use nasnet_controller::search_loop::{run_search, Backend, RunDir, SearchEvent};
 use nasnet_controller::{make_strategy, StrategyConfig, StrategyKind};
 use nasnet_searchspace::SearchSpace;
 use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DeviceChoice, SpecError};
@@ -95,6 +95,9 @@ pub struct SearchArgs {
     /// Print only the final table.
     #[arg(long)]
     pub quiet: bool,
+    /// Multi-machine search through a Redis queue (see docs/distributed.md).
+    #[command(flatten)]
+    pub queue: crate::redis_backend::QueueArgs,
 }
 
 /// Settings presets of `nasnet search`.
@@ -275,11 +278,23 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         eprint!("\r\x1b[2K  training: {}", parts.join(" | "));
         let _ = std::io::stderr().flush();
     });
-    let mut backend = ProcessBackend::new(run.clone(), config.child.clone(), workers, on_progress)
-        .context("starting the worker backend")?;
+    let mut backend: Box<dyn Backend> = match &args.queue.queue {
+        Some(url) => Box::new(crate::redis_backend::RedisBackend::connect(
+            &args.queue,
+            url,
+            &run,
+            &config.child,
+            args.workers,
+            on_progress,
+        )?),
+        None => Box::new(
+            ProcessBackend::new(run.clone(), config.child.clone(), workers, on_progress)
+                .context("starting the worker backend")?,
+        ),
+    };
     let summary = run_search(
         strategy.as_mut(),
-        &mut backend,
+        backend.as_mut(),
         &run,
         config.trials,
         &mut |event| {
