@@ -209,7 +209,7 @@ fn three_workers_train_eight_real_children_once_each() {
         "--trials",
         "8",
         "--child-net",
-        "1@8",
+        "1@24",
         "--train-limit",
         "64",
         "--val-size",
