@@ -4,13 +4,14 @@
 # CPU is not the limit). Prints: workers, trials, ideal s, measured s, efficiency.
 #   scripts/queue-bench.sh NASNET_BINARY "1 8 32 128" MS TRIALS_PER_WORKER
 # Efficiency = ideal / measured, ideal = ceil(trials / workers) * MS. The search keeps 2 x N
-# trials queued (--workers 2N) so a worker never waits for the search to propose.
+# trials queued (--workers 2N) so a worker never waits for the search to propose. RUN_ROOT
+# (default /tmp) holds the run folders and the Redis files: the search fsyncs ~15 times per trial.
 set -euo pipefail
 BIN=${1:?nasnet binary}
 COUNTS=${2:-"1 8 32 128"}
 MS=${3:-2000}
 PER=${4:-4}
-TMP=$(mktemp -d)
+TMP=$(mktemp -d -p "${RUN_ROOT:-/tmp}")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --bind 127.0.0.1 --port "$PORT" --save '' --appendonly yes --dir "$TMP" >"$TMP/redis.log" 2>&1 &
 RPID=$!
