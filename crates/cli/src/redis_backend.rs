@@ -39,7 +39,7 @@ use crate::process_backend::{ProgressCallback, WorkerProgress};
 pub const GROUP: &str = "workers";
 
 /// Trials queued at once when `--workers` is not given with `--queue`.
-const DEFAULT_QUEUE_DEPTH: usize = 64;
+pub(crate) const DEFAULT_QUEUE_DEPTH: usize = 64;
 
 /// Queue options of `nasnet search`.
 #[derive(Debug, Clone, Args)]
@@ -257,7 +257,7 @@ impl RedisBackend {
         url: &str,
         run: &RunDir,
         child: &ChildSpec,
-        workers: Option<usize>,
+        workers: usize,
         on_progress: ProgressCallback,
     ) -> Result<Self> {
         let client = redis::Client::open(url).with_context(|| format!("--queue {url}"))?;
@@ -287,7 +287,7 @@ impl RedisBackend {
             results_key,
             progress_key,
             template,
-            capacity: workers.unwrap_or(DEFAULT_QUEUE_DEPTH).max(1),
+            capacity: workers.max(1),
             last_result: "0".into(),
             running: HashSet::new(),
             ready: VecDeque::new(),
@@ -449,5 +449,28 @@ pub fn relocate_data(child: &mut ChildSpec, data_dir: Option<&PathBuf>) {
         | DataSource::Cifar10 { dir }
         | DataSource::Cifar100 { dir }
         | DataSource::Folder { dir, .. } => *dir = new.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nasnet_trainer::{DataConfig, DataSource, Splits};
+
+    use super::split_hash;
+
+    fn splits(split_seed: u64, val_size: usize) -> Splits {
+        let mut data = DataConfig::new(DataSource::Embedded);
+        data.val_size = val_size;
+        data.train_limit = Some(256);
+        data.split_seed = split_seed;
+        Splits::load(&data).unwrap()
+    }
+
+    #[test]
+    fn the_split_hash_tells_apart_splits_of_the_same_data() {
+        let a = split_hash(&splits(0, 100));
+        assert_eq!(a, split_hash(&splits(0, 100)), "same data, same hash");
+        assert_ne!(a, split_hash(&splits(1, 100)), "another validation draw");
+        assert_ne!(a, split_hash(&splits(0, 101)), "another validation size");
     }
 }

@@ -223,7 +223,11 @@ fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
 
 /// Runs `nasnet search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
-    let workers = args.workers.unwrap_or_else(default_workers);
+    let workers = match (args.workers, &args.queue.queue) {
+        (Some(n), _) => n,
+        (None, Some(_)) => crate::redis_backend::DEFAULT_QUEUE_DEPTH,
+        (None, None) => default_workers(),
+    };
     if workers == 0 {
         return Err(user_error("--workers must be at least 1"));
     }
@@ -284,7 +288,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
             url,
             &run,
             &config.child,
-            args.workers,
+            workers,
             on_progress,
         )?),
         None => Box::new(

@@ -340,3 +340,48 @@ fn a_redis_restart_mid_run_loses_nothing() {
     assert!(statuses(&run).iter().all(|s| s == "ok"));
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("handback");
+    let redis = Redis::start(&base);
+    // A lease far longer than the test: only a hand-back lets another worker take the trial.
+    let first_log = base.join("first.log");
+    let mut first = worker(&redis, &first_log, 600_000);
+    let run = base.join("run");
+    let args = [
+        "--trials",
+        "1",
+        "--synthetic-child-ms",
+        "1500",
+        "--workers",
+        "1",
+    ];
+    let mut search_proc = Proc(search(&redis, &run, &args).spawn().unwrap());
+    wait_for(
+        "the first worker to start trial 0",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(&first_log).is_ok_and(|t| t.contains("trial 0 started")),
+    );
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(first.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(
+        first.0.wait().unwrap().success(),
+        "a stopped worker exits cleanly"
+    );
+    let log = std::fs::read_to_string(&first_log).unwrap();
+    assert!(log.contains("handed trial 0 back"), "{log}");
+    let _second = worker(&redis, &base.join("second.log"), 600_000);
+    wait_for("the search to finish", Duration::from_secs(60), || {
+        search_proc.0.try_wait().unwrap().is_some()
+    });
+    assert!(search_proc.0.wait().unwrap().success());
+    assert_each_once(&run, 1);
+    assert_eq!(statuses(&run), ["ok"]);
+    let _ = std::fs::remove_dir_all(&base);
+}
