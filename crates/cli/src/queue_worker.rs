@@ -355,20 +355,52 @@ return 1
         };
         let text = serde_json::to_string(&result)?;
         let trial = job.spec.trial;
+        self.add_and_ack(
+            id,
+            &job.results,
+            "result",
+            &text,
+            Some((&job.progress, trial)),
+        )
+    }
+
+    /// Queues the job again and acknowledges this entry, atomically, so it is never lost.
+    fn hand_back(&mut self, id: &str, job: &QueueJob) -> Result<()> {
+        let text = serde_json::to_string(job)?;
+        let trials = self.keys.trials.clone();
+        self.add_and_ack(id, &trials, "job", &text, None)?;
+        eprintln!(
+            "worker {}: handed trial {} back to the queue",
+            self.consumer, job.spec.trial
+        );
+        // The training thread is abandoned mid-way: end the process now.
+        eprintln!("worker {}: stopped", self.consumer);
+        std::process::exit(0);
+    }
+
+    /// In one transaction: adds `field: text` to `stream`, forgets the entry's start count (and
+    /// the trial's progress line, when given) and acknowledges entry `id`.
+    fn add_and_ack(
+        &mut self,
+        id: &str,
+        stream: &str,
+        field: &str,
+        text: &str,
+        progress: Option<(&str, u64)>,
+    ) -> Result<()> {
         self.retry(|w, c| {
-            redis::pipe()
-                .atomic()
+            let mut pipe = redis::pipe();
+            pipe.atomic()
                 .cmd("XADD")
-                .arg(&job.results)
+                .arg(stream)
                 .arg("*")
-                .arg("result")
-                .arg(&text)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&job.progress)
-                .arg(trial)
-                .ignore()
-                .cmd("HDEL")
+                .arg(field)
+                .arg(text)
+                .ignore();
+            if let Some((key, trial)) = progress {
+                pipe.cmd("HDEL").arg(key).arg(trial).ignore();
+            }
+            pipe.cmd("HDEL")
                 .arg(&w.keys.attempts)
                 .arg(id)
                 .ignore()
@@ -379,38 +411,6 @@ return 1
                 .ignore()
                 .query::<()>(c)
         })
-    }
-
-    /// Queues the job again and acknowledges this entry, atomically, so it is never lost.
-    fn hand_back(&mut self, id: &str, job: &QueueJob) -> Result<()> {
-        let text = serde_json::to_string(job)?;
-        self.retry(|w, c| {
-            redis::pipe()
-                .atomic()
-                .cmd("XADD")
-                .arg(&w.keys.trials)
-                .arg("*")
-                .arg("job")
-                .arg(&text)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&w.keys.attempts)
-                .arg(id)
-                .ignore()
-                .cmd("XACK")
-                .arg(&w.keys.trials)
-                .arg(GROUP)
-                .arg(id)
-                .ignore()
-                .query::<()>(c)
-        })?;
-        eprintln!(
-            "worker {}: handed trial {} back to the queue",
-            self.consumer, job.spec.trial
-        );
-        // The training thread is abandoned mid-way: end the process now.
-        eprintln!("worker {}: stopped", self.consumer);
-        std::process::exit(0);
     }
 }
 

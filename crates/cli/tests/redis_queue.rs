@@ -229,15 +229,17 @@ fn three_workers_train_eight_real_children_once_each() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-#[test]
-fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
-    if !have_redis() {
-        return;
-    }
-    let base = temp_dir("reclaim");
-    let redis = Redis::start(&base);
-    let victim_log = base.join("victim.log");
-    let mut victim = worker(&redis, &victim_log, 1000);
+/// A search of one 1.5 s synthetic trial and a worker (lease `lease_ms`) that has started it.
+struct OneTrial {
+    run: PathBuf,
+    search: Proc,
+    worker: Proc,
+    worker_log: PathBuf,
+}
+
+fn one_trial_started(base: &Path, redis: &Redis, lease_ms: u64) -> OneTrial {
+    let worker_log = base.join("first.log");
+    let first = worker(redis, &worker_log, lease_ms);
     let run = base.join("run");
     let args = [
         "--trials",
@@ -247,23 +249,41 @@ fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
         "--workers",
         "1",
     ];
-    let mut cmd = search(&redis, &run, &args);
-    let mut search_proc = Proc(cmd.spawn().unwrap());
-    wait_for(
-        "the victim to start trial 0",
-        Duration::from_secs(60),
-        || std::fs::read_to_string(&victim_log).is_ok_and(|t| t.contains("trial 0 started")),
-    );
-    victim.0.kill().unwrap();
-    let _ = victim.0.wait();
+    let search_proc = Proc(search(redis, &run, &args).spawn().unwrap());
+    wait_for("a worker to start trial 0", Duration::from_secs(60), || {
+        std::fs::read_to_string(&worker_log).is_ok_and(|t| t.contains("trial 0 started"))
+    });
+    OneTrial {
+        run,
+        search: search_proc,
+        worker: first,
+        worker_log,
+    }
+}
+
+/// Waits for the search of [`one_trial_started`] to succeed with trial 0 recorded once, ok.
+fn one_trial_finishes(t: &mut OneTrial) {
+    wait_for("the search to finish", Duration::from_secs(60), || {
+        t.search.0.try_wait().unwrap().is_some()
+    });
+    assert!(t.search.0.wait().unwrap().success());
+    assert_each_once(&t.run, 1);
+    assert_eq!(statuses(&t.run), ["ok"]);
+}
+
+#[test]
+fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("reclaim");
+    let redis = Redis::start(&base);
+    let mut t = one_trial_started(&base, &redis, 1000);
+    t.worker.0.kill().unwrap();
+    let _ = t.worker.0.wait();
     let rescuer_log = base.join("rescuer.log");
     let _rescuer = worker(&redis, &rescuer_log, 1000);
-    wait_for("the search to finish", Duration::from_secs(60), || {
-        search_proc.0.try_wait().unwrap().is_some()
-    });
-    assert!(search_proc.0.wait().unwrap().success());
-    assert_each_once(&run, 1);
-    assert_eq!(statuses(&run), ["ok"]);
+    one_trial_finishes(&mut t);
     let rescued = std::fs::read_to_string(&rescuer_log).unwrap();
     assert!(
         rescued.contains("trial 0 started") && rescued.contains("attempt 2"),
@@ -349,39 +369,18 @@ fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
     let base = temp_dir("handback");
     let redis = Redis::start(&base);
     // A lease far longer than the test: only a hand-back lets another worker take the trial.
-    let first_log = base.join("first.log");
-    let mut first = worker(&redis, &first_log, 600_000);
-    let run = base.join("run");
-    let args = [
-        "--trials",
-        "1",
-        "--synthetic-child-ms",
-        "1500",
-        "--workers",
-        "1",
-    ];
-    let mut search_proc = Proc(search(&redis, &run, &args).spawn().unwrap());
-    wait_for(
-        "the first worker to start trial 0",
-        Duration::from_secs(60),
-        || std::fs::read_to_string(&first_log).is_ok_and(|t| t.contains("trial 0 started")),
-    );
+    let mut t = one_trial_started(&base, &redis, 600_000);
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
     unsafe {
-        libc::kill(first.0.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(t.worker.0.id() as libc::pid_t, libc::SIGTERM);
     }
     assert!(
-        first.0.wait().unwrap().success(),
+        t.worker.0.wait().unwrap().success(),
         "a stopped worker exits cleanly"
     );
-    let log = std::fs::read_to_string(&first_log).unwrap();
+    let log = std::fs::read_to_string(&t.worker_log).unwrap();
     assert!(log.contains("handed trial 0 back"), "{log}");
     let _second = worker(&redis, &base.join("second.log"), 600_000);
-    wait_for("the search to finish", Duration::from_secs(60), || {
-        search_proc.0.try_wait().unwrap().is_some()
-    });
-    assert!(search_proc.0.wait().unwrap().success());
-    assert_each_once(&run, 1);
-    assert_eq!(statuses(&run), ["ok"]);
+    one_trial_finishes(&mut t);
     let _ = std::fs::remove_dir_all(&base);
 }
