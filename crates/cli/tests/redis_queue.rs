@@ -384,3 +384,99 @@ fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
     one_trial_finishes(&mut t);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Writes a tiny Fashion-MNIST-layout folder (uncompressed IDX files) whose labels are shifted
+/// by `label_shift`: the same images, another dataset.
+fn write_idx_dataset(dir: &Path, label_shift: u8) {
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, n: u32, test: bool| {
+        let mut images = vec![0, 0, 8, 3];
+        for v in [n, 28, 28] {
+            images.extend(v.to_be_bytes());
+        }
+        let offset = if test { 7 } else { 0 };
+        images.extend((0..n as usize * 784).map(|i| ((i * 31 + offset) % 251) as u8));
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).unwrap();
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend(n.to_be_bytes());
+        labels.extend((0..n).map(|i| ((i % 10) as u8 + label_shift) % 10));
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), labels).unwrap();
+    };
+    write("train", 128, false);
+    write("t10k", 16, true);
+}
+
+#[test]
+fn a_worker_with_other_data_refuses_the_trial_and_a_right_one_trains_it() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("data");
+    let redis = Redis::start(&base);
+    let (right, wrong) = (base.join("right"), base.join("wrong"));
+    write_idx_dataset(&right, 0);
+    write_idx_dataset(&wrong, 1);
+    let run = base.join("run");
+    let data_dir = right.to_str().unwrap();
+    let args = [
+        "--trials",
+        "1",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        data_dir,
+        "--train-limit",
+        "64",
+        "--val-size",
+        "32",
+        "--child-net",
+        "1@24",
+        "--child-batch-size",
+        "32",
+    ];
+    let mut search_proc = Proc(search(&redis, &run, &args).spawn().unwrap());
+    let wrong_log = base.join("wrong.log");
+    let mut refused = Proc(
+        nasnet()
+            .args([
+                "worker",
+                "--queue",
+                &redis.url(),
+                "--lease-ms",
+                "1000",
+                "--data-dir",
+            ])
+            .arg(&wrong)
+            .stderr(Stdio::from(std::fs::File::create(&wrong_log).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the wrong worker to stop", Duration::from_secs(60), || {
+        refused.0.try_wait().unwrap().is_some()
+    });
+    let message = std::fs::read_to_string(&wrong_log).unwrap();
+    assert!(!refused.0.wait().unwrap().success(), "{message}");
+    assert!(message.contains("not the same data"), "{message}");
+    let _right_worker = Proc(
+        nasnet()
+            .args([
+                "worker",
+                "--queue",
+                &redis.url(),
+                "--lease-ms",
+                "1000",
+                "--data-dir",
+            ])
+            .arg(&right)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the search to finish", Duration::from_secs(120), || {
+        search_proc.0.try_wait().unwrap().is_some()
+    });
+    assert!(search_proc.0.wait().unwrap().success());
+    assert_each_once(&run, 1);
+    assert_eq!(statuses(&run), ["ok"]);
+    let _ = std::fs::remove_dir_all(&base);
+}
