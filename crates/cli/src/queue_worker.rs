@@ -233,7 +233,7 @@ impl Worker {
                 trial,
                 0.0,
                 format!(
-                    "the trial was started {} times and no worker finished it",
+                    "the trial was started {} time(s) and no worker finished it",
                     attempts - 1
                 ),
             );

@@ -237,7 +237,7 @@ struct OneTrial {
     worker_log: PathBuf,
 }
 
-fn one_trial_started(base: &Path, redis: &Redis, lease_ms: u64) -> OneTrial {
+fn one_trial_started(base: &Path, redis: &Redis, lease_ms: u64, extra: &[&str]) -> OneTrial {
     let worker_log = base.join("first.log");
     let first = worker(redis, &worker_log, lease_ms);
     let run = base.join("run");
@@ -249,7 +249,7 @@ fn one_trial_started(base: &Path, redis: &Redis, lease_ms: u64) -> OneTrial {
         "--workers",
         "1",
     ];
-    let search_proc = Proc(search(redis, &run, &args).spawn().unwrap());
+    let search_proc = Proc(search(redis, &run, &args).args(extra).spawn().unwrap());
     wait_for("a worker to start trial 0", Duration::from_secs(60), || {
         std::fs::read_to_string(&worker_log).is_ok_and(|t| t.contains("trial 0 started"))
     });
@@ -261,14 +261,15 @@ fn one_trial_started(base: &Path, redis: &Redis, lease_ms: u64) -> OneTrial {
     }
 }
 
-/// Waits for the search of [`one_trial_started`] to succeed with trial 0 recorded once, ok.
-fn one_trial_finishes(t: &mut OneTrial) {
+/// Waits for the search of [`one_trial_started`] to end with trial 0 recorded once, as `status`
+/// (the search fails when its only trial failed: there is no best cell).
+fn one_trial_finishes_as(t: &mut OneTrial, status: &str) {
     wait_for("the search to finish", Duration::from_secs(60), || {
         t.search.0.try_wait().unwrap().is_some()
     });
-    assert!(t.search.0.wait().unwrap().success());
+    assert_eq!(t.search.0.wait().unwrap().success(), status == "ok");
     assert_each_once(&t.run, 1);
-    assert_eq!(statuses(&t.run), ["ok"]);
+    assert_eq!(statuses(&t.run), [status]);
 }
 
 #[test]
@@ -278,12 +279,12 @@ fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
     }
     let base = temp_dir("reclaim");
     let redis = Redis::start(&base);
-    let mut t = one_trial_started(&base, &redis, 1000);
+    let mut t = one_trial_started(&base, &redis, 1000, &[]);
     t.worker.0.kill().unwrap();
     let _ = t.worker.0.wait();
     let rescuer_log = base.join("rescuer.log");
     let _rescuer = worker(&redis, &rescuer_log, 1000);
-    one_trial_finishes(&mut t);
+    one_trial_finishes_as(&mut t, "ok");
     let rescued = std::fs::read_to_string(&rescuer_log).unwrap();
     assert!(
         rescued.contains("trial 0 started") && rescued.contains("attempt 2"),
@@ -362,6 +363,23 @@ fn a_redis_restart_mid_run_loses_nothing() {
 }
 
 #[test]
+fn a_trial_started_more_than_max_attempts_times_is_recorded_failed() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("attempts");
+    let redis = Redis::start(&base);
+    let mut t = one_trial_started(&base, &redis, 500, &["--max-attempts", "1"]);
+    t.worker.0.kill().unwrap();
+    let _ = t.worker.0.wait();
+    let _second = worker(&redis, &base.join("second.log"), 500);
+    one_trial_finishes_as(&mut t, "failed");
+    let text = std::fs::read_to_string(t.run.join("trials.jsonl")).unwrap();
+    assert!(text.contains("started 1 time(s)"), "{text}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
 fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
     if !have_redis() {
         return;
@@ -369,7 +387,7 @@ fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
     let base = temp_dir("handback");
     let redis = Redis::start(&base);
     // A lease far longer than the test: only a hand-back lets another worker take the trial.
-    let mut t = one_trial_started(&base, &redis, 600_000);
+    let mut t = one_trial_started(&base, &redis, 600_000, &[]);
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
     unsafe {
         libc::kill(t.worker.0.id() as libc::pid_t, libc::SIGTERM);
@@ -381,7 +399,7 @@ fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
     let log = std::fs::read_to_string(&t.worker_log).unwrap();
     assert!(log.contains("handed trial 0 back"), "{log}");
     let _second = worker(&redis, &base.join("second.log"), 600_000);
-    one_trial_finishes(&mut t);
+    one_trial_finishes_as(&mut t, "ok");
     let _ = std::fs::remove_dir_all(&base);
 }
 
