@@ -92,6 +92,8 @@ struct Worker {
     consumer: String,
     /// The data configuration last hashed, and its hash.
     data_hash: Option<(String, String)>,
+    /// Where the next scan for expired leases starts.
+    claim_cursor: String,
 }
 
 /// Runs a queue worker until it is stopped by a signal.
@@ -112,9 +114,13 @@ pub fn run(config: QueueWorkerConfig) -> Result<()> {
         keys,
         consumer,
         data_hash: None,
+        claim_cursor: "0-0".into(),
     };
     while !stop_after_trial() {
-        let Some(entry) = worker.retry(|w, c| w.next_entry(c))? else {
+        let cursor = std::mem::replace(&mut worker.claim_cursor, "0-0".into());
+        let (next, entry) = worker.retry(|w, c| w.next_entry(c, &cursor))?;
+        worker.claim_cursor = next;
+        let Some(entry) = entry else {
             continue;
         };
         worker.handle(entry)?;
@@ -135,6 +141,7 @@ impl Worker {
                 Some(c) => c,
                 None => match connect(&self.client, Duration::from_secs(1)) {
                     Ok(c) => c,
+                    Err(e) if stop_now() => bail!("stopped while Redis was unreachable ({e})"),
                     Err(_) => continue,
                 },
             };
@@ -144,6 +151,9 @@ impl Worker {
                     return Ok(v);
                 }
                 Err(e) if is_transient(&e) => {
+                    if stop_now() {
+                        bail!("stopped while Redis was unreachable ({e})");
+                    }
                     if !warned {
                         eprintln!("worker {}: lost Redis ({e}); reconnecting", self.consumer);
                         warned = true;
@@ -155,19 +165,30 @@ impl Worker {
         }
     }
 
-    /// An entry whose lease expired, else a new one (waiting up to half a second).
-    fn next_entry(&self, conn: &mut Connection) -> RedisResult<Option<StreamId>> {
+    /// An entry whose lease expired, else a new one (waiting up to half a second), with the
+    /// cursor of the next scan of the pending entries. XAUTOCLAIM looks at a few pending entries
+    /// per call, so the scan goes on from `cursor` until it wraps to `0-0`; new entries are only
+    /// read between complete scans.
+    fn next_entry(
+        &self,
+        conn: &mut Connection,
+        cursor: &str,
+    ) -> RedisResult<(String, Option<StreamId>)> {
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.keys.trials)
             .arg(GROUP)
             .arg(&self.consumer)
             .arg(self.config.lease.as_millis() as u64)
-            .arg("0-0")
+            .arg(cursor)
             .arg("COUNT")
             .arg(1)
             .query(conn)?;
+        let next = claimed.next_stream_id;
         if let Some(entry) = claimed.claimed.into_iter().next() {
-            return Ok(Some(entry));
+            return Ok((next, Some(entry)));
+        }
+        if next != "0-0" {
+            return Ok((next, None));
         }
         let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -181,9 +202,10 @@ impl Worker {
             .arg(&self.keys.trials)
             .arg(">")
             .query(conn)?;
-        Ok(read
+        let entry = read
             .and_then(|r| r.keys.into_iter().next())
-            .and_then(|k| k.ids.into_iter().next()))
+            .and_then(|k| k.ids.into_iter().next());
+        Ok((next, entry))
     }
 
     /// Trains (or fails) one entry and writes its outcome.
