@@ -323,6 +323,12 @@ fn a_killed_search_resumes_on_the_same_queue() {
     resume.arg("--resume");
     finish(&mut resume, Duration::from_secs(120));
     assert_each_once(&run, 12);
+    // The resumed search queued none of the trials in flight again: 12 starts in all.
+    let starts: usize = (0..3)
+        .map(|i| std::fs::read_to_string(base.join(format!("w{i}.log"))).unwrap())
+        .map(|log| log.matches(" started (").count())
+        .sum();
+    assert_eq!(starts, 12, "every trial trained once");
     let _ = std::fs::remove_dir_all(&base);
 }
 
