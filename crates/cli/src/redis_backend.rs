@@ -19,6 +19,7 @@
 //! finished while it was down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,8 +33,6 @@ use nasnet_trainer::{ChildSpec, Splits};
 use redis::streams::StreamReadReply;
 use redis::Value;
 use serde::{Deserialize, Serialize};
-
-use crate::process_backend::{ProgressCallback, WorkerProgress};
 
 /// The consumer group every worker joins.
 pub const GROUP: &str = "workers";
@@ -247,7 +246,8 @@ pub struct RedisBackend {
     last_result: String,
     running: HashSet<u64>,
     ready: VecDeque<TrialOutcome>,
-    on_progress: ProgressCallback,
+    /// Whether to show the workers' progress (a terminal, not --quiet).
+    display: bool,
 }
 
 impl RedisBackend {
@@ -258,7 +258,7 @@ impl RedisBackend {
         run: &RunDir,
         child: &ChildSpec,
         workers: usize,
-        on_progress: ProgressCallback,
+        display: bool,
     ) -> Result<Self> {
         let client = redis::Client::open(url).with_context(|| format!("--queue {url}"))?;
         let mut conn = connect(&client, Duration::from_secs(10))
@@ -291,7 +291,7 @@ impl RedisBackend {
             last_result: "0".into(),
             running: HashSet::new(),
             ready: VecDeque::new(),
-            on_progress,
+            display,
         })
     }
 
@@ -357,31 +357,51 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Hands the workers' latest progress of the running trials to the display.
+    /// Shows the workers' latest progress on the running trials (one status line on the
+    /// terminal: trial, epoch, share done, loss and worker), when the display is on.
     fn show_progress(&mut self) -> Result<(), SearchError> {
+        if !self.display {
+            return Ok(());
+        }
         let key = self.progress_key.clone();
         let all: HashMap<String, String> =
             self.with_conn(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
-        let progress: HashMap<u64, WorkerProgress> = all
+        let mut lines: Vec<QueueProgress> = all
             .values()
             .filter_map(|t| serde_json::from_str::<QueueProgress>(t).ok())
             .filter(|p| self.running.contains(&p.trial))
-            .map(|p| {
-                let line = WorkerProgress {
-                    trial: p.trial,
-                    epoch: p.epoch,
-                    epochs: p.epochs,
-                    fraction: p.fraction,
-                    loss: p.loss,
-                };
-                (p.trial, line)
-            })
             .collect();
-        if !progress.is_empty() {
-            (self.on_progress)(&progress);
+        if lines.is_empty() {
+            return Ok(());
         }
+        lines.sort_by_key(|p| p.trial);
+        eprint!("\r\x1b[2K  training: {}", progress_line(&lines, 4));
+        let _ = std::io::stderr().flush();
         Ok(())
     }
+}
+
+/// The first `most` trials' progress, then how many more are running.
+fn progress_line(lines: &[QueueProgress], most: usize) -> String {
+    let mut parts: Vec<String> = lines
+        .iter()
+        .take(most)
+        .map(|p| {
+            format!(
+                "#{} epoch {}/{} {:>3.0}% loss {:.3} on {}",
+                p.trial,
+                p.epoch,
+                p.epochs,
+                p.fraction * 100.0,
+                p.loss,
+                p.worker
+            )
+        })
+        .collect();
+    if lines.len() > most {
+        parts.push(format!("+{} more", lines.len() - most));
+    }
+    parts.join(" | ")
 }
 
 /// The text of a stream field.
@@ -472,5 +492,31 @@ mod tests {
         assert_eq!(a, split_hash(&splits(0, 100)), "same data, same hash");
         assert_ne!(a, split_hash(&splits(1, 100)), "another validation draw");
         assert_ne!(a, split_hash(&splits(0, 101)), "another validation size");
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::{progress_line, QueueProgress};
+
+    fn line(trial: u64, worker: &str) -> QueueProgress {
+        QueueProgress {
+            trial,
+            epoch: 2,
+            epochs: 3,
+            fraction: 0.5,
+            loss: 1.25,
+            worker: worker.into(),
+        }
+    }
+
+    #[test]
+    fn the_progress_line_names_trial_epoch_and_worker_and_counts_the_rest() {
+        let lines = [line(3, "gpu1:42"), line(5, "gpu2:7"), line(9, "gpu3:1")];
+        let text = progress_line(&lines, 2);
+        assert_eq!(
+            text,
+            "#3 epoch 2/3  50% loss 1.250 on gpu1:42 | #5 epoch 2/3  50% loss 1.250 on gpu2:7 | +1 more"
+        );
     }
 }

@@ -289,7 +289,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
             &run,
             &config.child,
             workers,
-            on_progress,
+            !quiet && terminal,
         )?),
         None => Box::new(
             ProcessBackend::new(run.clone(), config.child.clone(), workers, on_progress)
