@@ -122,6 +122,13 @@ fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
     )
 }
 
+/// `n` workers with a 30 s lease, logging to `base/wI.log`.
+fn workers(redis: &Redis, base: &Path, n: usize) -> Vec<Proc> {
+    (0..n)
+        .map(|i| worker(redis, &base.join(format!("w{i}.log")), 30_000))
+        .collect()
+}
+
 fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
     let mut cmd = nasnet();
     cmd.args([
@@ -201,9 +208,7 @@ fn three_workers_train_eight_real_children_once_each() {
     }
     let base = temp_dir("three");
     let redis = Redis::start(&base);
-    let _workers: Vec<Proc> = (0..3)
-        .map(|i| worker(&redis, &base.join(format!("w{i}.log")), 30_000))
-        .collect();
+    let _workers = workers(&redis, &base, 3);
     let run = base.join("run");
     let tiny = [
         "--trials",
@@ -300,9 +305,7 @@ fn a_killed_search_resumes_on_the_same_queue() {
     }
     let base = temp_dir("resume");
     let redis = Redis::start(&base);
-    let _workers: Vec<Proc> = (0..3)
-        .map(|i| worker(&redis, &base.join(format!("w{i}.log")), 30_000))
-        .collect();
+    let _workers = workers(&redis, &base, 3);
     let run = base.join("run");
     let args = [
         "--trials",
@@ -339,9 +342,7 @@ fn a_redis_restart_mid_run_loses_nothing() {
     }
     let base = temp_dir("restart");
     let mut redis = Redis::start(&base);
-    let _workers: Vec<Proc> = (0..2)
-        .map(|i| worker(&redis, &base.join(format!("w{i}.log")), 30_000))
-        .collect();
+    let _workers = workers(&redis, &base, 2);
     let run = base.join("run");
     let args = [
         "--trials",
