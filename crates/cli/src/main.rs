@@ -15,6 +15,8 @@ mod eval;
 mod info;
 mod input;
 mod process_backend;
+mod queue_worker;
+mod redis_backend;
 mod report;
 mod search;
 mod show;
@@ -56,8 +58,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Exact parameter count and mult-adds of an architecture built into a network.
     Info(info::Args),
-    /// Train one search child (started by `nasnet search`; not meant to be typed).
-    #[command(hide = true)]
+    /// Train one search child (started by `nasnet search`), or with --queue serve the trials
+    /// of `nasnet search --queue` on this machine (see docs/distributed.md).
     Worker(worker::WorkerArgs),
 }
 

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nasnet_cells::NetSize;
-use nasnet_controller::search_loop::{run_search, RunDir, SearchEvent};
+use nasnet_controller::search_loop::{run_search, Backend, RunDir, SearchEvent};
 use nasnet_controller::{make_strategy, StrategyConfig, StrategyKind};
 use nasnet_searchspace::SearchSpace;
 use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DeviceChoice, SpecError};
@@ -98,6 +98,9 @@ pub struct SearchArgs {
     /// Start children even when their estimated memory is above what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Multi-machine search through a Redis queue (see docs/distributed.md).
+    #[command(flatten)]
+    pub queue: crate::redis_backend::QueueArgs,
 }
 
 /// Settings presets of `nasnet search`.
@@ -225,7 +228,11 @@ fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
 
 /// Runs `nasnet search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
-    let workers = args.workers.unwrap_or_else(default_workers);
+    let workers = match (args.workers, &args.queue.queue) {
+        (Some(n), _) => n,
+        (None, Some(_)) => crate::redis_backend::DEFAULT_QUEUE_DEPTH,
+        (None, None) => default_workers(),
+    };
     if workers == 0 {
         return Err(user_error("--workers must be at least 1"));
     }
@@ -280,11 +287,23 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         eprint!("\r\x1b[2K  training: {}", parts.join(" | "));
         let _ = std::io::stderr().flush();
     });
-    let mut backend = ProcessBackend::new(run.clone(), config.child.clone(), workers, on_progress)
-        .context("starting the worker backend")?;
+    let mut backend: Box<dyn Backend> = match &args.queue.queue {
+        Some(url) => Box::new(crate::redis_backend::RedisBackend::connect(
+            &args.queue,
+            url,
+            &run,
+            &config.child,
+            workers,
+            !quiet && terminal,
+        )?),
+        None => Box::new(
+            ProcessBackend::new(run.clone(), config.child.clone(), workers, on_progress)
+                .context("starting the worker backend")?,
+        ),
+    };
     let summary = run_search(
         strategy.as_mut(),
-        &mut backend,
+        backend.as_mut(),
         &run,
         config.trials,
         &mut |event| {

@@ -12,17 +12,36 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nasnet_controller::search_loop::{write_atomic, TrialOutcome, TrialStatus};
+use nasnet_controller::search_loop::{write_atomic, TrialOutcome, TrialSpec, TrialStatus};
 use nasnet_trainer::progress::{ProgressHook, RunInfo, StepInfo};
-use nasnet_trainer::train_child;
+use nasnet_trainer::{train_child, ChildSpec, DeviceChoice};
 
 use crate::process_backend::{WorkerJob, WorkerProgress};
 
 /// Arguments of `nasnet worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The job file the search wrote (`RUN_DIR/trials/ID/job.json`).
-    pub job: PathBuf,
+    /// The job file the search wrote (`RUN_DIR/trials/ID/job.json`); not with --queue.
+    #[arg(required_unless_present = "queue", conflicts_with = "queue")]
+    pub job: Option<PathBuf>,
+    /// Serve the trials of `nasnet search --queue` from this Redis server
+    /// (redis://HOST:PORT[/DB]) until stopped: Ctrl-C finishes the current trial, a second
+    /// Ctrl-C or SIGTERM hands it back to the queue.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// The queue name the search was given.
+    #[arg(long, default_value = "nasnet", value_name = "NAME")]
+    pub queue_name: String,
+    /// With --queue: train on this device instead of the run's.
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// With --queue: this machine's folder of the run's dataset (the run's path otherwise).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// With --queue: a trial whose worker has not renewed its lease for this many
+    /// milliseconds (a dead worker) is taken over by another worker.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub lease_ms: u64,
 }
 
 /// Prints a progress line (JSON) for the search every few steps.
@@ -61,28 +80,40 @@ impl ProgressHook for JsonLines {
 /// Trains the child with the trainer library; any error is a failed outcome (with the child's
 /// parameter count when it was built), never a failed worker.
 fn train_job(job: &WorkerJob) -> TrialOutcome {
-    let start = Instant::now();
     let mut hook = JsonLines {
         trial: job.spec.trial,
         epochs: job.child.epochs,
         steps_per_epoch: 1,
         last: Instant::now(),
     };
-    match train_child(&job.child, &job.spec.genotype, &mut hook) {
+    let mut outcome = train_child_outcome(&job.child, &job.spec, &mut hook);
+    outcome.attempts = job.attempt;
+    outcome
+}
+
+/// Trains `spec`'s genotype under `child`, reporting to `hook`; a child error is a failed
+/// outcome (with the parameter count when the child was built). Shared with the queue worker.
+pub(crate) fn train_child_outcome(
+    child: &ChildSpec,
+    spec: &TrialSpec,
+    hook: &mut dyn ProgressHook,
+) -> TrialOutcome {
+    let start = Instant::now();
+    match train_child(child, &spec.genotype, hook) {
         Ok(result) => TrialOutcome {
-            trial: job.spec.trial,
+            trial: spec.trial,
             reward: result.reward,
             status: TrialStatus::Ok,
             params: result.params,
             seconds: result.seconds,
             error: None,
-            attempts: job.attempt,
+            attempts: 1,
         },
         Err(e) => {
             let params = e.params();
             let message = format!("{:#}", anyhow::Error::new(e));
             let mut outcome =
-                TrialOutcome::failed(job.spec.trial, start.elapsed().as_secs_f64(), message);
+                TrialOutcome::failed(spec.trial, start.elapsed().as_secs_f64(), message);
             outcome.params = params;
             outcome
         }
@@ -121,10 +152,19 @@ fn apply_kill_hook(job: &WorkerJob) {
 
 /// Runs `nasnet worker`.
 pub fn run(args: &WorkerArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.job)
-        .with_context(|| format!("reading {}", args.job.display()))?;
+    let (Some(path), None) = (&args.job, &args.queue) else {
+        return crate::queue_worker::run(crate::queue_worker::QueueWorkerConfig {
+            url: args.queue.clone().unwrap_or_default(),
+            name: args.queue_name.clone(),
+            device: args.device,
+            data_dir: args.data_dir.clone(),
+            lease: std::time::Duration::from_millis(args.lease_ms.max(100)),
+        });
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let job: WorkerJob = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a worker job", args.job.display()))?;
+        .with_context(|| format!("{} is not a worker job", path.display()))?;
     apply_kill_hook(&job);
     let outcome = train_job(&job);
     let text = serde_json::to_string_pretty(&outcome)?;

@@ -1,0 +1,507 @@
+//! The multi-machine search against a real `redis-server` (started here on a free loopback port
+//! with its append-only file on) and real `nasnet worker --queue` processes: every trial is
+//! recorded exactly once when workers, the search or Redis itself are killed mid-run.
+//!
+//! Skipped, with a message, when `redis-server` is not on PATH (CI installs it).
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn nasnet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nasnet"))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("nasnet-redis-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn have_redis() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!(
+            "SKIPPED: redis-server is not on PATH (CI installs it; apt-get install redis-server)"
+        );
+    }
+    found
+}
+
+/// A process killed when dropped, so a failing test leaves nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A redis-server on a loopback port, with its append-only file in `dir`.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            port,
+            dir: dir.to_path_buf(),
+            proc: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc(child));
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server as an operator would (SIGTERM: it flushes its append-only file).
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+            unsafe {
+                libc::kill(p.0.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let _ = p.0.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
+    let stderr = std::fs::File::create(log).unwrap();
+    Proc(
+        nasnet()
+            .args(["worker", "--queue", &redis.url(), "--lease-ms"])
+            .arg(lease_ms.to_string())
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `n` workers with a 30 s lease, logging to `base/wI.log`.
+fn workers(redis: &Redis, base: &Path, n: usize) -> Vec<Proc> {
+    (0..n)
+        .map(|i| worker(redis, &base.join(format!("w{i}.log")), 30_000))
+        .collect()
+}
+
+fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = nasnet();
+    cmd.args([
+        "search",
+        "--queue",
+        &redis.url(),
+        "--strategy",
+        "random",
+        "--quiet",
+    ])
+    .arg("--run-dir")
+    .arg(run)
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+fn trial_ids(run: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["trial"].as_u64().unwrap())
+        .collect()
+}
+
+fn statuses(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every id 0..n exactly once.
+fn assert_each_once(run: &Path, n: u64) {
+    let ids = trial_ids(run);
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "a trial recorded twice: {ids:?}");
+    assert_eq!(unique, (0..n).collect(), "trials recorded: {ids:?}");
+}
+
+fn finish(cmd: &mut Command, limit: Duration) {
+    let child = cmd.spawn().unwrap();
+    let mut proc = Proc(child);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = proc.0.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            assert!(status.success(), "search failed: {err}");
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "search did not finish in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn three_workers_train_eight_real_children_once_each() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("three");
+    let redis = Redis::start(&base);
+    let _workers = workers(&redis, &base, 3);
+    let run = base.join("run");
+    let tiny = [
+        "--trials",
+        "8",
+        "--child-net",
+        "1@24",
+        "--train-limit",
+        "64",
+        "--val-size",
+        "32",
+        "--child-batch-size",
+        "32",
+        "--workers",
+        "3",
+    ];
+    finish(&mut search(&redis, &run, &tiny), Duration::from_secs(300));
+    assert_each_once(&run, 8);
+    assert!(
+        statuses(&run).iter().all(|s| s == "ok"),
+        "every tiny child trains: {:?}",
+        std::fs::read_to_string(run.join("trials.jsonl"))
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A search of one 1.5 s synthetic trial and a worker (lease `lease_ms`) that has started it.
+struct OneTrial {
+    run: PathBuf,
+    search: Proc,
+    worker: Proc,
+    worker_log: PathBuf,
+}
+
+fn one_trial_started(base: &Path, redis: &Redis, lease_ms: u64, extra: &[&str]) -> OneTrial {
+    let worker_log = base.join("first.log");
+    let first = worker(redis, &worker_log, lease_ms);
+    let run = base.join("run");
+    let args = [
+        "--trials",
+        "1",
+        "--synthetic-child-ms",
+        "1500",
+        "--workers",
+        "1",
+    ];
+    let search_proc = Proc(search(redis, &run, &args).args(extra).spawn().unwrap());
+    wait_for("a worker to start trial 0", Duration::from_secs(60), || {
+        std::fs::read_to_string(&worker_log).is_ok_and(|t| t.contains("trial 0 started"))
+    });
+    OneTrial {
+        run,
+        search: search_proc,
+        worker: first,
+        worker_log,
+    }
+}
+
+/// Waits for the search of [`one_trial_started`] to end with trial 0 recorded once, as `status`
+/// (the search fails when its only trial failed: there is no best cell).
+fn one_trial_finishes_as(t: &mut OneTrial, status: &str) {
+    wait_for("the search to finish", Duration::from_secs(60), || {
+        t.search.0.try_wait().unwrap().is_some()
+    });
+    assert_eq!(t.search.0.wait().unwrap().success(), status == "ok");
+    assert_each_once(&t.run, 1);
+    assert_eq!(statuses(&t.run), [status]);
+}
+
+#[test]
+fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("reclaim");
+    let redis = Redis::start(&base);
+    let mut t = one_trial_started(&base, &redis, 1000, &[]);
+    t.worker.0.kill().unwrap();
+    let _ = t.worker.0.wait();
+    let rescuer_log = base.join("rescuer.log");
+    let _rescuer = worker(&redis, &rescuer_log, 1000);
+    one_trial_finishes_as(&mut t, "ok");
+    let rescued = std::fs::read_to_string(&rescuer_log).unwrap();
+    assert!(
+        rescued.contains("trial 0 started") && rescued.contains("attempt 2"),
+        "the rescuer took over the trial: {rescued}"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_killed_search_resumes_on_the_same_queue() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("resume");
+    let redis = Redis::start(&base);
+    let _workers = workers(&redis, &base, 3);
+    let run = base.join("run");
+    let args = [
+        "--trials",
+        "12",
+        "--synthetic-child-ms",
+        "300",
+        "--workers",
+        "3",
+    ];
+    let mut first = Proc(search(&redis, &run, &args).spawn().unwrap());
+    wait_for("three finished trials", Duration::from_secs(60), || {
+        trial_ids(&run).len() >= 3
+    });
+    first.0.kill().unwrap();
+    let _ = first.0.wait();
+    assert!(trial_ids(&run).len() < 12, "killed before the end");
+    let mut resume = search(&redis, &run, &args);
+    resume.arg("--resume");
+    finish(&mut resume, Duration::from_secs(120));
+    assert_each_once(&run, 12);
+    // The resumed search queued none of the trials in flight again: 12 starts in all.
+    let starts: usize = (0..3)
+        .map(|i| std::fs::read_to_string(base.join(format!("w{i}.log"))).unwrap())
+        .map(|log| log.matches(" started (").count())
+        .sum();
+    assert_eq!(starts, 12, "every trial trained once");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_redis_restart_mid_run_loses_nothing() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("restart");
+    let mut redis = Redis::start(&base);
+    let _workers = workers(&redis, &base, 2);
+    let run = base.join("run");
+    let args = [
+        "--trials",
+        "10",
+        "--synthetic-child-ms",
+        "300",
+        "--workers",
+        "2",
+    ];
+    let mut cmd = search(&redis, &run, &args);
+    let mut search_proc = Proc(cmd.spawn().unwrap());
+    wait_for("three finished trials", Duration::from_secs(60), || {
+        trial_ids(&run).len() >= 3
+    });
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.launch();
+    wait_for("the search to finish", Duration::from_secs(120), || {
+        search_proc.0.try_wait().unwrap().is_some()
+    });
+    assert!(search_proc.0.wait().unwrap().success());
+    assert_each_once(&run, 10);
+    assert!(statuses(&run).iter().all(|s| s == "ok"));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_trial_started_more_than_max_attempts_times_is_recorded_failed() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("attempts");
+    let redis = Redis::start(&base);
+    let mut t = one_trial_started(&base, &redis, 500, &["--max-attempts", "1"]);
+    t.worker.0.kill().unwrap();
+    let _ = t.worker.0.wait();
+    let _second = worker(&redis, &base.join("second.log"), 500);
+    one_trial_finishes_as(&mut t, "failed");
+    let text = std::fs::read_to_string(t.run.join("trials.jsonl")).unwrap();
+    assert!(text.contains("started 1 time(s)"), "{text}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("handback");
+    let redis = Redis::start(&base);
+    // A lease far longer than the test: only a hand-back lets another worker take the trial.
+    let mut t = one_trial_started(&base, &redis, 600_000, &[]);
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(t.worker.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(
+        t.worker.0.wait().unwrap().success(),
+        "a stopped worker exits cleanly"
+    );
+    let log = std::fs::read_to_string(&t.worker_log).unwrap();
+    assert!(log.contains("handed trial 0 back"), "{log}");
+    let _second = worker(&redis, &base.join("second.log"), 600_000);
+    one_trial_finishes_as(&mut t, "ok");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Writes a tiny Fashion-MNIST-layout folder (uncompressed IDX files) whose labels are shifted
+/// by `label_shift`: the same images, another dataset.
+fn write_idx_dataset(dir: &Path, label_shift: u8) {
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, n: u32, test: bool| {
+        let mut images = vec![0, 0, 8, 3];
+        for v in [n, 28, 28] {
+            images.extend(v.to_be_bytes());
+        }
+        let offset = if test { 7 } else { 0 };
+        images.extend((0..n as usize * 784).map(|i| ((i * 31 + offset) % 251) as u8));
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).unwrap();
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend(n.to_be_bytes());
+        labels.extend((0..n).map(|i| ((i % 10) as u8 + label_shift) % 10));
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), labels).unwrap();
+    };
+    write("train", 128, false);
+    write("t10k", 16, true);
+}
+
+#[test]
+fn a_worker_with_other_data_refuses_the_trial_and_a_right_one_trains_it() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("data");
+    let redis = Redis::start(&base);
+    let (right, wrong) = (base.join("right"), base.join("wrong"));
+    write_idx_dataset(&right, 0);
+    write_idx_dataset(&wrong, 1);
+    let run = base.join("run");
+    let data_dir = right.to_str().unwrap();
+    let args = [
+        "--trials",
+        "1",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        data_dir,
+        "--train-limit",
+        "64",
+        "--val-size",
+        "32",
+        "--child-net",
+        "1@24",
+        "--child-batch-size",
+        "32",
+    ];
+    let mut search_proc = Proc(search(&redis, &run, &args).spawn().unwrap());
+    let wrong_log = base.join("wrong.log");
+    let mut refused = Proc(
+        nasnet()
+            .args([
+                "worker",
+                "--queue",
+                &redis.url(),
+                "--lease-ms",
+                "1000",
+                "--data-dir",
+            ])
+            .arg(&wrong)
+            .stderr(Stdio::from(std::fs::File::create(&wrong_log).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the wrong worker to stop", Duration::from_secs(60), || {
+        refused.0.try_wait().unwrap().is_some()
+    });
+    let message = std::fs::read_to_string(&wrong_log).unwrap();
+    assert!(!refused.0.wait().unwrap().success(), "{message}");
+    assert!(message.contains("not the same data"), "{message}");
+    let _right_worker = Proc(
+        nasnet()
+            .args([
+                "worker",
+                "--queue",
+                &redis.url(),
+                "--lease-ms",
+                "1000",
+                "--data-dir",
+            ])
+            .arg(&right)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the search to finish", Duration::from_secs(120), || {
+        search_proc.0.try_wait().unwrap().is_some()
+    });
+    assert!(search_proc.0.wait().unwrap().success());
+    assert_each_once(&run, 1);
+    assert_eq!(statuses(&run), ["ok"]);
+    let _ = std::fs::remove_dir_all(&base);
+}
