@@ -301,7 +301,10 @@ impl RunDir {
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         save_strategy(&dir)?;
         let text = serde_json::to_string_pretty(loop_state).expect("loop state serialises");
-        write_atomic(&dir.join("loop.json"), text.as_bytes())?;
+        // A plain write: the folder is new and only becomes the checkpoint when CURRENT points
+        // at it, after every file in it (this one included) and the folder are fsynced below.
+        let loop_path = dir.join("loop.json");
+        fs::write(&loop_path, text.as_bytes()).map_err(|e| io_err(&loop_path, e))?;
         // fsync every file the strategy wrote, then the folder, before pointing at it.
         for entry in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
             let p = entry.map_err(|e| io_err(&dir, e))?.path();
