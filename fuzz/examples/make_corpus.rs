@@ -293,6 +293,29 @@ fn run_dirs(root: &Path) {
         (StrategyKind::Random, 2),
         (StrategyKind::Evolution, 5),
     ] {
-        seed(root, "run_dir", kind.name(), &search(kind, trials), 6);
+        let packed = search(kind, trials);
+        seed(root, "run_dir", kind.name(), &packed, 6);
+        if kind == StrategyKind::Ppo {
+            huge_sizes(root, &packed);
+        }
+    }
+}
+
+/// The reproducers of the bug fuzzing found: `strategy.json` declaring 10^12 LSTM units or
+/// blocks per cell (the process aborted on the allocation; now refused before it).
+fn huge_sizes(root: &Path, packed: &[u8]) {
+    for (name, pointer) in [
+        ("reject-huge-hidden-size", "/config/controller/hidden_size"),
+        ("reject-huge-blocks", "/space/blocks"),
+    ] {
+        let mut files: Vec<Vec<u8>> = nasnet_fuzz::parts(packed, 6)
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        let mut state: serde_json::Value = serde_json::from_slice(&files[4]).unwrap();
+        *state.pointer_mut(pointer).unwrap() = serde_json::json!(1_000_000_000_000u64);
+        files[4] = serde_json::to_vec_pretty(&state).unwrap();
+        let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+        seed(root, "run_dir", name, &join(&refs), 6);
     }
 }
