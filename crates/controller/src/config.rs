@@ -77,12 +77,23 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), ControllerError>
     }
 }
 
+/// The largest `hidden_size` accepted (ten times the paper's 100): a larger one, e.g. read from
+/// a damaged state file, is refused before the LSTM's `4 h x h` weights are allocated.
+pub const MAX_HIDDEN_SIZE: usize = 1000;
+
 impl ControllerConfig {
-    /// Rejects values that would make the controller or its updates meaningless.
+    /// Rejects values that would make the controller or its updates meaningless, or too large
+    /// to allocate.
     pub fn validate(&self) -> Result<(), ControllerError> {
-        check(self.hidden_size > 0, || {
-            "hidden_size must be positive".into()
-        })?;
+        check(
+            self.hidden_size > 0 && self.hidden_size <= MAX_HIDDEN_SIZE,
+            || {
+                format!(
+                    "hidden_size must be in 1..={MAX_HIDDEN_SIZE}, got {}",
+                    self.hidden_size
+                )
+            },
+        )?;
         check(
             self.init_range.is_finite() && self.init_range >= 0.0,
             || format!("init_range must be >= 0, got {}", self.init_range),

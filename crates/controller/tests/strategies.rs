@@ -241,6 +241,35 @@ fn load_state_rejects_foreign_or_corrupt_state() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Found by fuzzing (fuzz/, target `run_dir`): a `strategy.json` declaring a huge LSTM or a
+/// huge B aborted the process on a failed allocation; it must be refused before allocating.
+#[test]
+fn load_strategy_refuses_huge_declared_sizes() {
+    let dir = temp_dir("huge");
+    for (kind, pointer, message) in [
+        (
+            StrategyKind::Ppo,
+            "/config/controller/hidden_size",
+            "hidden_size",
+        ),
+        (StrategyKind::Ppo, "/space/blocks", "B = "),
+        (StrategyKind::Random, "/space/blocks", "B = "),
+    ] {
+        let s = make_strategy(kind, space(), &cfg(), 5).unwrap();
+        s.save_state(&dir).unwrap();
+        let mut state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
+        *state.pointer_mut(pointer).unwrap() = serde_json::json!(1_000_000_000_000u64);
+        std::fs::write(dir.join(STATE_FILE), state.to_string()).unwrap();
+        let err = load_strategy(&dir).err().expect("a huge size is refused");
+        assert!(
+            err.to_string().contains(message),
+            "{kind:?} {pointer}: {err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn evolution_ages_population_and_mutates_the_tournament_winner() {
     let cfg = cfg();

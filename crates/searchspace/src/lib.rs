@@ -23,7 +23,7 @@ pub use genotype::{unused_states, Block, Cell, CellRole, Genotype, NUM_CELL_INPU
 pub use ops::{Combine, Op};
 pub use space::{
     format_scientific, Decision, DecisionKind, Mutation, OutputRule, SearchSpace,
-    DECISIONS_PER_BLOCK, ROLES, SPACE_NAMES,
+    DECISIONS_PER_BLOCK, MAX_BLOCKS, ROLES, SPACE_NAMES,
 };
 
 /// The exact space size type ([`SearchSpace::size`]), re-exported so callers need not depend on

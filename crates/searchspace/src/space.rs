@@ -67,6 +67,10 @@ pub struct SearchSpace {
 /// Decisions the controller makes per block: input 1, input 2, op 1, op 2, combine.
 pub const DECISIONS_PER_BLOCK: usize = 5;
 
+/// The largest B a space may have (20 times the paper's 5): a larger one, e.g. read from a
+/// damaged state file, is refused before anything sized by it is allocated.
+pub const MAX_BLOCKS: usize = 100;
+
 /// The two cell roles in controller order (the normal cell's decisions come first).
 pub const ROLES: [CellRole; 2] = [CellRole::Normal, CellRole::Reduction];
 
@@ -147,12 +151,18 @@ impl SearchSpace {
         self
     }
 
-    /// Checks the space can produce genotypes: B >= 1, at least one op and one combine, no
-    /// op or combine listed twice (a duplicate would make actions ambiguous).
+    /// Checks the space can produce genotypes: 1 <= B <= [`MAX_BLOCKS`], at least one op and
+    /// one combine, no op or combine listed twice (a duplicate would make actions ambiguous).
     pub fn check(&self) -> Result<(), GenotypeError> {
         let invalid = |reason: String| Err(GenotypeError::InvalidSpace { reason });
         if self.blocks == 0 {
             return invalid("it has no blocks (B = 0)".to_string());
+        }
+        if self.blocks > MAX_BLOCKS {
+            return invalid(format!(
+                "B = {} is above the maximum, {MAX_BLOCKS}",
+                self.blocks
+            ));
         }
         if self.ops.is_empty() {
             return invalid("it allows no operation".to_string());

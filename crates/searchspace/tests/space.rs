@@ -3,7 +3,7 @@
 use nasnet_searchspace::named;
 use nasnet_searchspace::{
     format_scientific, BigUint, Block, Cell, CellRole, Combine, DecisionKind, Genotype,
-    GenotypeError, Op, OutputRule, SearchSpace,
+    GenotypeError, Op, OutputRule, SearchSpace, MAX_BLOCKS,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -393,6 +393,18 @@ fn degenerate_spaces_are_errors_not_panics() {
     ));
     let no_blocks = SearchSpace::nasnet().with_blocks(0);
     assert!(no_blocks.check().is_err());
+    // Found by fuzzing: a state file declaring B = 10^12 made the controller allocate 10^13
+    // decisions; the largest B is checked before anything is sized by it.
+    assert!(SearchSpace::nasnet()
+        .with_blocks(MAX_BLOCKS)
+        .check()
+        .is_ok());
+    let huge = SearchSpace::nasnet().with_blocks(1_000_000_000_000);
+    assert!(huge.check().unwrap_err().to_string().contains("maximum"));
+    assert!(matches!(
+        huge.try_sample(&mut rng),
+        Err(GenotypeError::InvalidSpace { .. })
+    ));
     let dup = SearchSpace {
         combines: vec![Combine::Add, Combine::Add],
         ..SearchSpace::nasnet()
