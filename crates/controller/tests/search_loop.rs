@@ -283,3 +283,30 @@ fn tempdir() -> TempDir {
     std::fs::create_dir_all(&p).unwrap();
     TempDir(p)
 }
+
+#[test]
+fn a_current_pointer_outside_the_state_folder_is_refused() {
+    let tmp = tempdir();
+    {
+        let run = RunDir::create(tmp.path(), &config()).unwrap();
+        let mut backend = FnBackend::new(evaluate);
+        run_search(
+            strategy(StrategyKind::Random).as_mut(),
+            &mut backend,
+            &run,
+            3,
+            &mut |_| {},
+        )
+        .unwrap();
+    }
+    for bad in ["../../elsewhere", "/tmp", "ckpt-", "ckpt-1/../../x"] {
+        std::fs::write(tmp.path().join("state/CURRENT"), bad).unwrap();
+        let run = RunDir::resume(tmp.path()).unwrap();
+        match run.load_checkpoint() {
+            Err(SearchError::Corrupt { message, .. }) => {
+                assert!(message.contains("not a checkpoint name"), "{message}")
+            }
+            other => panic!("CURRENT = {bad:?} was followed: {other:?}"),
+        }
+    }
+}

@@ -328,7 +328,20 @@ impl RunDir {
     fn current_checkpoint_name(&self) -> Result<Option<String>, SearchError> {
         let path = self.root.join("state").join("CURRENT");
         match fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
+            Ok(s) => {
+                let name = s.trim();
+                // Only names this loop writes: CURRENT never leads outside `state/`.
+                let valid = name
+                    .strip_prefix("ckpt-")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if !valid {
+                    return Err(SearchError::Corrupt {
+                        path,
+                        message: format!("`{name}` is not a checkpoint name (ckpt-NNNNNNNN)"),
+                    });
+                }
+                Ok(Some(name.to_string()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path, e)),
         }
