@@ -96,8 +96,7 @@ impl Strategy for EvolutionStrategy {
             entropy: None,
             parent,
         };
-        self.core.pending.insert(trial, p.clone());
-        Ok(p)
+        Ok(self.core.remember(p))
     }
 
     fn observe(
@@ -107,8 +106,7 @@ impl Strategy for EvolutionStrategy {
         reward: f64,
     ) -> Result<(), ControllerError> {
         self.core.check_observation(trial, genotype, reward)?;
-        self.core.pending.remove(&trial);
-        self.core.observed += 1;
+        self.core.settle(trial);
         self.population.push_back(Member {
             trial,
             genotype: genotype.clone(),

@@ -212,6 +212,18 @@ impl Core {
         })
     }
 
+    /// Records `p` as pending (in flight) and hands it back to the caller.
+    fn remember(&mut self, p: Proposal) -> Proposal {
+        self.pending.insert(p.trial, p.clone());
+        p
+    }
+
+    /// Counts trial `trial` as observed: it is no longer pending.
+    fn settle(&mut self, trial: u64) {
+        self.pending.remove(&trial);
+        self.observed += 1;
+    }
+
     /// Validates a reported result; returns its actions and the pending proposal it settles.
     fn check_observation(
         &self,

@@ -44,8 +44,7 @@ impl Strategy for RandomStrategy {
             entropy: None,
             parent: None,
         };
-        self.core.pending.insert(trial, p.clone());
-        Ok(p)
+        Ok(self.core.remember(p))
     }
 
     fn observe(
@@ -55,8 +54,7 @@ impl Strategy for RandomStrategy {
         reward: f64,
     ) -> Result<(), ControllerError> {
         self.core.check_observation(trial, genotype, reward)?;
-        self.core.pending.remove(&trial);
-        self.core.observed += 1;
+        self.core.settle(trial);
         Ok(())
     }
 

@@ -118,8 +118,7 @@ impl Strategy for RlStrategy {
             entropy: Some(s.entropy),
             parent: None,
         };
-        self.core.pending.insert(trial, p.clone());
-        Ok(p)
+        Ok(self.core.remember(p))
     }
 
     fn observe(
@@ -136,8 +135,7 @@ impl Strategy for RlStrategy {
                 .log_probs_f64(std::slice::from_ref(&actions), 0)?[0],
         };
         let advantage = self.baseline.advantage(reward);
-        self.core.pending.remove(&trial);
-        self.core.observed += 1;
+        self.core.settle(trial);
         self.minibatch.push(MinibatchEntry {
             trial,
             reward,
