@@ -269,6 +269,7 @@ fn search(kind: StrategyKind, trials: u64) -> Vec<u8> {
         params: 1000 + spec.trial,
         seconds: 0.5,
         error: None,
+        attempts: 1,
     });
     run_search(strategy.as_mut(), &mut backend, &run, trials, &mut |_| {}).unwrap();
     let current = std::fs::read_to_string(dir.join("state/CURRENT")).unwrap();

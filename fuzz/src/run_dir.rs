@@ -31,7 +31,8 @@ pub fn run_dir(data: &[u8]) -> bool {
         scratch::put(&root, name, bytes);
     }
     let _ = read_run(&root);
-    let Ok(run) = RunDir::open(&root) else {
+    // A resume holds the folder's lock, which is what lets it repair a torn trials.jsonl.
+    let Ok(run) = RunDir::resume(&root) else {
         return false;
     };
     let _ = run.read_trials(true);
