@@ -57,11 +57,25 @@ struct Decoded {
     size: (u32, u32),
 }
 
+/// The largest image side the reader decodes (a header declaring more is refused before any
+/// pixel is allocated).
+const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most the decoder may allocate for one image: 128 MiB, so that its RGB8 copy stays under
+/// 384 MiB even for a one-channel image (found by fuzzing: a JPEG header declaring 32262 x 9990
+/// pixels took about 1 GB before).
+const MAX_DECODE_BYTES: u64 = 128 << 20;
+
 fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, DataError> {
-    let img = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| DataError::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?
+        .map_err(|e| DataError::io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader
         .decode()
         .map_err(|e| DataError::format(path, format!("cannot decode image: {e}")))?;
     let gray = !img.color().has_color();
