@@ -49,11 +49,11 @@ fn write_cell(out: &mut String, cell: &Cell, role: CellRole, prefix: &str, inden
             let _ = writeln!(out, "{indent}{} -> {op_node};", state_node(prefix, input));
             let _ = writeln!(out, "{indent}{op_node} -> {combine};");
         }
-        let (label, shape) = match block.combine {
-            Combine::Add => ("add", "circle"),
-            Combine::Concat => ("concat", "box"),
-            Combine::AddLayerNorm => ("add + LN", "ellipse"),
-            Combine::AddInstanceNorm => ("add + IN", "ellipse"),
+        let label = block.combine.short_label();
+        let shape = match block.combine {
+            Combine::Add => "circle",
+            Combine::Concat => "box",
+            Combine::AddLayerNorm | Combine::AddInstanceNorm => "ellipse",
         };
         let _ = writeln!(
             out,

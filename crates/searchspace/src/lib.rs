@@ -6,7 +6,8 @@
 //!
 //! Three interchangeable encodings: JSON (serde, [`Genotype::from_json`]), a compact one-line
 //! text form ([`text`], `Display`/`FromStr`), and the controller's action sequence
-//! ([`SearchSpace::genotype_to_actions`]). [`dot`] draws cells for Graphviz.
+//! ([`SearchSpace::genotype_to_actions`]). [`dot`] draws cells for Graphviz, [`svg`] as
+//! self-contained SVG pictures in the paper's figure style.
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod genotype;
 pub mod named;
 pub mod ops;
 pub mod space;
+pub mod svg;
 pub mod text;
 
 pub use error::GenotypeError;

@@ -169,6 +169,16 @@ impl Combine {
             Combine::AddInstanceNorm => "add_instance_norm",
         }
     }
+
+    /// A short label for figures (`add`, `concat`, `add + LN`, `add + IN`).
+    pub fn short_label(self) -> &'static str {
+        match self {
+            Combine::Add => "add",
+            Combine::Concat => "concat",
+            Combine::AddLayerNorm => "add + LN",
+            Combine::AddInstanceNorm => "add + IN",
+        }
+    }
 }
 
 impl fmt::Display for Combine {
