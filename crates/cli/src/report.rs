@@ -1,7 +1,12 @@
 //! `nasnet report RUN_DIR`: the top architectures of a search, a plot of reward against trial
-//! (SVG) and the best cells as Graphviz DOT. Reads the run folder without modifying it, so it is
-//! safe on a search that is still running.
+//! (SVG), the best cells as SVG pictures in the paper's figure style and as Graphviz DOT, and for
+//! a weight-sharing search its learning curves. Reads the run folder without modifying it, so it
+//! is safe on a search that is still running.
 
+mod learning;
+mod plot;
+
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +14,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use nasnet_controller::search_loop::{read_run, TrialRecord, TrialStatus};
 use nasnet_searchspace::dot::genotype_to_dot_titled;
+use nasnet_searchspace::svg::{genotype_svg, genotypes_svg};
+
+use plot::{end_document, padded_range, start_document, Axes, BLUE, ORANGE, RED};
+
+/// How many distinct architectures `top.svg` draws.
+const TOP_PICTURES: usize = 5;
 
 /// Arguments of `nasnet report`.
 #[derive(Debug, Args)]
@@ -18,7 +29,7 @@ pub struct ReportArgs {
     /// How many architectures to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// Where to write the plot and DOT files (default: RUN_DIR/report).
+    /// Where to write the pictures and DOT file (default: RUN_DIR/report).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -31,12 +42,30 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.run_dir.join("report"));
-    let written = write_files(&trials, &out)?;
+    let mut written = write_files(&trials, &out)?;
+    if let Some(updates) = learning::read_updates(&args.run_dir)? {
+        println!();
+        print!("{}", learning::summary(&updates));
+        if !updates.is_empty() {
+            written.push(write(
+                &out,
+                "learning.svg",
+                &learning::learning_svg(&updates),
+            )?);
+        }
+    }
     println!();
     for p in written {
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// Writes `contents` to `out/name` and returns the path.
+fn write(out: &Path, name: &str, contents: &str) -> Result<PathBuf> {
+    let path = out.join(name);
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// The trials sorted best first (failed ones last, then by trial id).
@@ -95,32 +124,60 @@ pub fn table(trials: &[TrialRecord], top: usize) -> String {
     s
 }
 
-/// Writes `reward.svg` and (when a trial succeeded) `best.dot` into `out`; returns the paths
-/// written.
+/// Writes `reward.svg` and, when a trial succeeded, the best architecture as `best.svg` and
+/// `best.dot` and the best few distinct ones as `top.svg`, into `out`; returns the paths written.
 pub fn write_files(trials: &[TrialRecord], out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut written = Vec::new();
-    let svg = out.join("reward.svg");
-    std::fs::write(&svg, reward_svg(trials))
-        .with_context(|| format!("writing {}", svg.display()))?;
-    written.push(svg);
+    let mut written = vec![write(out, "reward.svg", &reward_svg(trials))?];
+    let top = top_distinct(trials, TOP_PICTURES);
     // The best cell is a successful one: a failed child is never drawn as the best.
-    if let Some(best) = ranked(trials)
-        .first()
-        .filter(|t| t.status == TrialStatus::Ok)
-    {
-        let dot = out.join("best.dot");
+    if let Some(best) = top.first() {
         let title = format!("trial {} (reward {:.4})", best.trial, best.reward);
-        std::fs::write(&dot, genotype_to_dot_titled(&best.genotype, &title))
-            .with_context(|| format!("writing {}", dot.display()))?;
-        written.push(dot);
+        written.push(write(
+            out,
+            "best.svg",
+            &genotype_svg(&best.genotype, &title),
+        )?);
+        let dot = genotype_to_dot_titled(&best.genotype, &title);
+        written.push(write(out, "best.dot", &dot)?);
+        let captions: Vec<String> = top
+            .iter()
+            .enumerate()
+            .map(|(rank, t)| {
+                format!(
+                    "rank {}: trial {} (reward {:.4})",
+                    rank + 1,
+                    t.trial,
+                    t.reward
+                )
+            })
+            .collect();
+        let rows: Vec<(&str, &nasnet_searchspace::Genotype)> = captions
+            .iter()
+            .zip(&top)
+            .map(|(c, t)| (c.as_str(), &t.genotype))
+            .collect();
+        written.push(write(out, "top.svg", &genotypes_svg(&rows))?);
     }
     Ok(written)
 }
 
-/// An SVG scatter of reward against trial id, with the running best as a line.
+/// The best `n` successful trials with distinct architectures (a search may sample one
+/// architecture many times; its best trial stands for it).
+fn top_distinct(trials: &[TrialRecord], n: usize) -> Vec<&TrialRecord> {
+    let mut seen = HashSet::new();
+    ranked(trials)
+        .into_iter()
+        .filter(|t| t.status == TrialStatus::Ok)
+        .filter(|t| seen.insert(&t.genotype))
+        .take(n)
+        .collect()
+}
+
+/// An SVG scatter of reward against trial id, with the running best as a line and failed
+/// trials as red crosses on the axis.
 pub fn reward_svg(trials: &[TrialRecord]) -> String {
-    let (w, h, margin) = (720.0, 420.0, 56.0);
+    let (w, h, margin) = (720.0, 420.0, 64.0);
     let mut by_id: Vec<&TrialRecord> = trials.iter().collect();
     by_id.sort_by_key(|t| t.trial);
     let max_trial = by_id.last().map_or(1, |t| t.trial.max(1)) as f64;
@@ -129,93 +186,40 @@ pub fn reward_svg(trials: &[TrialRecord]) -> String {
         .filter(|t| t.status == TrialStatus::Ok)
         .map(|t| t.reward)
         .collect();
-    let lo = ok.iter().cloned().fold(f64::INFINITY, f64::min);
-    let hi = ok.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() && hi > lo {
-        let pad = (hi - lo) * 0.05;
-        ((lo - pad).max(0.0), (hi + pad).min(1.0))
-    } else {
-        (0.0, 1.0)
+    let axes = Axes {
+        left: margin,
+        top: margin,
+        width: w - 2.0 * margin,
+        height: h - 2.0 * margin,
+        x: (0.0, max_trial),
+        y: padded_range(&ok, Some((0.0, 1.0))),
     };
-    let x = |t: f64| margin + (w - 2.0 * margin) * t / max_trial;
-    let y = |r: f64| h - margin - (h - 2.0 * margin) * ((r - lo) / (hi - lo)).clamp(0.0, 1.0);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<line x1="{m}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{m}" y1="{t}" x2="{m}" y2="{b}" stroke="black"/>"#,
-        m = margin,
-        b = h - margin,
-        r = w - margin,
-        t = margin
-    );
-    for i in 0..=4 {
-        let r = lo + (hi - lo) * i as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end">{:.3}</text>"#,
-            margin - 6.0,
-            y(r) + 4.0,
-            r
-        );
-        let t = max_trial * i as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{:.0}</text>"#,
-            x(t),
-            h - margin + 18.0,
-            t
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">trial</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">reward (validation accuracy)</text>"#,
-        w / 2.0,
-        h - 12.0,
-        h / 2.0,
-        h / 2.0
-    );
+    let mut s = start_document(w, h);
+    axes.draw(&mut s, "trial", "reward (validation accuracy)", 0);
     let mut best = f64::NEG_INFINITY;
     let mut line = Vec::new();
     for t in &by_id {
+        let x = axes.px(t.trial as f64);
         if t.status == TrialStatus::Ok {
             let _ = writeln!(
                 s,
-                r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#4477aa" fill-opacity="0.7"/>"##,
-                x(t.trial as f64),
-                y(t.reward)
+                r#"<circle cx="{x:.1}" cy="{:.1}" r="3" fill="{BLUE}" fill-opacity="0.7"/>"#,
+                axes.py(t.reward)
             );
+            best = best.max(t.reward);
         } else {
             let _ = writeln!(
                 s,
-                r##"<text x="{:.1}" y="{:.1}" fill="#cc3311" text-anchor="middle">x</text>"##,
-                x(t.trial as f64),
-                h - margin - 4.0
+                r#"<text x="{x:.1}" y="{:.1}" fill="{RED}" text-anchor="middle">x</text>"#,
+                axes.bottom() - 4.0
             );
         }
-        if t.status == TrialStatus::Ok && t.reward > best {
-            best = t.reward;
-        }
         if best.is_finite() {
-            line.push(format!("{:.1},{:.1}", x(t.trial as f64), y(best)));
+            line.push((t.trial as f64, best));
         }
     }
-    if !line.is_empty() {
-        let _ = writeln!(
-            s,
-            r##"<polyline points="{}" fill="none" stroke="#ee7733" stroke-width="2"/>"##,
-            line.join(" ")
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<text x="{}" y="{}" fill="#ee7733">best so far</text></svg>"##,
-        w - margin - 80.0,
-        margin - 10.0
-    );
+    axes.polyline(&mut s, &line, ORANGE);
+    axes.legend(&mut s, &[("best so far", ORANGE)]);
+    end_document(&mut s);
     s
 }

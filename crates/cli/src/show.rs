@@ -1,9 +1,10 @@
-//! `nasnet show ARCH [--format text|json|dot]`: prints an architecture.
+//! `nasnet show ARCH [--format text|json|dot|svg]`: prints an architecture.
 
 use std::io::Write;
 
 use clap::ValueEnum;
 use nasnet_searchspace::dot::genotype_to_dot_titled;
+use nasnet_searchspace::svg::genotype_svg;
 use nasnet_searchspace::text::describe;
 
 use crate::input::load_architecture;
@@ -17,6 +18,8 @@ pub enum Format {
     Json,
     /// Graphviz DOT, both cells as clusters (`dot -Tsvg`).
     Dot,
+    /// An SVG picture of both cells in the paper's figure style (no Graphviz needed).
+    Svg,
 }
 
 /// Arguments of `nasnet show`.
@@ -36,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = match args.format {
         Format::Json => format!("{}\n", genotype.to_json_pretty()),
         Format::Dot => genotype_to_dot_titled(&genotype, &name),
+        Format::Svg => genotype_svg(&genotype, &name),
         Format::Text => format!(
             "{name}\n{}\ncompact: {genotype}\n",
             describe(&genotype).trim_end()

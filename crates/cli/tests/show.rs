@@ -1,4 +1,4 @@
-//! Runs the built `nasnet` binary: `show` (text, json, dot, files, errors) and `space`.
+//! Runs the built `nasnet` binary: `show` (text, json, dot, svg, files, errors) and `space`.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -106,7 +106,7 @@ fn show_every_named_architecture_in_every_format() {
         "darts-v1",
         "enas",
     ] {
-        for format in ["text", "json", "dot"] {
+        for format in ["text", "json", "dot", "svg"] {
             let o = nasnet(&["show", name, "--format", format]);
             assert!(o.status.success(), "{name} {format}: {}", stderr(&o));
             assert!(!stdout(&o).is_empty());
@@ -121,6 +121,25 @@ fn show_dot_starts_with_digraph() {
     let out = stdout(&o);
     assert!(out.starts_with("digraph"), "{out}");
     assert!(out.contains("cluster_normal") && out.contains("cluster_reduction"));
+}
+
+#[test]
+fn show_svg_draws_both_cells_titled_by_name() {
+    let o = nasnet(&["show", "nasnet-a", "--format", "svg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("<svg") && out.trim_end().ends_with("</svg>"),
+        "{out}"
+    );
+    assert!(out.contains("normal cell") && out.contains("reduction cell"));
+    // NASNet-A's ops, by their figure labels; 2 cells x 5 blocks.
+    for label in [
+        "sep 3x3", "sep 5x5", "sep 7x7", "avg 3x3", "max 3x3", "identity",
+    ] {
+        assert!(out.contains(&format!(">{label}</text>")), "{label}");
+    }
+    assert_eq!(out.matches("<ellipse").count(), 10);
 }
 
 #[test]
