@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod cell;
+mod compiled;
 pub mod config;
 mod cpu_op;
 pub mod durable;
@@ -59,6 +60,7 @@ mod runtime;
 mod seed;
 mod unit;
 
+pub use compiled::CompiledNasNet;
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
 pub use kernels::{kernel_path, set_kernel_path, KernelPath};
