@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::graph::{ConvNode, DepthwiseNode, Graph, NodeOp, PoolNode};
 use super::plan::{Mode, Plan, Step, StepKind, View};
+use super::window::{window, Dot, Max, Mean};
 use crate::error::CellsError;
 use crate::kernels::{AvgPoolCount, Padding2d};
 use crate::layers::Pad;
@@ -85,9 +86,10 @@ fn emit(dst: &mut [f32], vals: &[f32], mode: Mode) {
 
 /// Runs `f(scratch, row, out_row)` for each of `rows` rows of `row_len` elements of `out`, in
 /// parallel by groups of rows unless the work is tiny. `scratch` is a per-task buffer.
-fn for_rows<F>(out: &mut [f32], row_len: usize, work_per_row: usize, f: F)
+fn for_rows<S, F>(out: &mut [f32], row_len: usize, work_per_row: usize, f: F)
 where
-    F: Fn(&mut Vec<f32>, usize, &mut [f32]) + Sync + Send,
+    S: Default + Send,
+    F: Fn(&mut S, usize, &mut [f32]) + Sync + Send,
 {
     if out.is_empty() || row_len == 0 {
         return;
@@ -95,7 +97,7 @@ where
     let rows = out.len() / row_len;
     let threads = rayon::current_num_threads();
     if threads == 1 || rows * work_per_row < 16_384 {
-        let mut scratch = Vec::new();
+        let mut scratch = S::default();
         for (r, row) in out.chunks_mut(row_len).enumerate() {
             f(&mut scratch, r, row);
         }
@@ -104,7 +106,7 @@ where
     let per_task = rows.div_ceil(threads * 2).max(1);
     out.par_chunks_mut(row_len * per_task)
         .enumerate()
-        .for_each_init(Vec::new, |scratch, (t, chunk)| {
+        .for_each_init(S::default, |scratch, (t, chunk)| {
             for (r, row) in chunk.chunks_mut(row_len).enumerate() {
                 f(scratch, t * per_task + r, row);
             }
@@ -114,7 +116,7 @@ where
 /// NCHW image into the NHWC view.
 fn load_image(image: &[f32], out: &mut [f32], v: &View) {
     let plane = v.h * v.w;
-    for_rows(out, v.w * v.pitch, v.w * v.c, |_, r, row| {
+    for_rows(out, v.w * v.pitch, v.w * v.c, |_: &mut (), r, row| {
         let (n, y) = (r / v.h, r % v.h);
         for x in 0..v.w {
             for c in 0..v.c {
@@ -127,20 +129,25 @@ fn load_image(image: &[f32], out: &mut [f32], v: &View) {
 /// Copies (or adds) the source view into the destination, optionally through a ReLU.
 fn copy(src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode, relu: bool) {
     let c = dv.c;
-    for_rows(out, dv.w * dv.pitch, dv.w * c, |buf, r, row| {
-        buf.resize(c, 0.0);
-        for x in 0..dv.w {
-            let p = r * sv.w + x;
-            let s = &src[sv.off + p * sv.pitch..][..c];
-            let d = &mut row[x * dv.pitch + dv.off..][..c];
-            if relu {
-                buf.iter_mut().zip(s).for_each(|(b, &v)| *b = v.max(0.0));
-                emit(d, buf, mode);
-            } else {
-                emit(d, s, mode);
+    for_rows(
+        out,
+        dv.w * dv.pitch,
+        dv.w * c,
+        |buf: &mut Vec<f32>, r, row| {
+            buf.resize(c, 0.0);
+            for x in 0..dv.w {
+                let p = r * sv.w + x;
+                let s = &src[sv.off + p * sv.pitch..][..c];
+                let d = &mut row[x * dv.pitch + dv.off..][..c];
+                if relu {
+                    buf.iter_mut().zip(s).for_each(|(b, &v)| *b = v.max(0.0));
+                    emit(d, buf, mode);
+                } else {
+                    emit(d, s, mode);
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Pixels per GEMM task: a few tasks per thread, none so small that the weight packing dominates.
@@ -280,166 +287,80 @@ fn gemm_acc(
     }
 }
 
-/// The first output column whose window tap at `offset` lands inside `0..len`, and the end.
-#[inline(always)]
-fn valid_range(out: usize, stride: usize, offset: isize, len: usize) -> (usize, usize) {
-    // Input index of output o: o * stride + offset; need 0 <= idx < len.
-    let lo = if offset >= 0 {
-        0
-    } else {
-        ((-offset) as usize).div_ceil(stride)
-    };
-    let hi = if (len as isize) <= offset {
-        0
-    } else {
-        ((len as isize - offset) as usize).div_ceil(stride)
-    };
-    (lo.min(out), hi.min(out).max(lo.min(out)))
-}
-
-/// One depthwise output row into `acc` (`ow * c`).
-#[inline(always)]
-fn depthwise_row(
-    d: &DepthwiseNode,
-    src: &[f32],
+/// The taps of output pixel `(n, oy, ox)` of a window: for each `(ky, kx)` inside the input,
+/// the element offset of its channel 0 in `src` and `(ky * kw + kx) * c` (its weights).
+#[allow(clippy::too_many_arguments)]
+fn taps(
+    taps: &mut Vec<(usize, usize)>,
     sv: &View,
-    dv: &View,
+    (kh, kw): (usize, usize),
+    stride: usize,
+    dilation: usize,
     pad: Padding2d,
-    r: usize,
-    acc: &mut [f32],
+    (n, oy, ox): (usize, usize, usize),
+    c: usize,
 ) {
-    let c = dv.c;
-    let (n, oy) = (r / dv.h, r % dv.h);
-    acc.fill(0.0);
-    let (kh, kw) = d.kernel;
+    taps.clear();
     for ky in 0..kh {
-        let iy = (oy * d.stride + ky * d.dilation) as isize - pad.top as isize;
+        let iy = (oy * stride + ky * dilation) as isize - pad.top as isize;
         if iy < 0 || iy as usize >= sv.h {
             continue;
         }
-        let base = (n * sv.h + iy as usize) * sv.w;
         for kx in 0..kw {
-            let wt = &d.weight[(ky * kw + kx) * c..][..c];
-            let offset = (kx * d.dilation) as isize - pad.left as isize;
-            let (lo, hi) = valid_range(dv.w, d.stride, offset, sv.w);
-            for ox in lo..hi {
-                let ix = (ox * d.stride) as isize + offset;
-                let x = &src[sv.off + (base + ix as usize) * sv.pitch..][..c];
-                let a = &mut acc[ox * c..][..c];
-                if d.relu_in {
-                    for ((a, &x), &w) in a.iter_mut().zip(x).zip(wt) {
-                        *a = x.max(0.0).mul_add(w, *a);
-                    }
-                } else {
-                    for ((a, &x), &w) in a.iter_mut().zip(x).zip(wt) {
-                        *a = x.mul_add(w, *a);
-                    }
-                }
+            let ix = (ox * stride + kx * dilation) as isize - pad.left as isize;
+            if ix < 0 || ix as usize >= sv.w {
+                continue;
             }
+            let q = (n * sv.h + iy as usize) * sv.w + ix as usize;
+            taps.push((sv.off + q * sv.pitch, (ky * kw + kx) * c));
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-/// [`depthwise_row`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-unsafe fn depthwise_row_avx2(
-    d: &DepthwiseNode,
-    src: &[f32],
-    sv: &View,
-    dv: &View,
-    pad: Padding2d,
-    r: usize,
-    acc: &mut [f32],
-) {
-    depthwise_row(d, src, sv, dv, pad, r, acc)
-}
-
-/// Whether the AVX2 + FMA versions of the loops may run (checked once).
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
+/// A SAME depthwise convolution, the ReLU applied as it loads.
 fn depthwise(d: &DepthwiseNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
     let (kh, kw) = d.kernel;
     let pad = Padding2d::same(sv.h, sv.w, kh, kw, d.stride, d.dilation);
-    let fast = has_avx2_fma();
-    for_rows(
-        out,
-        dv.w * dv.pitch,
-        dv.w * dv.c * kh * kw,
-        |acc, r, row| {
-            acc.resize(dv.w * dv.c, 0.0);
-            if fast {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `fast` is true only when the CPU reports AVX2 and FMA.
-                unsafe {
-                    depthwise_row_avx2(d, src, sv, dv, pad, r, acc)
-                };
-            } else {
-                depthwise_row(d, src, sv, dv, pad, r, acc);
-            }
-            for x in 0..dv.w {
-                emit(
-                    &mut row[x * dv.pitch + dv.off..][..dv.c],
-                    &acc[x * dv.c..][..dv.c],
-                    mode,
-                );
-            }
-        },
-    );
+    let dot = Dot { relu: d.relu_in };
+    let work = dv.w * dv.c * kh * kw;
+    for_rows(out, dv.w * dv.pitch, work, |list: &mut Vec<_>, r, row| {
+        let (n, oy) = (r / dv.h, r % dv.h);
+        for ox in 0..dv.w {
+            taps(
+                list,
+                sv,
+                d.kernel,
+                d.stride,
+                d.dilation,
+                pad,
+                (n, oy, ox),
+                dv.c,
+            );
+            let dst = &mut row[ox * dv.pitch + dv.off..][..dv.c];
+            window(src, &d.weight, list, dst, dot, mode);
+        }
+    });
 }
 
 /// A SAME max or average pool (the average counting padding or not, as the node says).
 fn pool(p: &PoolNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
-    let c = dv.c;
     let pad = Padding2d::same(sv.h, sv.w, p.k, p.k, p.stride, 1);
-    for_rows(out, dv.w * dv.pitch, dv.w * c * p.k * p.k, |acc, r, row| {
+    let work = dv.w * dv.c * p.k * p.k;
+    for_rows(out, dv.w * dv.pitch, work, |list: &mut Vec<_>, r, row| {
         let (n, oy) = (r / dv.h, r % dv.h);
-        acc.resize(c, 0.0);
-        let y0 = (oy * p.stride) as isize - pad.top as isize;
-        let (ylo, yhi) = (
-            y0.max(0) as usize,
-            ((y0 + p.k as isize).max(0) as usize).min(sv.h),
-        );
         for ox in 0..dv.w {
-            let x0 = (ox * p.stride) as isize - pad.left as isize;
-            let (xlo, xhi) = (
-                x0.max(0) as usize,
-                ((x0 + p.k as isize).max(0) as usize).min(sv.w),
-            );
-            acc.fill(if p.max { f32::NEG_INFINITY } else { 0.0 });
-            for iy in ylo..yhi {
-                for ix in xlo..xhi {
-                    let q = (n * sv.h + iy) * sv.w + ix;
-                    let x = &src[sv.off + q * sv.pitch..][..c];
-                    if p.max {
-                        acc.iter_mut().zip(x).for_each(|(a, &v)| *a = a.max(v));
-                    } else {
-                        acc.iter_mut().zip(x).for_each(|(a, &v)| *a += v);
-                    }
-                }
-            }
-            if !p.max {
+            taps(list, sv, (p.k, p.k), p.stride, 1, pad, (n, oy, ox), 0);
+            let dst = &mut row[ox * dv.pitch + dv.off..][..dv.c];
+            if p.max {
+                window(src, &[], list, dst, Max, mode);
+            } else {
                 let count = match p.count {
                     AvgPoolCount::IncludePadding => p.k * p.k,
-                    AvgPoolCount::ExcludePadding => (yhi - ylo) * (xhi - xlo),
+                    AvgPoolCount::ExcludePadding => list.len(),
                 };
-                let inv = 1.0 / count.max(1) as f32;
-                acc.iter_mut().for_each(|a| *a *= inv);
+                let scale = 1.0 / count.max(1) as f32;
+                window(src, &[], list, dst, Mean { scale }, mode);
             }
-            emit(&mut row[ox * dv.pitch + dv.off..][..c], acc, mode);
         }
     });
 }
@@ -447,7 +368,7 @@ fn pool(p: &PoolNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: 
 /// Every second pixel from `(shift, shift)`, zeros past the edge, optionally through a ReLU.
 fn subsample(src: &[f32], sv: &View, out: &mut [f32], dv: &View, relu: bool, shift: usize) {
     let c = dv.c;
-    for_rows(out, dv.w * dv.pitch, dv.w * c, |_, r, row| {
+    for_rows(out, dv.w * dv.pitch, dv.w * c, |_: &mut (), r, row| {
         let (n, oy) = (r / dv.h, r % dv.h);
         let iy = 2 * oy + shift;
         for ox in 0..dv.w {
