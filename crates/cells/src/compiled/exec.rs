@@ -287,16 +287,15 @@ fn gemm_acc(
     }
 }
 
+/// Window geometry: kernel, stride, dilation and padding.
+type WindowGeom = ((usize, usize), usize, usize, Padding2d);
+
 /// The taps of output pixel `(n, oy, ox)` of a window: for each `(ky, kx)` inside the input,
 /// the element offset of its channel 0 in `src` and `(ky * kw + kx) * c` (its weights).
-#[allow(clippy::too_many_arguments)]
 fn taps(
     taps: &mut Vec<(usize, usize)>,
     sv: &View,
-    (kh, kw): (usize, usize),
-    stride: usize,
-    dilation: usize,
-    pad: Padding2d,
+    ((kh, kw), stride, dilation, pad): WindowGeom,
     (n, oy, ox): (usize, usize, usize),
     c: usize,
 ) {
@@ -317,50 +316,79 @@ fn taps(
     }
 }
 
+/// Output columns whose whole window lies inside the input (taps the same up to a shift).
+fn interior(dv: &View, sv: &View, kw: usize, stride: usize, dilation: usize, left: usize) -> std::ops::Range<usize> {
+    let lo = left.div_ceil(stride);
+    let reach = (kw - 1) * dilation + 1;
+    let hi = if sv.w + left >= reach {
+        ((sv.w + left - reach) / stride + 1).min(dv.w)
+    } else {
+        0
+    };
+    lo.min(hi)..hi
+}
+
+/// Per output row, calls `f(taps, base, ox, dst)` for each output pixel: the taps of
+/// [`taps`] and the offset to add to them (interior pixels share one tap list).
+#[allow(clippy::too_many_arguments)]
+fn for_windows<F>(
+    out: &mut [f32],
+    sv: &View,
+    dv: &View,
+    kernel: (usize, usize),
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+    weights_c: usize,
+    f: F,
+) where
+    F: Fn(&[(usize, usize)], usize, &mut [f32]) + Sync + Send,
+{
+    let inner = interior(dv, sv, kernel.1, stride, dilation, pad.left);
+    let work = dv.w * dv.c * kernel.0 * kernel.1;
+    type Lists = (Vec<(usize, usize)>, Vec<(usize, usize)>);
+    for_rows(out, dv.w * dv.pitch, work, |(edge, shared): &mut Lists, r, row| {
+        let (n, oy) = (r / dv.h, r % dv.h);
+        let g = (kernel, stride, dilation, pad);
+        if !inner.is_empty() {
+            let first = inner.start;
+            taps(shared, sv, g, (n, oy, first), weights_c);
+            for ox in inner.clone() {
+                let base = (ox - first) * stride * sv.pitch;
+                f(shared, base, &mut row[ox * dv.pitch + dv.off..][..dv.c]);
+            }
+        }
+        for ox in (0..inner.start).chain(inner.end.max(inner.start)..dv.w) {
+            taps(edge, sv, g, (n, oy, ox), weights_c);
+            f(edge, 0, &mut row[ox * dv.pitch + dv.off..][..dv.c]);
+        }
+    });
+}
+
 /// A SAME depthwise convolution, the ReLU applied as it loads.
 fn depthwise(d: &DepthwiseNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
     let (kh, kw) = d.kernel;
     let pad = Padding2d::same(sv.h, sv.w, kh, kw, d.stride, d.dilation);
     let dot = Dot { relu: d.relu_in };
-    let work = dv.w * dv.c * kh * kw;
-    for_rows(out, dv.w * dv.pitch, work, |list: &mut Vec<_>, r, row| {
-        let (n, oy) = (r / dv.h, r % dv.h);
-        for ox in 0..dv.w {
-            taps(
-                list,
-                sv,
-                d.kernel,
-                d.stride,
-                d.dilation,
-                pad,
-                (n, oy, ox),
-                dv.c,
-            );
-            let dst = &mut row[ox * dv.pitch + dv.off..][..dv.c];
-            window(src, &d.weight, list, dst, dot, mode);
-        }
+    let (k, s, dil) = (d.kernel, d.stride, d.dilation);
+    for_windows(out, sv, dv, k, s, dil, pad, dv.c, |taps, base, dst| {
+        window(src, base, &d.weight, taps, dst, dot, mode)
     });
 }
 
 /// A SAME max or average pool (the average counting padding or not, as the node says).
 fn pool(p: &PoolNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
     let pad = Padding2d::same(sv.h, sv.w, p.k, p.k, p.stride, 1);
-    let work = dv.w * dv.c * p.k * p.k;
-    for_rows(out, dv.w * dv.pitch, work, |list: &mut Vec<_>, r, row| {
-        let (n, oy) = (r / dv.h, r % dv.h);
-        for ox in 0..dv.w {
-            taps(list, sv, (p.k, p.k), p.stride, 1, pad, (n, oy, ox), 0);
-            let dst = &mut row[ox * dv.pitch + dv.off..][..dv.c];
-            if p.max {
-                window(src, &[], list, dst, Max, mode);
-            } else {
-                let count = match p.count {
-                    AvgPoolCount::IncludePadding => p.k * p.k,
-                    AvgPoolCount::ExcludePadding => list.len(),
-                };
-                let scale = 1.0 / count.max(1) as f32;
-                window(src, &[], list, dst, Mean { scale }, mode);
-            }
+    for_windows(out, sv, dv, (p.k, p.k), p.stride, 1, pad, 0, |taps, base, dst| {
+        if p.max {
+            window(src, base, &[], taps, dst, Max, mode);
+        } else {
+            let count = match p.count {
+                AvgPoolCount::IncludePadding => p.k * p.k,
+                AvgPoolCount::ExcludePadding => taps.len(),
+            };
+            let scale = 1.0 / count.max(1) as f32;
+            window(src, base, &[], taps, dst, Mean { scale }, mode);
         }
     });
 }
@@ -427,25 +455,19 @@ fn norm(src: &[f32], sv: &View, out: &mut [f32], dv: &View, instance: bool, w: &
 /// `relu(features)` averaged over pixels then the classifier: logits `[n, classes]`.
 pub(crate) fn classify(graph: &Graph, features: &[f32], v: &View) -> Vec<f32> {
     let plane = v.h * v.w;
-    let mut logits = vec![0f32; v.n * graph.classes];
-    let mut pooled = vec![0f32; v.c];
-    for n in 0..v.n {
-        pooled.fill(0.0);
+    let mut pooled = vec![0f32; v.n * v.c];
+    for (n, pooled) in pooled.chunks_mut(v.c.max(1)).enumerate() {
         for p in 0..plane {
             let x = &features[v.off + (n * plane + p) * v.pitch..][..v.c];
-            pooled
-                .iter_mut()
-                .zip(x)
-                .for_each(|(a, &x)| *a += x.max(0.0));
+            pooled.iter_mut().zip(x).for_each(|(a, &x)| *a += x.max(0.0));
         }
         let inv = 1.0 / plane.max(1) as f32;
         pooled.iter_mut().for_each(|a| *a *= inv);
-        for k in 0..graph.classes {
-            let w = &graph.linear_weight[k * v.c..][..v.c];
-            let dot: f32 = w.iter().zip(&pooled).map(|(a, b)| a * b).sum();
-            logits[n * graph.classes + k] = dot + graph.linear_bias[k];
-        }
     }
+    let classes = graph.classes;
+    let mut logits: Vec<f32> = (0..v.n).flat_map(|_| graph.linear_bias.iter().copied()).collect();
+    let w = &graph.linear_weight;
+    gemm_acc(v.n, classes, v.c, &mut logits, classes, &pooled, v.c, w);
     logits
 }
 

@@ -124,7 +124,7 @@ pub(crate) struct Graph {
     pub nodes: Vec<Node>,
     /// `conv0` then every cell's output, with the model's names.
     pub stages: Vec<(String, NodeId)>,
-    /// Classifier weight, `[classes, features]` row-major, and bias.
+    /// Classifier weight, transposed to `[features, classes]` row-major for the GEMM, and bias.
     pub linear_weight: Vec<f32>,
     pub linear_bias: Vec<f32>,
     pub classes: usize,
@@ -414,7 +414,7 @@ pub(crate) fn lower(model: &NasNet) -> Result<Graph> {
     Ok(Graph {
         nodes: l.nodes,
         stages,
-        linear_weight: to_f32(&values(weight)?),
+        linear_weight: to_f32(&values(&weight.t()?)?),
         linear_bias: bias,
         classes,
     })

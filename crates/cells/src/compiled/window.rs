@@ -161,13 +161,14 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
-/// One output pixel, `dst` (`c` channels): reduces `src[t.0 + ch]` (times `w[t.1 + ch]`) over
-/// the taps `t`, then writes or adds it.
+/// One output pixel, `dst` (`c` channels): reduces `src[base + t.0 + ch]` (times
+/// `w[t.1 + ch]`) over the taps `t`, then writes or adds it.
 ///
 /// # Panics
 /// When a tap reaches past `src` or `w`.
 pub(crate) fn window<R: Reduce>(
     src: &[f32],
+    base: usize,
     w: &[f32],
     taps: &[(usize, usize)],
     dst: &mut [f32],
@@ -177,19 +178,19 @@ pub(crate) fn window<R: Reduce>(
     let c = dst.len();
     let in_bounds = taps
         .iter()
-        .all(|&(s, k)| s + c <= src.len() && (!R::WEIGHTED || k + c <= w.len()));
+        .all(|&(s, k)| base + s + c <= src.len() && (!R::WEIGHTED || k + c <= w.len()));
     assert!(in_bounds, "window taps reach past their slices");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above), and every tap's `c` elements
         // lie inside `src` (and `w` when weighted), as asserted.
-        unsafe { window_avx2(src, w, taps, dst, reduce, mode) };
+        unsafe { window_avx2(&src[base..], w, taps, dst, reduce, mode) };
         return;
     }
     for (ch, d) in dst.iter_mut().enumerate() {
         let acc = taps.iter().fold(reduce.zero(), |acc, &(s, k)| {
             let wv = if R::WEIGHTED { w[k + ch] } else { 1.0 };
-            reduce.step(acc, src[s + ch], wv)
+            reduce.step(acc, src[base + s + ch], wv)
         });
         store(d, reduce.finish(acc), mode);
     }
