@@ -56,6 +56,9 @@ fn run_step(
         NodeOp::Relu(_) => copy(src(0), &step.src[0], out, dv, mode, true),
         NodeOp::Conv(c) => conv(c, src(0), &step.src[0], out, dv, mode),
         NodeOp::Depthwise(d) => depthwise(d, src(0), &step.src[0], out, dv, mode),
+        NodeOp::DepthwisePointwise(d, c) => {
+            depthwise_pointwise(d, c, src(0), &step.src[0], out, dv, mode)
+        }
         NodeOp::Pool(p) => pool(p, src(0), &step.src[0], out, dv, mode),
         NodeOp::Subsample { relu, shift, .. } => {
             subsample(src(0), &step.src[0], out, dv, *relu, *shift)
@@ -316,52 +319,75 @@ fn taps(
     }
 }
 
-/// Output columns whose whole window lies inside the input (taps the same up to a shift).
-fn interior(dv: &View, sv: &View, kw: usize, stride: usize, dilation: usize, left: usize) -> std::ops::Range<usize> {
-    let lo = left.div_ceil(stride);
-    let reach = (kw - 1) * dilation + 1;
-    let hi = if sv.w + left >= reach {
-        ((sv.w + left - reach) / stride + 1).min(dv.w)
-    } else {
-        0
-    };
-    lo.min(hi)..hi
+/// The windows of one layer: geometry and which output columns are interior.
+struct Windows {
+    geom: WindowGeom,
+    inner: std::ops::Range<usize>,
+    /// Channels of the weights (0 for pools): a tap's weight offset is `tap index * this`.
+    weights_c: usize,
 }
 
-/// Per output row, calls `f(taps, base, ox, dst)` for each output pixel: the taps of
-/// [`taps`] and the offset to add to them (interior pixels share one tap list).
-#[allow(clippy::too_many_arguments)]
-fn for_windows<F>(
-    out: &mut [f32],
-    sv: &View,
-    dv: &View,
-    kernel: (usize, usize),
-    stride: usize,
-    dilation: usize,
-    pad: Padding2d,
-    weights_c: usize,
-    f: F,
-) where
-    F: Fn(&[(usize, usize)], usize, &mut [f32]) + Sync + Send,
-{
-    let inner = interior(dv, sv, kernel.1, stride, dilation, pad.left);
-    let work = dv.w * dv.c * kernel.0 * kernel.1;
-    type Lists = (Vec<(usize, usize)>, Vec<(usize, usize)>);
-    for_rows(out, dv.w * dv.pitch, work, |(edge, shared): &mut Lists, r, row| {
-        let (n, oy) = (r / dv.h, r % dv.h);
-        let g = (kernel, stride, dilation, pad);
+/// Tap lists reused from pixel to pixel: one for edge pixels, one shared by interior ones.
+type Lists = (Vec<(usize, usize)>, Vec<(usize, usize)>);
+
+impl Windows {
+    fn new(sv: &View, out_w: usize, geom: WindowGeom, weights_c: usize) -> Self {
+        let ((_, kw), stride, dilation, pad) = geom;
+        let lo = pad.left.div_ceil(stride);
+        let reach = (kw - 1) * dilation + 1;
+        let hi = if sv.w + pad.left >= reach {
+            ((sv.w + pad.left - reach) / stride + 1).min(out_w)
+        } else {
+            0
+        };
+        Windows {
+            geom,
+            inner: lo.min(hi)..hi,
+            weights_c,
+        }
+    }
+
+    /// Calls `f(taps, base, ox)` for every pixel of output row `r` (image `r / out_h`): the taps
+    /// of [`taps`] and the offset to add to them (interior pixels share one tap list).
+    fn row<F>(
+        &self,
+        lists: &mut Lists,
+        sv: &View,
+        (out_h, out_w): (usize, usize),
+        r: usize,
+        mut f: F,
+    ) where
+        F: FnMut(&[(usize, usize)], usize, usize),
+    {
+        let (edge, shared) = lists;
+        let (n, oy) = (r / out_h, r % out_h);
+        let stride = self.geom.1;
+        let inner = self.inner.clone();
         if !inner.is_empty() {
-            let first = inner.start;
-            taps(shared, sv, g, (n, oy, first), weights_c);
+            taps(shared, sv, self.geom, (n, oy, inner.start), self.weights_c);
             for ox in inner.clone() {
-                let base = (ox - first) * stride * sv.pitch;
-                f(shared, base, &mut row[ox * dv.pitch + dv.off..][..dv.c]);
+                f(shared, (ox - inner.start) * stride * sv.pitch, ox);
             }
         }
-        for ox in (0..inner.start).chain(inner.end.max(inner.start)..dv.w) {
-            taps(edge, sv, g, (n, oy, ox), weights_c);
-            f(edge, 0, &mut row[ox * dv.pitch + dv.off..][..dv.c]);
+        for ox in (0..inner.start).chain(inner.end.max(inner.start)..out_w) {
+            taps(edge, sv, self.geom, (n, oy, ox), self.weights_c);
+            f(edge, 0, ox);
         }
+    }
+}
+
+/// Runs `f(taps, base, dst_pixel)` for every output pixel of `dv`, rows in parallel.
+fn for_windows<F>(out: &mut [f32], sv: &View, dv: &View, geom: WindowGeom, weights_c: usize, f: F)
+where
+    F: Fn(&[(usize, usize)], usize, &mut [f32]) + Sync + Send,
+{
+    let windows = Windows::new(sv, dv.w, geom, weights_c);
+    let ((kh, kw), ..) = geom;
+    let work = dv.w * dv.c * kh * kw;
+    for_rows(out, dv.w * dv.pitch, work, |lists: &mut Lists, r, row| {
+        windows.row(lists, sv, (dv.h, dv.w), r, |taps, base, ox| {
+            f(taps, base, &mut row[ox * dv.pitch + dv.off..][..dv.c])
+        });
     });
 }
 
@@ -370,16 +396,73 @@ fn depthwise(d: &DepthwiseNode, src: &[f32], sv: &View, out: &mut [f32], dv: &Vi
     let (kh, kw) = d.kernel;
     let pad = Padding2d::same(sv.h, sv.w, kh, kw, d.stride, d.dilation);
     let dot = Dot { relu: d.relu_in };
-    let (k, s, dil) = (d.kernel, d.stride, d.dilation);
-    for_windows(out, sv, dv, k, s, dil, pad, dv.c, |taps, base, dst| {
+    let geom = (d.kernel, d.stride, d.dilation, pad);
+    for_windows(out, sv, dv, geom, dv.c, |taps, base, dst| {
         window(src, base, &d.weight, taps, dst, dot, mode)
     });
+}
+
+/// A depthwise conv into a per-task buffer of a few output rows, then the 1x1 conv (plus its
+/// folded bias) of those rows into the destination.
+fn depthwise_pointwise(
+    d: &DepthwiseNode,
+    c: &ConvNode,
+    src: &[f32],
+    sv: &View,
+    out: &mut [f32],
+    dv: &View,
+    mode: Mode,
+) {
+    let rows = dv.n * dv.h;
+    let row_px = dv.w;
+    if rows == 0 || row_px == 0 || c.cout == 0 {
+        return;
+    }
+    let (kh, kw) = d.kernel;
+    let pad = Padding2d::same(sv.h, sv.w, kh, kw, d.stride, d.dilation);
+    let windows = Windows::new(sv, dv.w, (d.kernel, d.stride, d.dilation, pad), c.cin);
+    let dot = Dot { relu: d.relu_in };
+    let threads = rayon::current_num_threads();
+    let work = rows * row_px * c.cin * (kh * kw + c.cout);
+    let per_task = if threads == 1 || work < 65_536 {
+        rows
+    } else {
+        rows.div_ceil(threads * 2)
+    };
+    let task = |t: usize, dst: &mut [f32]| {
+        let m = dst.len() / dv.pitch;
+        let mut lists = Lists::default();
+        SCRATCH.with(|mid| {
+            let mut mid = mid.borrow_mut();
+            mid.resize(m * c.cin, 0.0);
+            for (i, mid_row) in mid.chunks_mut(row_px * c.cin).enumerate() {
+                let r = t * per_task + i;
+                windows.row(&mut lists, sv, (dv.h, dv.w), r, |taps, base, ox| {
+                    let px = &mut mid_row[ox * c.cin..][..c.cin];
+                    window(src, base, &d.weight, taps, px, dot, Mode::Write)
+                });
+            }
+            let dst = &mut dst[dv.off..];
+            for r in 0..m {
+                emit(&mut dst[r * dv.pitch..][..c.cout], &c.bias, mode);
+            }
+            gemm_acc(m, c.cout, c.cin, dst, dv.pitch, &mid, c.cin, &c.weight);
+        });
+    };
+    if per_task >= rows {
+        task(0, out);
+    } else {
+        out.par_chunks_mut(per_task * row_px * dv.pitch)
+            .enumerate()
+            .for_each(|(t, d)| task(t, d));
+    }
 }
 
 /// A SAME max or average pool (the average counting padding or not, as the node says).
 fn pool(p: &PoolNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
     let pad = Padding2d::same(sv.h, sv.w, p.k, p.k, p.stride, 1);
-    for_windows(out, sv, dv, (p.k, p.k), p.stride, 1, pad, 0, |taps, base, dst| {
+    let geom = ((p.k, p.k), p.stride, 1, pad);
+    for_windows(out, sv, dv, geom, 0, |taps, base, dst| {
         if p.max {
             window(src, base, &[], taps, dst, Max, mode);
         } else {
@@ -459,13 +542,18 @@ pub(crate) fn classify(graph: &Graph, features: &[f32], v: &View) -> Vec<f32> {
     for (n, pooled) in pooled.chunks_mut(v.c.max(1)).enumerate() {
         for p in 0..plane {
             let x = &features[v.off + (n * plane + p) * v.pitch..][..v.c];
-            pooled.iter_mut().zip(x).for_each(|(a, &x)| *a += x.max(0.0));
+            pooled
+                .iter_mut()
+                .zip(x)
+                .for_each(|(a, &x)| *a += x.max(0.0));
         }
         let inv = 1.0 / plane.max(1) as f32;
         pooled.iter_mut().for_each(|a| *a *= inv);
     }
     let classes = graph.classes;
-    let mut logits: Vec<f32> = (0..v.n).flat_map(|_| graph.linear_bias.iter().copied()).collect();
+    let mut logits: Vec<f32> = (0..v.n)
+        .flat_map(|_| graph.linear_bias.iter().copied())
+        .collect();
     let w = &graph.linear_weight;
     gemm_acc(v.n, classes, v.c, &mut logits, classes, &pooled, v.c, w);
     logits

@@ -76,6 +76,9 @@ pub(crate) enum NodeOp {
     Relu(NodeId),
     Conv(ConvNode),
     Depthwise(DepthwiseNode),
+    /// A depthwise conv whose output only a 1x1 conv reads, run together a few rows at a time
+    /// so the intermediate stays in cache (the 1x1 conv's `input` is not used).
+    DepthwisePointwise(DepthwiseNode, ConvNode),
     Pool(PoolNode),
     /// Every second pixel from (shift, shift) on, zero past the edge; the factorized
     /// reduction's paths (shift 0 and 1).
@@ -109,7 +112,7 @@ impl Node {
             NodeOp::Input => vec![],
             NodeOp::Relu(i) => vec![*i],
             NodeOp::Conv(c) => vec![c.input],
-            NodeOp::Depthwise(d) => vec![d.input],
+            NodeOp::Depthwise(d) | NodeOp::DepthwisePointwise(d, _) => vec![d.input],
             NodeOp::Pool(p) => vec![p.input],
             NodeOp::Subsample { input, .. } | NodeOp::Norm { input, .. } => vec![*input],
             NodeOp::Add(a, b) => vec![*a, *b],
@@ -269,6 +272,33 @@ impl Lowering {
         Ok(self.push(NodeOp::Depthwise(node), c))
     }
 
+    /// A depthwise conv, then a 1x1 conv and BN, as one [`NodeOp::DepthwisePointwise`] node.
+    fn separable(&mut self, input: NodeId, dw: &Conv, pw: &Conv, bn: Affine) -> Result<NodeId> {
+        let d = self.conv(input, dw, None)?;
+        let p = self.conv(d, pw, Some(bn))?;
+        if p != d + 1 || self.nodes.len() != p + 1 {
+            return Ok(p);
+        }
+        let (pw_node, dw_node) = (self.nodes.pop(), self.nodes.pop());
+        match (dw_node, pw_node) {
+            (
+                Some(Node {
+                    op: NodeOp::Depthwise(dn),
+                    ..
+                }),
+                Some(Node {
+                    op: NodeOp::Conv(cn),
+                    channels,
+                }),
+            ) if cn.is_pointwise() && !cn.relu_in => {
+                Ok(self.push(NodeOp::DepthwisePointwise(dn, cn), channels))
+            }
+            _ => Err(CellsError::Config(
+                "compiled path: a separable conv is a depthwise then a 1x1 conv".into(),
+            )),
+        }
+    }
+
     fn conv_bn(&mut self, input: NodeId, cb: &ConvBn) -> Result<NodeId> {
         let bn = Affine::of(&cb.bn)?;
         self.conv(input, &cb.conv, Some(bn))
@@ -315,10 +345,8 @@ impl Lowering {
             OpKind::Identity => Ok(input),
             OpKind::Project(c) | OpKind::Conv(c) => self.conv_bn(input, c),
             OpKind::Sep(s) => {
-                let y = self.conv(input, &s.dw1, None)?;
-                let y = self.conv(y, &s.pw1, Some(Affine::of(&s.bn1)?))?;
-                let y = self.conv(y, &s.dw2, None)?;
-                self.conv(y, &s.pw2, Some(Affine::of(&s.bn2)?))
+                let y = self.separable(input, &s.dw1, &s.pw1, Affine::of(&s.bn1)?)?;
+                self.separable(y, &s.dw2, &s.pw2, Affine::of(&s.bn2)?)
             }
             OpKind::Pair { a, b, bn } => {
                 let y = self.conv(input, a, None)?;

@@ -67,6 +67,11 @@ fn fingerprint(graph: &Graph) -> u32 {
                 add(&c.bias);
             }
             graph::NodeOp::Depthwise(d) => add(&d.weight),
+            graph::NodeOp::DepthwisePointwise(d, c) => {
+                add(&d.weight);
+                add(&c.weight);
+                add(&c.bias);
+            }
             graph::NodeOp::Norm { weight, bias, .. } => {
                 add(weight);
                 add(bias);

@@ -104,7 +104,7 @@ fn sizes(graph: &Graph, h: usize, w: usize) -> Vec<(usize, usize)> {
                     out_len(iw, c.kernel.1, c.stride, c.dilation, c.pad),
                 )
             }
-            NodeOp::Depthwise(d) => {
+            NodeOp::Depthwise(d) | NodeOp::DepthwisePointwise(d, _) => {
                 let (ih, iw) = hw[d.input];
                 (ih.div_ceil(d.stride), iw.div_ceil(d.stride))
             }
@@ -126,7 +126,11 @@ fn sizes(graph: &Graph, h: usize, w: usize) -> Vec<(usize, usize)> {
 fn is_kernel(op: &NodeOp) -> bool {
     matches!(
         op,
-        NodeOp::Conv(_) | NodeOp::Depthwise(_) | NodeOp::Pool(_) | NodeOp::Subsample { .. }
+        NodeOp::Conv(_)
+            | NodeOp::Depthwise(_)
+            | NodeOp::DepthwisePointwise(..)
+            | NodeOp::Pool(_)
+            | NodeOp::Subsample { .. }
     )
 }
 
