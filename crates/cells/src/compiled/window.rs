@@ -187,6 +187,19 @@ pub(crate) fn window<R: Reduce>(
         unsafe { window_avx2(&src[base..], w, taps, dst, reduce, mode) };
         return;
     }
+    window_portable(src, base, w, taps, dst, reduce, mode);
+}
+
+/// [`window`] one channel at a time, for CPUs without AVX2 and FMA.
+fn window_portable<R: Reduce>(
+    src: &[f32],
+    base: usize,
+    w: &[f32],
+    taps: &[(usize, usize)],
+    dst: &mut [f32],
+    reduce: R,
+    mode: Mode,
+) {
     for (ch, d) in dst.iter_mut().enumerate() {
         let acc = taps.iter().fold(reduce.zero(), |acc, &(s, k)| {
             let wv = if R::WEIGHTED { w[k + ch] } else { 1.0 };
@@ -280,5 +293,65 @@ unsafe fn window_avx2<R: Reduce>(
             Mode::Accumulate => _mm256_add_ps(_mm256_maskload_ps(p, mask), v),
         };
         _mm256_maskstore_ps(p, mask, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic spread of positive and negative values.
+    fn values(len: usize, salt: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + salt * 104_729) % 1000) as f32 - 500.0) / 250.0)
+            .collect()
+    }
+
+    /// The vector loop (where the CPU has it) and the portable one agree on every channel
+    /// count around the 8- and 32-lane blocks, every reduction and both modes.
+    #[test]
+    fn vector_and_portable_loops_agree() {
+        let src = values(4096, 1);
+        let w = values(1024, 2);
+        let taps: Vec<(usize, usize)> = (0..9).map(|t| (t * 97 + 5, t * 41)).collect();
+        for c in [1, 3, 7, 8, 9, 11, 22, 31, 32, 33, 44, 47] {
+            for mode in [Mode::Write, Mode::Accumulate] {
+                let check = |fast: &[f32], slow: &[f32], what: &str| {
+                    for (ch, (a, b)) in fast.iter().zip(slow).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                            "{what} c={c} ch={ch}"
+                        );
+                    }
+                };
+                let start = values(c, 3);
+                let (mut fast, mut slow) = (start.clone(), start.clone());
+                let dot = Dot { relu: true };
+                window(&src, 13, &w, &taps, &mut fast, dot, mode);
+                window_portable(&src, 13, &w, &taps, &mut slow, dot, mode);
+                check(&fast, &slow, "dot");
+                let (mut fast, mut slow) = (start.clone(), start.clone());
+                window(&src, 2, &[], &taps, &mut fast, Max, mode);
+                window_portable(&src, 2, &[], &taps, &mut slow, Max, mode);
+                check(&fast, &slow, "max");
+                let (mut fast, mut slow) = (start.clone(), start);
+                let mean = Mean { scale: 1.0 / 9.0 };
+                window(&src, 0, &[], &taps, &mut fast, mean, mode);
+                window_portable(&src, 0, &[], &taps, &mut slow, mean, mode);
+                check(&fast, &slow, "mean");
+            }
+        }
+        // The portable loop itself: a dot over two taps by hand.
+        let mut out = [1.0f32];
+        window_portable(
+            &[2.0, -3.0],
+            0,
+            &[0.5, 4.0],
+            &[(0, 0), (1, 1)],
+            &mut out,
+            Dot { relu: true },
+            Mode::Accumulate,
+        );
+        assert_eq!(out, [2.0]);
     }
 }
