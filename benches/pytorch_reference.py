@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Times the `nasnet` criterion group's three workloads in PyTorch on the CPU, for BENCHMARKS.md.
+"""Times the `nasnet` criterion group's workloads in PyTorch on the CPU, for BENCHMARKS.md, and the
+inference ones also in ONNX Runtime (the model exported with torch.onnx.export, opset 17, run with
+ORT_ENABLE_ALL on the same number of threads).
 
-Optional to run, never part of the tests. Needs `pip install torch` (CPU is enough). The model is
+Optional to run, never part of the tests. Needs `pip install torch onnx onnxruntime` (CPU is
+enough; without onnxruntime, or with --no-ort, the ONNX Runtime column is left out). The model is
 NASNet-A built the way TF-slim builds it (the same generic cell semantics as nasnet-cells), so the
 parameter counts match nasnet-rs exactly (printed for checking):
 
@@ -11,6 +14,9 @@ Workloads (as benches/benches/nasnet.rs):
   train_cifar_6_768_b32  NASNet-A 6@768, CIFAR stem, 10 classes, 32x32, batch 32: one SGD step
   train_cifar_2_384_b64  NASNet-A 2@384, CIFAR stem, 10 classes, 32x32, batch 64: one SGD step
   infer_mobile_224_b1    NASNet-A Mobile 4@1056, 1000 classes, 224x224, batch 1, eval mode
+  infer_mobile_224_b8    the same, batch 8
+  infer_large_331_b1     NASNet-A Large 6@4032, 1000 classes, 331x331, batch 1, eval mode
+  infer_cifar_6_768_b64  NASNet-A 6@768, CIFAR stem, 10 classes, 32x32, batch 64, eval mode
 A training step is forward (drop path off, no auxiliary head), cross-entropy, backward and an SGD
 momentum update (Nesterov, weight decay 5e-4).
 """
@@ -254,6 +260,10 @@ def mobile():
     return NasNet(4, 1056, 1000, "imagenet", 32, False, 1e-3, 0.0003)
 
 
+def large():
+    return NasNet(6, 4032, 1000, "imagenet", 96, True, 1e-3, 0.0003)
+
+
 def params(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -284,11 +294,35 @@ def train_step_fn(model, batch, size):
     return step
 
 
+def ort_times(model, x, threads, iters, path):
+    """Exports `model` at `x`'s shape (opset 17) and times ONNX Runtime on it, or returns None
+    when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    torch.onnx.export(model, (x,), path, opset_version=17, input_names=["x"],
+                      output_names=["logits"], dynamo=False)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = sess.run(None, feed)[0]
+    err = float(abs(got - want).max())
+    return time_it(lambda: sess.run(None, feed), 3, iters), err, ort.__version__
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--only", default=None, help="run one workload by id")
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime column")
+    ap.add_argument("--onnx-dir", default="/tmp", help="where the exported .onnx files go")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -297,6 +331,9 @@ def main():
         "train_cifar_6_768_b32": lambda: (cifar(6, 768), "train", 32, 32),
         "train_cifar_2_384_b64": lambda: (cifar(2, 384), "train", 64, 32),
         "infer_mobile_224_b1": lambda: (mobile(), "infer", 1, 224),
+        "infer_mobile_224_b8": lambda: (mobile(), "infer", 8, 224),
+        "infer_large_331_b1": lambda: (large(), "infer", 1, 331),
+        "infer_cifar_6_768_b64": lambda: (cifar(6, 768), "infer", 64, 32),
     }
     for name, make in work.items():
         if args.only and name != args.only:
@@ -317,6 +354,17 @@ def main():
                              min_s=min(ts), iters=len(ts))
         print(f"{name:24s} params {params(model):>10,d}  median {statistics.median(ts)*1e3:9.1f} ms"
               f"  min {min(ts)*1e3:9.1f} ms", flush=True)
+        if kind == "infer" and not args.no_ort:
+            ort_result = ort_times(model, x, args.threads, max(args.iters, 10),
+                                   f"{args.onnx_dir}/nasnet_{name}.onnx")
+            if ort_result is not None:
+                ots, err, version = ort_result
+                results[name]["onnxruntime"] = dict(median_s=statistics.median(ots),
+                                                    min_s=min(ots), iters=len(ots),
+                                                    max_abs_diff=err, version=version)
+                print(f"{name:24s} onnxruntime {version}  median "
+                      f"{statistics.median(ots)*1e3:9.1f} ms  min {min(ots)*1e3:9.1f} ms"
+                      f"  (max |ort - torch| {err:.1e})", flush=True)
     print(json.dumps(dict(torch=torch.__version__, threads=args.threads, results=results)))
 
 

@@ -3,7 +3,13 @@
 //!
 //! - `train_cifar_6_768_b32`: NASNet-A 6@768 (CIFAR stem, 10 classes), 32x32, batch 32;
 //! - `train_cifar_2_384_b64`: NASNet-A 2@384, 32x32, batch 64 (a typical search child);
-//! - `infer_mobile_224_b1`: NASNet-A Mobile, 224x224, batch 1, eval mode.
+//! - `infer_mobile_224_b1`: NASNet-A Mobile, 224x224, batch 1, eval mode, compiled
+//!   (`NasNet::compile`); `infer_mobile_224_b1_reference` is the same through `forward_t`;
+//! - `infer_mobile_224_b8`, `infer_large_331_b1` (NASNet-A Large, 331x331) and
+//!   `infer_cifar_6_768_b64` (32x32): compiled inference at other sizes.
+//!
+//! The compiled path runs on the CPU only; on a GPU the `infer_*` workloads other than the
+//! reference one are skipped.
 //!
 //! A training step is forward (drop path off, no auxiliary head), cross-entropy, backward and an
 //! SGD momentum update (Nesterov, weight decay 5e-4), as nasnet-trainer runs it.
@@ -14,7 +20,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use nasnet_cells::reference::parse_device;
 use nasnet_cells::{NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
@@ -77,6 +84,29 @@ impl TrainStep {
     }
 }
 
+/// NASNet-A under `cfg` with fresh random weights on `dev`.
+fn random_model(cfg: NasNetConfig, dev: &Device) -> NasNet {
+    let varmap = VarMap::new();
+    NasNet::new(
+        &nasnet_a(),
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, dev),
+    )
+    .expect("model builds")
+}
+
+/// Compiled eval-mode inference of `model` on a random `batch x 3 x size x size` input.
+fn bench_compiled(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    model: &NasNet,
+    (batch, size): (usize, usize),
+) {
+    let compiled = model.compile().expect("model compiles");
+    let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), &Device::Cpu).expect("input");
+    group.bench_function(name, |b| b.iter(|| compiled.forward(&x).expect("forward")));
+}
+
 fn bench_nasnet(c: &mut Criterion) {
     // Thread pools and malloc as the `nasnet` binary sets them.
     nasnet_cells::configure_cpu();
@@ -94,22 +124,29 @@ fn bench_nasnet(c: &mut Criterion) {
     drop(big);
 
     let dev = bench_device();
-    let cfg = NasNetConfig::mobile();
-    let varmap = VarMap::new();
-    let mobile = NasNet::new(
-        &nasnet_a(),
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
-    )
-    .expect("mobile builds");
+    let mobile = random_model(NasNetConfig::mobile(), &dev);
     let x = Tensor::randn(0f32, 1f32, (1, 3, 224, 224), &dev).expect("input");
-    group.bench_function("infer_mobile_224_b1", |b| {
+    group.bench_function("infer_mobile_224_b1_reference", |b| {
         b.iter(|| {
             let out = mobile.forward_t(&x, false).expect("forward");
             dev.synchronize().expect("device sync");
             out
         })
     });
+    if !dev.is_cpu() {
+        group.finish();
+        return;
+    }
+    bench_compiled(&mut group, "infer_mobile_224_b1", &mobile, (1, 224));
+    bench_compiled(&mut group, "infer_mobile_224_b8", &mobile, (8, 224));
+    drop(mobile);
+    let large = random_model(NasNetConfig::large(), &dev);
+    bench_compiled(&mut group, "infer_large_331_b1", &large, (1, 331));
+    drop(large);
+    let mut cifar = NasNetConfig::cifar(6, 768).expect("valid net");
+    cifar.aux_head = false;
+    let cifar = random_model(cifar, &dev);
+    bench_compiled(&mut group, "infer_cifar_6_768_b64", &cifar, (64, 32));
     group.finish();
 }
 

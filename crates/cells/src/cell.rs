@@ -31,7 +31,7 @@ pub(crate) struct TensorInfo {
 
 /// How the older input becomes state 1.
 #[derive(Debug, Clone)]
-enum Prev {
+pub(crate) enum Prev {
     /// Used as it is (same size and filters, or no older input: the cell input itself).
     AsIs,
     /// relu, 1x1 conv, BN (`conv_prev_1x1`).
@@ -42,14 +42,14 @@ enum Prev {
 
 /// How an output state is brought to the cell's size before concatenation.
 #[derive(Debug, Clone)]
-enum Adjust {
+pub(crate) enum Adjust {
     None,
     Conv(ConvBn),
     Reduce(FactorizedReduction),
 }
 
 #[derive(Debug, Clone)]
-enum CombineModule {
+pub(crate) enum CombineModule {
     Add,
     Concat,
     /// Add, then a normalisation (`comb_iter_{b}_norm`).
@@ -57,10 +57,10 @@ enum CombineModule {
 }
 
 #[derive(Debug, Clone)]
-struct BlockModule {
-    inputs: [usize; 2],
-    ops: [OpModule; 2],
-    combine: CombineModule,
+pub(crate) struct BlockModule {
+    pub(crate) inputs: [usize; 2],
+    pub(crate) ops: [OpModule; 2],
+    pub(crate) combine: CombineModule,
 }
 
 /// Everything a cell needs to know about where it sits in the network.
@@ -85,11 +85,11 @@ pub(crate) struct CellSpec<'a> {
 /// A built cell.
 #[derive(Debug, Clone)]
 pub(crate) struct CellModule {
-    conv_1x1: ConvBn,
-    prev: Prev,
-    has_prev: bool,
-    blocks: Vec<BlockModule>,
-    outputs: Vec<(usize, Adjust)>,
+    pub(crate) conv_1x1: ConvBn,
+    pub(crate) prev: Prev,
+    pub(crate) has_prev: bool,
+    pub(crate) blocks: Vec<BlockModule>,
+    pub(crate) outputs: Vec<(usize, Adjust)>,
     /// F of the cell: channels of every hidden state.
     filters: usize,
     /// Channels and level of the cell's output.

@@ -27,6 +27,24 @@
 //! variable `NASNET_KERNELS=generic` (read once per process) or [`set_kernel_path`] selects the
 //! generic path on the CPU too, e.g. to check it against the custom ops without a GPU.
 //!
+//! Inference: [`NasNet::compile`] gives a [`CompiledNasNet`], the fast CPU path for eval mode
+//! (batch norm folded into the convolutions, ReLUs fused into the kernels that read them,
+//! prepacked weights, NHWC buffers planned once per input size and reused, no autograd), with
+//! the logits and stage features of `forward_t(x, false)` / `forward_features(x, false)` to f32
+//! rounding. It is a snapshot of the weights at compile time: compile again after training or
+//! loading new weights ([`CompiledNasNet::is_current`] tells whether a model still matches).
+//! `forward_t` stays the reference path, and the only one for training and GPUs.
+//!
+//! ```no_run
+//! # use candle_core::{DType, Device, Tensor};
+//! # let model = nasnet_cells::NasNet::shape_only(
+//! #     &nasnet_searchspace::named::nasnet_a(), &nasnet_cells::NasNetConfig::mobile())?;
+//! let compiled = model.compile()?;
+//! let x = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu)?;
+//! let logits = compiled.forward(&x)?; // (1, 1000), as model.forward_t(&x, false)?.logits
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
@@ -44,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod cell;
+mod compiled;
 pub mod config;
 mod cpu_op;
 pub mod durable;
@@ -59,6 +78,7 @@ mod runtime;
 mod seed;
 mod unit;
 
+pub use compiled::CompiledNasNet;
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
 pub use kernels::{kernel_path, set_kernel_path, KernelPath};

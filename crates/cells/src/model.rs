@@ -127,13 +127,13 @@ impl CellPlan {
 
 /// A built cell and where it reads from.
 #[derive(Debug, Clone)]
-struct CellEntry {
-    name: String,
-    module: CellModule,
+pub(crate) struct CellEntry {
+    pub(crate) name: String,
+    pub(crate) module: CellModule,
     /// Index of the input tensor (0 is conv0's output, k > 0 is cell k - 1's).
-    input: usize,
+    pub(crate) input: usize,
     /// Index of the older input, if any.
-    prev: Option<usize>,
+    pub(crate) prev: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,13 +183,13 @@ impl AuxHead {
 /// A NASNet built from a genotype; see the module docs for its layout and names.
 #[derive(Debug, Clone)]
 pub struct NasNet {
-    config: NasNetConfig,
+    pub(crate) config: NasNetConfig,
     genotype: Genotype,
-    conv0: ConvBn,
-    cells: Vec<CellEntry>,
+    pub(crate) conv0: ConvBn,
+    pub(crate) cells: Vec<CellEntry>,
     /// Runs after cell index `.0`.
     aux: Option<(usize, AuxHead)>,
-    last_linear: Linear,
+    pub(crate) last_linear: Linear,
     params: Vec<ParamInfo>,
     /// Initialiser of each tensor, by full name, for [`NasNet::seed`].
     inits: Vec<(String, Init)>,

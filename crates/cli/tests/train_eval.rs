@@ -116,6 +116,17 @@ fn a_killed_run_resumes_and_evaluates() {
     // The evaluation agrees with the test accuracy the run measured after its last epoch.
     let measured = summary["last"]["test_acc"].as_f64().unwrap();
     assert!((e["accuracy"].as_f64().unwrap() - measured).abs() < 1e-9);
+    // `eval` runs the compiled model; `--reference` the candle path: same result to f32 rounding.
+    let reference = nasnet()
+        .args(["eval", "--json", "--reference", "--checkpoint"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&reference.stdout).unwrap();
+    assert_eq!(r["accuracy"], e["accuracy"]);
+    let (loss, ref_loss) = (e["loss"].as_f64().unwrap(), r["loss"].as_f64().unwrap());
+    assert!((loss - ref_loss).abs() <= 1e-4 * ref_loss.abs().max(1.0));
     let _ = std::fs::remove_dir_all(&base);
 }
 

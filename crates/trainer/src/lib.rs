@@ -67,6 +67,6 @@ pub use optim::{Sgd, SgdConfig};
 pub use progress::{ProgressHook, Quiet};
 pub use schedule::{drop_path_progress, LrSchedule, ScheduleConfig};
 pub use trainer::{
-    build_model, cross_entropy, evaluate, fit_model_config, load_checkpoint, BestInfo,
-    CheckpointState, DataSummary, LoadedModel, TrainSummary, Trainer, Weights,
+    build_model, cross_entropy, evaluate, evaluate_with, fit_model_config, load_checkpoint,
+    BestInfo, CheckpointState, DataSummary, LoadedModel, TrainSummary, Trainer, Weights,
 };

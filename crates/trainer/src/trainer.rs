@@ -213,6 +213,22 @@ pub fn evaluate(
     device: &Device,
     batch_size: usize,
 ) -> Result<EvalMetrics> {
+    evaluate_with(
+        |x| Ok(model.forward_t(x, false)?.logits),
+        data,
+        device,
+        batch_size,
+    )
+}
+
+/// [`evaluate`] with any eval-mode logits function, e.g. a compiled model's
+/// (`nasnet_cells::CompiledNasNet::forward`).
+pub fn evaluate_with(
+    logits_of: impl Fn(&Tensor) -> Result<Tensor>,
+    data: &Arc<Dataset>,
+    device: &Device,
+    batch_size: usize,
+) -> Result<EvalMetrics> {
     let start = Instant::now();
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
     let (c, h, w) = (data.channels, data.height, data.width);
@@ -220,7 +236,7 @@ pub fn evaluate(
         let n = batch.len();
         let x = Tensor::from_vec(batch.images, (n, c, h, w), device)?;
         let y = Tensor::from_vec(batch.labels, n, device)?;
-        let logits = model.forward_t(&x, false)?.logits;
+        let logits = logits_of(&x)?;
         loss_sum += f64::from(cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()?) * n as f64;
         correct += count_correct(&logits, &y)?;
         seen += n;

@@ -48,15 +48,15 @@ pub(crate) fn pad_zeros(x: &Tensor, p: Padding2d) -> Result<Tensor> {
 /// A convolution without bias: dense (groups 1) or depthwise.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
-    weight: Tensor,
+    pub(crate) weight: Tensor,
     in_channels: usize,
     out_channels: usize,
-    kernel: (usize, usize),
-    stride: usize,
-    dilation: usize,
-    pad: Pad,
-    depthwise: bool,
-    relu_first: bool,
+    pub(crate) kernel: (usize, usize),
+    pub(crate) stride: usize,
+    pub(crate) dilation: usize,
+    pub(crate) pad: Pad,
+    pub(crate) depthwise: bool,
+    pub(crate) relu_first: bool,
 }
 
 /// What a [`Conv`] should be.
@@ -197,8 +197,8 @@ impl Conv {
 /// ReLU (optional), conv, BN: TF-slim's unit, named `conv` / `bn` as in the ports.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvBn {
-    conv: Conv,
-    bn: BatchNorm,
+    pub(crate) conv: Conv,
+    pub(crate) bn: BatchNorm,
 }
 
 impl ConvBn {
@@ -223,12 +223,12 @@ impl ConvBn {
 /// `BranchSeparables` and `BranchSeparablesStem` are both this with their channel counts).
 #[derive(Debug, Clone)]
 pub(crate) struct SepConv {
-    dw1: Conv,
-    pw1: Conv,
-    bn1: BatchNorm,
-    dw2: Conv,
-    pw2: Conv,
-    bn2: BatchNorm,
+    pub(crate) dw1: Conv,
+    pub(crate) pw1: Conv,
+    pub(crate) bn1: BatchNorm,
+    pub(crate) dw2: Conv,
+    pub(crate) pw2: Conv,
+    pub(crate) bn2: BatchNorm,
 }
 
 impl SepConv {
@@ -295,10 +295,10 @@ pub(crate) fn subsample2(x: &Tensor) -> Result<Tensor> {
 /// the ports: `path_1.conv`, `path_2.conv`, `final_path_bn`.
 #[derive(Debug, Clone)]
 pub(crate) struct FactorizedReduction {
-    relu: bool,
-    path_1: Conv,
-    path_2: Conv,
-    bn: BatchNorm,
+    pub(crate) relu: bool,
+    pub(crate) path_1: Conv,
+    pub(crate) path_2: Conv,
+    pub(crate) bn: BatchNorm,
 }
 
 impl FactorizedReduction {

@@ -15,11 +15,11 @@ use super::context::Ctx;
 /// compute their statistics in f32.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchNorm {
-    running_mean: candle_core::Var,
-    running_var: candle_core::Var,
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+    pub(crate) running_mean: candle_core::Var,
+    pub(crate) running_var: candle_core::Var,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) eps: f64,
     momentum: f64,
 }
 
@@ -84,9 +84,9 @@ impl BatchNorm {
 /// example over (C, H, W) (group norm with one group); instance norm over (H, W) per channel.
 #[derive(Debug, Clone)]
 pub(crate) struct AffineNorm {
-    instance: bool,
-    weight: Tensor,
-    bias: Tensor,
+    pub(crate) instance: bool,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
 }
 
 /// Epsilon of the combine normalisations.

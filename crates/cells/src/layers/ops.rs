@@ -15,11 +15,11 @@ use crate::seed::DropPathState;
 /// A SAME pooling, followed by a 1x1 conv and BN (no ReLU) when the filter count must change.
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
-    max: bool,
-    k: usize,
-    stride: usize,
-    count: AvgPoolCount,
-    proj: Option<ConvBn>,
+    pub(crate) max: bool,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
+    pub(crate) count: AvgPoolCount,
+    pub(crate) proj: Option<ConvBn>,
 }
 
 impl Pool {
@@ -110,7 +110,7 @@ pub(crate) enum OpKind {
 /// One op of a block, with its drop path (None for identity).
 #[derive(Debug, Clone)]
 pub(crate) struct OpModule {
-    kind: OpKind,
+    pub(crate) kind: OpKind,
     drop: Option<DropPath>,
 }
 
