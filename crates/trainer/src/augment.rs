@@ -1,5 +1,6 @@
 //! Data augmentation as in the paper's CIFAR setup: random crop from a zero-padded image,
-//! horizontal flip, cutout, then per-channel normalisation.
+//! horizontal flip, cutout, then per-channel normalisation; for fine-tuning a pretrained
+//! checkpoint, the ImageNet ports' random-resized crop (torchvision's `RandomResizedCrop`).
 //!
 //! Every random choice comes from a ChaCha8 generator seeded from (run seed, epoch, batch
 //! index), so a batch is the same whatever thread makes it and however a run was interrupted
@@ -21,6 +22,11 @@ pub struct AugmentConfig {
     pub flip: bool,
     /// Side of the square zeroed at a random centre (0: no cutout).
     pub cutout: usize,
+    /// Inception-style random-resized crop before the other steps: a random region of 8 % to
+    /// 100 % of the image's area with aspect ratio 3/4 to 4/3, resized (bilinear) back to the
+    /// image's size; the training transform of the ImageNet ports, used when fine-tuning.
+    #[serde(default)]
+    pub random_resized_crop: bool,
 }
 
 impl AugmentConfig {
@@ -30,6 +36,7 @@ impl AugmentConfig {
             crop_padding: 0,
             flip: false,
             cutout: 0,
+            random_resized_crop: false,
         }
     }
 
@@ -40,8 +47,110 @@ impl AugmentConfig {
             crop_padding: ((size as f64) / 8.0).round() as usize,
             flip: true,
             cutout: 0,
+            random_resized_crop: false,
         }
     }
+
+    /// The ImageNet ports' training transform for fine-tuning: random-resized crop and flips.
+    pub fn fine_tune() -> Self {
+        AugmentConfig {
+            flip: true,
+            random_resized_crop: true,
+            ..AugmentConfig::none()
+        }
+    }
+}
+
+/// A region of an image, in pixels: rows `y..y + h`, columns `x..x + w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    /// First row.
+    pub y: usize,
+    /// First column.
+    pub x: usize,
+    /// Rows.
+    pub h: usize,
+    /// Columns.
+    pub w: usize,
+}
+
+impl CropBox {
+    /// torchvision's `RandomResizedCrop.get_params` with its defaults: up to 10 tries at an area
+    /// of 8 % to 100 % and a log-uniform aspect ratio of 3/4 to 4/3; the whole image (its
+    /// central part at a clamped ratio) when no try fits.
+    pub fn sample(height: usize, width: usize, rng: &mut impl Rng) -> Self {
+        let area = (height * width) as f64;
+        let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+        for _ in 0..10 {
+            let target = area * rng.random_range(0.08..=1.0);
+            let ratio = rng.random_range(lo..=hi).exp();
+            let w = (target * ratio).sqrt().round() as usize;
+            let h = (target / ratio).sqrt().round() as usize;
+            if (1..=width).contains(&w) && (1..=height).contains(&h) {
+                let y = rng.random_range(0..=height - h);
+                let x = rng.random_range(0..=width - w);
+                return CropBox { y, x, h, w };
+            }
+        }
+        CropBox::central(height, width)
+    }
+
+    /// torchvision's fallback: the central crop at the aspect ratio clamped to [3/4, 4/3].
+    fn central(height: usize, width: usize) -> Self {
+        let ratio = width as f64 / height as f64;
+        let (h, w) = if ratio < 3.0 / 4.0 {
+            (((width as f64) * 4.0 / 3.0).round() as usize, width)
+        } else if ratio > 4.0 / 3.0 {
+            (height, ((height as f64) * 4.0 / 3.0).round() as usize)
+        } else {
+            (height, width)
+        };
+        let (h, w) = (h.clamp(1, height), w.clamp(1, width));
+        CropBox {
+            y: (height - h) / 2,
+            x: (width - w) / 2,
+            h,
+            w,
+        }
+    }
+}
+
+/// The region `crop` of `pixels` (`channels x height x width` bytes) resized back to
+/// `height x width` with bilinear interpolation (half-pixel centres, as torchvision's resize).
+pub fn resized_crop(
+    pixels: &[u8],
+    channels: usize,
+    height: usize,
+    width: usize,
+    crop: CropBox,
+) -> Vec<u8> {
+    let axis = |out: usize, start: usize, len: usize| -> Vec<(usize, usize, f32)> {
+        let scale = len as f64 / out as f64;
+        (0..out)
+            .map(|i| {
+                let s = ((i as f64 + 0.5) * scale - 0.5).clamp(0.0, (len - 1) as f64);
+                let i0 = s.floor() as usize;
+                let i1 = (i0 + 1).min(len - 1);
+                (start + i0, start + i1, (s - i0 as f64) as f32)
+            })
+            .collect()
+    };
+    let rows = axis(height, crop.y, crop.h);
+    let cols = axis(width, crop.x, crop.w);
+    let plane = height * width;
+    let mut out = Vec::with_capacity(channels * plane);
+    for c in 0..channels {
+        let src = &pixels[c * plane..(c + 1) * plane];
+        for &(y0, y1, fy) in &rows {
+            for &(x0, x1, fx) in &cols {
+                let p = |y: usize, x: usize| f32::from(src[y * width + x]);
+                let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
+                let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
+                out.push((top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    out
 }
 
 /// The random choices for one image, drawn in a fixed order from the batch generator.
@@ -158,8 +267,8 @@ pub fn batch_rng(seed: u64, epoch: u64, batch: u64) -> ChaCha8Rng {
 }
 
 /// Builds one batch: the images at `indices`, augmented with `cfg` (draws from
-/// `batch_rng(seed, epoch, batch)`) or only normalised when `cfg` is `None`. Returns the
-/// `(len, C, H, W)` floats and the labels.
+/// `batch_rng(seed, epoch, batch)`; a random-resized crop's region is drawn first) or only
+/// normalised when `cfg` is `None`. Returns the `(len, C, H, W)` floats and the labels.
 pub fn make_batch(
     data: &Dataset,
     indices: &[usize],
@@ -170,12 +279,16 @@ pub fn make_batch(
     let mut images = vec![0f32; indices.len() * size];
     let none = AugmentConfig::none();
     for (slot, &i) in indices.iter().enumerate() {
+        let cropped = cfg.filter(|c| c.random_resized_crop).map(|_| {
+            let crop = CropBox::sample(data.height, data.width, rng);
+            resized_crop(data.image(i), data.channels, data.height, data.width, crop)
+        });
         let (c, draw) = match cfg {
             Some(c) => (c, AugmentDraw::sample(c, data.height, data.width, rng)),
             None => (&none, AugmentDraw::none()),
         };
         transform_into(
-            data.image(i),
+            cropped.as_deref().unwrap_or(data.image(i)),
             data.channels,
             data.height,
             data.width,

@@ -51,6 +51,7 @@ fn flip_mirrors_columns() {
         crop_padding: 0,
         flip: true,
         cutout: 0,
+        random_resized_crop: false,
     };
     let draw = AugmentDraw {
         dy: 0,
@@ -71,6 +72,7 @@ fn crop_shifts_and_pads_with_black() {
         crop_padding: 2,
         flip: false,
         cutout: 0,
+        random_resized_crop: false,
     };
     // dy = 3, dx = 0: out(y, x) = in(y + 1, x - 2); row 2 and columns 0-1 come from the padding.
     let draw = AugmentDraw {
@@ -115,6 +117,7 @@ fn cutout_zeroes_a_clipped_square() {
         crop_padding: 0,
         flip: false,
         cutout: 2,
+        random_resized_crop: false,
     };
     let draw = AugmentDraw {
         dy: 0,
@@ -154,6 +157,7 @@ fn batches_are_deterministic_and_shaped() {
         crop_padding: 1,
         flip: true,
         cutout: 3,
+        random_resized_crop: false,
     };
     let order = epoch_order(data.len(), 42, 3);
     assert_eq!(order, epoch_order(data.len(), 42, 3));
