@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use nasnet_trainer::augment::{transform_into, AugmentConfig, AugmentDraw};
+use nasnet_trainer::augment::{
+    batch_rng, resized_crop, transform_into, AugmentConfig, AugmentDraw, CropBox,
+};
 use nasnet_trainer::data::{Dataset, Normalization};
 use nasnet_trainer::loader::{epoch_order, train_batch, train_batches_per_epoch, BatchStream};
 
@@ -224,4 +226,59 @@ fn cifar_like_scales_padding() {
     assert_eq!(AugmentConfig::cifar_like(32).crop_padding, 4);
     assert_eq!(AugmentConfig::cifar_like(28).crop_padding, 4);
     assert_eq!(AugmentConfig::cifar_like(24).crop_padding, 3);
+}
+
+#[test]
+fn random_resized_crops_stay_inside_the_image() {
+    let mut rng = batch_rng(7, 0, 0);
+    let mut smallest = f64::MAX;
+    for _ in 0..2000 {
+        let c = CropBox::sample(30, 40, &mut rng);
+        assert!(c.h >= 1 && c.w >= 1, "{c:?}");
+        assert!(c.y + c.h <= 30 && c.x + c.w <= 40, "{c:?}");
+        let ratio = c.w as f64 / c.h as f64;
+        assert!((0.6..=1.6).contains(&ratio), "{c:?}");
+        smallest = smallest.min((c.h * c.w) as f64 / 1200.0);
+    }
+    // Areas reach down towards torchvision's 8 %.
+    assert!(smallest < 0.15, "smallest area fraction {smallest}");
+}
+
+#[test]
+fn resized_crop_of_the_whole_image_is_the_image() {
+    let whole = CropBox {
+        y: 0,
+        x: 0,
+        h: 3,
+        w: 4,
+    };
+    assert_eq!(resized_crop(&image(), 1, 3, 4, whole), image());
+}
+
+#[test]
+fn resized_crop_interpolates_the_region() {
+    // The 2 x 2 block at row 1, column 2 (values 12, 13 / 22, 23) blown up to 3 x 4: corners
+    // keep the block's corners, the middle is bilinear between them.
+    let block = CropBox {
+        y: 1,
+        x: 2,
+        h: 2,
+        w: 2,
+    };
+    let out = resized_crop(&image(), 1, 3, 4, block);
+    assert_eq!((out[0], out[3], out[8], out[11]), (12, 13, 22, 23));
+    assert_eq!(out[4], 17); // row 1 is halfway between rows 12.. and 22..
+    assert!(out.iter().all(|&v| (12..=23).contains(&v)), "{out:?}");
+}
+
+#[test]
+fn fine_tune_batches_are_deterministic_and_differ_from_plain_ones() {
+    let data = Arc::new(dataset(16));
+    let order = epoch_order(data.len(), 3, 0);
+    let cfg = AugmentConfig::fine_tune();
+    let a = train_batch(&data, &order, 8, &cfg, 3, 0, 1);
+    assert_eq!(a, train_batch(&data, &order, 8, &cfg, 3, 0, 1));
+    let plain = train_batch(&data, &order, 8, &AugmentConfig::none(), 3, 0, 1);
+    assert_eq!(a.labels, plain.labels);
+    assert_ne!(a.images, plain.images);
 }
