@@ -58,6 +58,7 @@ pub mod reference;
 mod runtime;
 mod seed;
 mod unit;
+pub mod weights;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use error::CellsError;
@@ -66,3 +67,4 @@ pub use layers::ParamInfo;
 pub use model::{ActivationValues, NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
 pub use unit::{CellUnit, OpUnit};
+pub use weights::{detect_port, load_state_dict, Port};
