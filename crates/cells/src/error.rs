@@ -56,6 +56,14 @@ pub enum CellsError {
         /// The error.
         source: std::io::Error,
     },
+    /// An image could not be read or decoded.
+    #[error("cannot read image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A fixture folder is malformed.
     #[error("fixture {dir}: {reason}")]
     Fixture {

@@ -53,6 +53,8 @@ pub mod gemm;
 pub mod kernels;
 mod layers;
 mod model;
+#[cfg(feature = "image")]
+pub mod preprocess;
 #[cfg(feature = "reference")]
 pub mod reference;
 mod runtime;
