@@ -3,8 +3,9 @@
 //! The model is the one `--net` (and `--stem`, `--stem-filters`) describes, the checkpoint's
 //! tensors are its starting point (the trainer's [`nasnet_trainer::finetune`]), and the images
 //! go through the port's transform at the training size: shorter side resized to size / crop_pct
-//! (0.875 as pretrainedmodels' Mobile, 0.911 as timm's Large) and the central square cropped when
-//! read, random-resized crops and flips in training, mean and std 0.5. The defaults (learning
+//! (0.875 bilinear as pretrainedmodels' Mobile, 0.911 bicubic as timm's Large) and the central
+//! square cropped when read, random-resized crops and flips in training, mean and std 0.5. The
+//! weights are read with `nasnet_cells::load_state_dict` (safetensors or either PyTorch format). The defaults (learning
 //! rate 0.01 with cosine decay, batch 32) are explained in docs/training.md#fine-tuning.
 
 use std::collections::HashMap;
@@ -38,19 +39,19 @@ pub fn fine_tune_defaults(epochs: usize) -> TrainConfig {
     c
 }
 
-/// The port's input for `--net` at `--image-size`: the preset's size and crop_pct.
+/// The port's input for `--net` at `--image-size`: the preset's size, crop_pct and resize
+/// filter (`nasnet_cells::preprocess::EvalTransform::mobile` / `large`).
 fn pretrained_input(args: &TrainArgs) -> PretrainedInput {
-    let (size, crop_pct) = match args.net {
-        NetArg::Large => (331, 0.911),
-        NetArg::Mobile | NetArg::Size(_) => (224, 0.875),
+    let (size, crop_pct, bicubic) = match args.net {
+        NetArg::Large => (331, 0.911, true),
+        NetArg::Mobile | NetArg::Size(_) => (224, 0.875, false),
     };
-    PretrainedInput::port(args.image_size.unwrap_or(size), crop_pct)
+    PretrainedInput::port(args.image_size.unwrap_or(size), crop_pct, bicubic)
 }
 
-/// Reads a weights file into named tensors on the CPU.
+/// Reads a weights file (safetensors or either PyTorch format) into named tensors on the CPU.
 fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| user_error(format!("cannot read the weights {}: {e}", path.display())))
+    nasnet_cells::load_state_dict(path, &Device::Cpu).map_err(|e| user_error(e.to_string()))
 }
 
 /// Refuses flag combinations a fine-tune cannot honour.

@@ -61,96 +61,34 @@ impl AugmentConfig {
     }
 }
 
-/// A region of an image, in pixels: rows `y..y + h`, columns `x..x + w`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CropBox {
-    /// First row.
-    pub y: usize,
-    /// First column.
-    pub x: usize,
-    /// Rows.
-    pub h: usize,
-    /// Columns.
-    pub w: usize,
-}
-
-impl CropBox {
-    /// torchvision's `RandomResizedCrop.get_params` with its defaults: up to 10 tries at an area
-    /// of 8 % to 100 % and a log-uniform aspect ratio of 3/4 to 4/3; the whole image (its
-    /// central part at a clamped ratio) when no try fits.
-    pub fn sample(height: usize, width: usize, rng: &mut impl Rng) -> Self {
-        let area = (height * width) as f64;
-        let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
-        for _ in 0..10 {
-            let target = area * rng.random_range(0.08..=1.0);
-            let ratio = rng.random_range(lo..=hi).exp();
-            let w = (target * ratio).sqrt().round() as usize;
-            let h = (target / ratio).sqrt().round() as usize;
-            if (1..=width).contains(&w) && (1..=height).contains(&h) {
-                let y = rng.random_range(0..=height - h);
-                let x = rng.random_range(0..=width - w);
-                return CropBox { y, x, h, w };
-            }
-        }
-        CropBox::central(height, width)
-    }
-
-    /// torchvision's fallback: the central crop at the aspect ratio clamped to [3/4, 4/3].
-    fn central(height: usize, width: usize) -> Self {
-        let ratio = width as f64 / height as f64;
-        let (h, w) = if ratio < 3.0 / 4.0 {
-            (((width as f64) * 4.0 / 3.0).round() as usize, width)
-        } else if ratio > 4.0 / 3.0 {
-            (height, ((height as f64) * 4.0 / 3.0).round() as usize)
-        } else {
-            (height, width)
-        };
-        let (h, w) = (h.clamp(1, height), w.clamp(1, width));
-        CropBox {
-            y: (height - h) / 2,
-            x: (width - w) / 2,
-            h,
-            w,
-        }
-    }
-}
-
-/// The region `crop` of `pixels` (`channels x height x width` bytes) resized back to
-/// `height x width` with bilinear interpolation (half-pixel centres, as torchvision's resize).
-pub fn resized_crop(
+/// The image `pixels` (`channels x height x width` bytes, 1 or 3 channels) after
+/// `nasnet_cells::preprocess::random_resized_crop` back to `height x width` (bilinear, as
+/// torchvision's default), in the same layout.
+pub fn random_resized_crop(
     pixels: &[u8],
     channels: usize,
     height: usize,
     width: usize,
-    crop: CropBox,
+    rng: &mut impl Rng,
 ) -> Vec<u8> {
-    let axis = |out: usize, start: usize, len: usize| -> Vec<(usize, usize, f32)> {
-        let scale = len as f64 / out as f64;
-        (0..out)
-            .map(|i| {
-                let s = ((i as f64 + 0.5) * scale - 0.5).clamp(0.0, (len - 1) as f64);
-                let i0 = s.floor() as usize;
-                let i1 = (i0 + 1).min(len - 1);
-                (start + i0, start + i1, (s - i0 as f64) as f32)
-            })
-            .collect()
-    };
-    let rows = axis(height, crop.y, crop.h);
-    let cols = axis(width, crop.x, crop.w);
+    use nasnet_cells::preprocess::{self, Interpolation};
     let plane = height * width;
-    let mut out = Vec::with_capacity(channels * plane);
-    for c in 0..channels {
-        let src = &pixels[c * plane..(c + 1) * plane];
-        for &(y0, y1, fy) in &rows {
-            for &(x0, x1, fx) in &cols {
-                let p = |y: usize, x: usize| f32::from(src[y * width + x]);
-                let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
-                let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
-                out.push((top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8);
-            }
+    let channel = |c: usize, i: usize| pixels[c.min(channels - 1) * plane + i];
+    let rgb = image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let i = y as usize * width + x as usize;
+        image::Rgb([channel(0, i), channel(1, i), channel(2, i)])
+    });
+    let mut out = preprocess::random_resized_crop(&rgb, height, Interpolation::Bilinear, rng);
+    if width != height {
+        out = preprocess::resize(&out, width, height, Interpolation::Bilinear);
+    }
+    let mut chw = vec![0u8; channels * plane];
+    for (i, px) in out.pixels().enumerate() {
+        for c in 0..channels {
+            chw[c * plane + i] = px[c];
         }
     }
-    out
+    chw
 }
 
 /// The random choices for one image, drawn in a fixed order from the batch generator.
@@ -280,8 +218,7 @@ pub fn make_batch(
     let none = AugmentConfig::none();
     for (slot, &i) in indices.iter().enumerate() {
         let cropped = cfg.filter(|c| c.random_resized_crop).map(|_| {
-            let crop = CropBox::sample(data.height, data.width, rng);
-            resized_crop(data.image(i), data.channels, data.height, data.width, crop)
+            random_resized_crop(data.image(i), data.channels, data.height, data.width, rng)
         });
         let (c, draw) = match cfg {
             Some(c) => (c, AugmentDraw::sample(c, data.height, data.width, rng)),

@@ -343,6 +343,7 @@ fn the_ports_transform_resizes_the_shorter_side_then_crops_the_centre() {
     let sizing = Sizing::ResizeCrop {
         resize: 18,
         crop: 16,
+        bicubic: false,
     };
     let (train, _) = read_sized_folder(t.path(), sizing).unwrap();
     assert_eq!((train.channels, train.height, train.width), (3, 16, 16));

@@ -59,13 +59,16 @@ pub enum Sizing {
     AsIs,
     /// Every image resized to `side` x `side` (bilinear; the aspect ratio is not kept).
     Square(usize),
-    /// The ports' evaluation transform: the shorter side resized to `resize` (bilinear, aspect
-    /// ratio kept), then the central `crop` x `crop` square.
+    /// The ports' evaluation transform (`nasnet_cells::preprocess`, PIL's antialiased resize):
+    /// the shorter side resized to `resize` (aspect ratio kept), then the central `crop` x
+    /// `crop` square.
     ResizeCrop {
         /// The shorter side after resizing.
         resize: usize,
         /// The side of the central crop (the model's input).
         crop: usize,
+        /// Bicubic resampling (timm's Large) rather than bilinear (pretrainedmodels' Mobile).
+        bicubic: bool,
     },
 }
 
@@ -80,7 +83,7 @@ impl Sizing {
         match self {
             Sizing::AsIs => None,
             Sizing::Square(s) => Some(s),
-            Sizing::ResizeCrop { resize, crop } => Some(resize.max(crop)),
+            Sizing::ResizeCrop { resize, crop, .. } => Some(resize.max(crop)),
         }
     }
 
@@ -90,14 +93,19 @@ impl Sizing {
             Sizing::AsIs => img,
             Sizing::Square(s) if (img.width(), img.height()) == (s as u32, s as u32) => img,
             Sizing::Square(s) => img.resize_exact(s as u32, s as u32, Triangle),
-            Sizing::ResizeCrop { resize, crop } => {
-                let (w, h) = (f64::from(img.width()), f64::from(img.height()));
-                let scale = resize as f64 / w.min(h);
-                let nw = ((w * scale).round() as u32).max(crop as u32);
-                let nh = ((h * scale).round() as u32).max(crop as u32);
-                let img = img.resize_exact(nw, nh, Triangle);
-                let c = crop as u32;
-                img.crop_imm((nw - c) / 2, (nh - c) / 2, c, c)
+            Sizing::ResizeCrop {
+                resize,
+                crop,
+                bicubic,
+            } => {
+                use nasnet_cells::preprocess::{center_crop, resize_shorter_side, Interpolation};
+                let filter = if bicubic {
+                    Interpolation::Bicubic
+                } else {
+                    Interpolation::Bilinear
+                };
+                let resized = resize_shorter_side(&img.to_rgb8(), resize, filter);
+                image::DynamicImage::ImageRgb8(center_crop(&resized, crop, crop))
             }
         }
     }

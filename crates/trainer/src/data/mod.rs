@@ -407,6 +407,9 @@ pub struct PretrainedInput {
     pub resize: usize,
     /// The side of the central crop: the model's input size.
     pub crop: usize,
+    /// Bicubic resizing (timm's Large) rather than bilinear (pretrainedmodels' Mobile).
+    #[serde(default)]
+    pub bicubic: bool,
     /// The checkpoint's normalisation (mean 0.5, std 0.5 for both ports).
     pub norm: Normalization,
 }
@@ -414,10 +417,11 @@ pub struct PretrainedInput {
 impl PretrainedInput {
     /// A `crop` x `crop` input whose images were resized to `crop / crop_pct` (timm's
     /// `crop_pct`; 0.875 gives the Mobile port's 256 -> 224) with the ports' mean and std of 0.5.
-    pub fn port(crop: usize, crop_pct: f64) -> Self {
+    pub fn port(crop: usize, crop_pct: f64, bicubic: bool) -> Self {
         PretrainedInput {
             resize: (crop as f64 / crop_pct).floor() as usize,
             crop,
+            bicubic,
             norm: Normalization {
                 mean: vec![0.5; 3],
                 std: vec![0.5; 3],
@@ -580,6 +584,7 @@ impl Splits {
                 let sizing = folder::Sizing::ResizeCrop {
                     resize: p.resize,
                     crop: p.crop,
+                    bicubic: p.bicubic,
                 };
                 let (train, test) = folder::read_sized_folder(dir, sizing)?;
                 (train.with_channels(3), test.map(|t| t.with_channels(3)))
