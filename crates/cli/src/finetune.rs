@@ -13,14 +13,11 @@ use std::path::Path;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use nasnet_trainer::memory::{check_model_fits, Use};
-use nasnet_trainer::{
-    AugmentConfig, DataConfig, FineTune, PretrainedInput, Splits, TrainConfig, Trainer,
-};
+use nasnet_trainer::{AugmentConfig, FineTune, PretrainedInput, Splits, TrainConfig, Trainer};
 
 use crate::choices::{DatasetArg, NetArg};
-use crate::input::{load_architecture, user_error};
-use crate::train::{model_config, train_config, train_error, TrainArgs};
+use crate::input::user_error;
+use crate::train::{plan_run, train_error, TrainArgs};
 
 /// The fine-tuning learning rate: TF-slim's rate for a new classifier on a pretrained backbone
 /// (`finetune_inception_v3_on_flowers.sh`), a tenth of the quick from-scratch preset's 0.1.
@@ -73,31 +70,12 @@ fn check_args(args: &TrainArgs) -> Result<()> {
 pub fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
     check_args(args)?;
     let weights = args.weights.as_deref().unwrap_or(Path::new(""));
-    let (genotype, _) = load_architecture(&args.arch)?;
-    let source = args.dataset.source(args.data_dir.as_deref(), None)?;
-    let mut data = DataConfig::new(source.clone());
-    data.val_size = args.val_size;
-    data.train_limit = args.train_limit;
-    data.test_limit = args.test_limit;
-    data.split_seed = args.split_seed;
-    data.pretrained = Some(pretrained_input(args));
-    let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
-    let model_cfg = model_config(args, &splits, &source)?;
-    let cfg = train_config(args, &source, model_cfg.image_size);
-    if !args.no_memory_check {
-        let what = format!(
-            "fine-tuning {} at {s}x{s}",
-            args.net,
-            s = model_cfg.image_size
-        );
-        check_model_fits(&what, &genotype, &model_cfg, cfg.batch_size, Use::Training)
-            .map_err(train_error)?;
-    }
+    let plan = plan_run(args, Some(pretrained_input(args)), "fine-tuning")?;
     let tensors = read_weights(weights)?;
     let trainer = Trainer::fine_tune(
-        &genotype,
-        &model_cfg,
-        &cfg,
+        &plan.genotype,
+        &plan.model_cfg,
+        &plan.cfg,
         device,
         tensors,
         weights,
@@ -105,8 +83,8 @@ pub fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer
     )
     .and_then(|t| t.with_output_dir(out))
     .map_err(train_error)?
-    .with_data_config(data);
-    Ok((trainer, splits))
+    .with_data_config(plan.data);
+    Ok((trainer, plan.splits))
 }
 
 /// One line saying what a fine-tune starts from.

@@ -23,8 +23,8 @@ use nasnet_trainer::memory::{check_model_fits, Use};
 use nasnet_trainer::progress::{ProgressHook, Quiet};
 use nasnet_trainer::trainer::LOCK_FILE;
 use nasnet_trainer::{
-    fit_model_config, DataConfig, DataSource, DeviceChoice, FineTune, LrSchedule, Splits,
-    TrainConfig, TrainError, TrainSummary, Trainer,
+    fit_model_config, DataConfig, DataSource, DeviceChoice, FineTune, LrSchedule, PretrainedInput,
+    Splits, TrainConfig, TrainError, TrainSummary, Trainer,
 };
 
 use crate::choices::{DatasetArg, NetArg, StemArg};
@@ -353,33 +353,64 @@ fn resume_run(out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
     Ok((trainer, splits))
 }
 
-/// A new trainer writing to `out`, as the flags say, and its data.
-fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+/// Everything a new run is built from, as the flags say.
+pub(crate) struct RunPlan {
+    /// The architecture.
+    pub genotype: nasnet_searchspace::Genotype,
+    /// How the data is read.
+    pub data: DataConfig,
+    /// The data, read and split.
+    pub splits: Splits,
+    /// The model's configuration.
+    pub model_cfg: NasNetConfig,
+    /// The training settings.
+    pub cfg: TrainConfig,
+}
+
+/// Reads the architecture and the data (`pretrained`: a fine-tune's input, which sizes the
+/// images itself), derives the model and training settings and, unless told not to, checks
+/// that training fits in memory; `what` names the run in that check (`training`,
+/// `fine-tuning`).
+pub(crate) fn plan_run(
+    args: &TrainArgs,
+    pretrained: Option<PretrainedInput>,
+    what: &str,
+) -> Result<RunPlan> {
     let (genotype, _) = load_architecture(&args.arch)?;
-    let source = args
-        .dataset
-        .source(args.data_dir.as_deref(), args.image_size)?;
+    let image_size = args.image_size.filter(|_| pretrained.is_none());
+    let source = args.dataset.source(args.data_dir.as_deref(), image_size)?;
     let mut data = DataConfig::new(source.clone());
     data.val_size = args.val_size;
     data.train_limit = args.train_limit;
     data.test_limit = args.test_limit;
     data.split_seed = args.split_seed;
+    data.pretrained = pretrained;
     let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
     let model_cfg = model_config(args, &splits, &source)?;
     let cfg = train_config(args, &source, model_cfg.image_size);
     if !args.no_memory_check {
-        let what = format!(
-            "training {} at {}x{}",
-            args.net, model_cfg.image_size, model_cfg.image_size
-        );
+        let s = model_cfg.image_size;
+        let what = format!("{what} {} at {s}x{s}", args.net);
         check_model_fits(&what, &genotype, &model_cfg, cfg.batch_size, Use::Training)
             .map_err(train_error)?;
     }
-    let trainer = Trainer::new(&genotype, &model_cfg, &cfg, device)
+    Ok(RunPlan {
+        genotype,
+        data,
+        splits,
+        model_cfg,
+        cfg,
+    })
+}
+
+/// A new trainer writing to `out`, as the flags say, and its data.
+fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+    let plan = plan_run(args, None, "training")?;
+    let trainer = Trainer::new(&plan.genotype, &plan.model_cfg, &plan.cfg, device)
         .and_then(|t| t.with_output_dir(out))
         .map_err(train_error)?
-        .with_data_config(data);
-    Ok((trainer, splits))
+        .with_data_config(plan.data);
+    Ok((trainer, plan.splits))
 }
 
 fn print_summary(
