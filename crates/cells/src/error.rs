@@ -26,37 +26,27 @@ pub enum CellsError {
         /// What was wrong with it.
         reason: String,
     },
-    /// The model needs a tensor the weight file lacks.
-    #[error("weight file {file} has no tensor `{name}` (the model expects shape {expected:?})")]
-    MissingTensor {
-        /// File read.
-        file: String,
-        /// Parameter name.
-        name: String,
-        /// Shape the model expects.
-        expected: Shape,
+    /// A state dict does not fit the model: every tensor the model needs but the dict lacks,
+    /// every tensor the model does not use, and every one of another shape, in one error (so a
+    /// wrong configuration shows at once rather than one tensor per attempt).
+    #[error("{}", mismatch_message(.origin, .missing, .unexpected, .mismatched))]
+    WeightsMismatch {
+        /// Where the tensors came from (a file, or "state dict").
+        origin: String,
+        /// Tensors the model needs and the dict lacks, with the shape the model expects.
+        missing: Vec<(String, Shape)>,
+        /// Tensors the model does not use (a different architecture), sorted.
+        unexpected: Vec<String>,
+        /// Tensors of another shape: name, the model's shape, the dict's shape.
+        mismatched: Vec<(String, Shape, Shape)>,
     },
-    /// The weight file has a tensor of another shape than the model's parameter.
-    #[error("tensor `{name}` in {file} has shape {found:?}, the model expects {expected:?}")]
-    ShapeMismatch {
-        /// File read.
-        file: String,
-        /// Parameter name.
-        name: String,
-        /// Shape the model expects.
-        expected: Shape,
-        /// Shape in the file.
-        found: Shape,
-    },
-    /// The weight file has tensors the model does not use (a different architecture).
-    #[error("weight file {file} has {count} tensor(s) the model does not use, e.g. `{first}`")]
-    UnexpectedTensors {
-        /// File read.
-        file: String,
-        /// How many.
-        count: usize,
-        /// The first of them, alphabetically.
-        first: String,
+    /// A file could not be read as a checkpoint (not a checkpoint, truncated, malformed).
+    #[error("cannot load checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Reading a file failed.
     #[error("cannot read {path}: {source}")]
@@ -66,6 +56,14 @@ pub enum CellsError {
         /// The error.
         source: std::io::Error,
     },
+    /// An image could not be read or decoded.
+    #[error("cannot read image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A fixture folder is malformed.
     #[error("fixture {dir}: {reason}")]
     Fixture {
@@ -74,4 +72,57 @@ pub enum CellsError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Lists at most this many tensors of each kind in a [`CellsError::WeightsMismatch`] message.
+const LISTED: usize = 8;
+
+/// The message of [`CellsError::WeightsMismatch`]: each kind of problem with its count and the
+/// first names (and shapes).
+fn mismatch_message(
+    origin: &str,
+    missing: &[(String, Shape)],
+    unexpected: &[String],
+    mismatched: &[(String, Shape, Shape)],
+) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        let names = missing.iter().map(|(n, s)| format!("`{n}` {:?}", s.dims()));
+        parts.push(format!("{} missing: {}", missing.len(), listed(names)));
+    }
+    if !mismatched.is_empty() {
+        let names = mismatched.iter().map(|(n, want, got)| {
+            format!(
+                "`{n}` is {:?}, the model expects {:?}",
+                got.dims(),
+                want.dims()
+            )
+        });
+        parts.push(format!(
+            "{} of another shape: {}",
+            mismatched.len(),
+            listed(names)
+        ));
+    }
+    if !unexpected.is_empty() {
+        let names = unexpected.iter().map(|n| format!("`{n}`"));
+        parts.push(format!(
+            "{} the model does not use: {}",
+            unexpected.len(),
+            listed(names)
+        ));
+    }
+    format!(
+        "the tensors of {origin} do not fit the model: {}",
+        parts.join("; ")
+    )
+}
+
+fn listed(items: impl ExactSizeIterator<Item = String>) -> String {
+    let n = items.len();
+    let mut text: Vec<String> = items.take(LISTED).collect();
+    if n > LISTED {
+        text.push(format!("and {} more", n - LISTED));
+    }
+    text.join(", ")
 }

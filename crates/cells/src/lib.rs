@@ -72,11 +72,14 @@ pub mod gemm;
 pub mod kernels;
 mod layers;
 mod model;
+#[cfg(feature = "image")]
+pub mod preprocess;
 #[cfg(feature = "reference")]
 pub mod reference;
 mod runtime;
 mod seed;
 mod unit;
+pub mod weights;
 
 pub use compiled::CompiledNasNet;
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
@@ -86,3 +89,4 @@ pub use layers::ParamInfo;
 pub use model::{ActivationValues, NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
 pub use unit::{CellUnit, OpUnit};
+pub use weights::{detect_port, load_state_dict, Port};

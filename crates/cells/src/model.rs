@@ -308,9 +308,9 @@ impl NasNet {
         Self::new(genotype, cfg, vb)
     }
 
-    /// Loads weights from a safetensors file (a timm / pretrainedmodels state dict converted to
-    /// safetensors) for inference: the tensors are constants, not `Var`s. Every parameter must
-    /// be present with its shape and the file may hold nothing else but `num_batches_tracked`.
+    /// Loads weights for inference from a checkpoint in any format [`crate::load_state_dict`]
+    /// reads (safetensors, PyTorch zip or legacy `.pth`): the tensors are constants, not
+    /// `Var`s. Same checks as [`NasNet::from_state_dict`].
     pub fn from_safetensors<P: AsRef<std::path::Path>>(
         genotype: &Genotype,
         cfg: &NasNetConfig,
@@ -318,14 +318,38 @@ impl NasNet {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, CellsError> {
-        let tensors = read_checked(genotype, cfg, path.as_ref())?;
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
-        Self::new(genotype, cfg, vb)
+        let path = path.as_ref();
+        let tensors = crate::weights::load_state_dict(path, &Device::Cpu)?;
+        let tensors = checked(genotype, cfg, tensors, &path.display().to_string())?;
+        Self::new(
+            genotype,
+            cfg,
+            VarBuilder::from_tensors(tensors, dtype, device),
+        )
     }
 
-    /// Loads weights from a safetensors file into a fresh `VarMap` whose `Var`s the model uses,
-    /// so the loaded weights can be trained (and the map saved again). Same checks as
-    /// [`NasNet::from_safetensors`].
+    /// Builds the model for inference from a state dict (e.g. from [`crate::load_state_dict`]):
+    /// every parameter must be present with its shape, and the dict may hold nothing else but
+    /// `num_batches_tracked` (dropped); otherwise one [`CellsError::WeightsMismatch`] names every
+    /// missing, unexpected and mis-shaped tensor. Tensors are converted to `dtype` on `device`.
+    pub fn from_state_dict(
+        genotype: &Genotype,
+        cfg: &NasNetConfig,
+        tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, CellsError> {
+        let tensors = checked(genotype, cfg, tensors, "state dict")?;
+        Self::new(
+            genotype,
+            cfg,
+            VarBuilder::from_tensors(tensors, dtype, device),
+        )
+    }
+
+    /// Loads a checkpoint (any format [`crate::load_state_dict`] reads) into a fresh `VarMap`
+    /// whose `Var`s the model uses, so the loaded weights can be trained (and the map saved
+    /// again). Same checks as [`NasNet::from_state_dict`].
     pub fn load_trainable<P: AsRef<std::path::Path>>(
         genotype: &Genotype,
         cfg: &NasNetConfig,
@@ -333,7 +357,32 @@ impl NasNet {
         dtype: DType,
         device: &Device,
     ) -> Result<(Self, VarMap), CellsError> {
-        let tensors = read_checked(genotype, cfg, path.as_ref())?;
+        let path = path.as_ref();
+        let tensors = crate::weights::load_state_dict(path, &Device::Cpu)?;
+        let tensors = checked(genotype, cfg, tensors, &path.display().to_string())?;
+        Self::trainable_from_checked(genotype, cfg, tensors, dtype, device)
+    }
+
+    /// [`NasNet::from_state_dict`] with every tensor a `Var` of a fresh `VarMap` (returned), for
+    /// fine-tuning from a state dict.
+    pub fn trainable_from_state_dict(
+        genotype: &Genotype,
+        cfg: &NasNetConfig,
+        tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, VarMap), CellsError> {
+        let tensors = checked(genotype, cfg, tensors, "state dict")?;
+        Self::trainable_from_checked(genotype, cfg, tensors, dtype, device)
+    }
+
+    fn trainable_from_checked(
+        genotype: &Genotype,
+        cfg: &NasNetConfig,
+        tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, VarMap), CellsError> {
         let varmap = VarMap::new();
         {
             let mut data = varmap
@@ -557,58 +606,45 @@ impl candle_nn::var_builder::SimpleBackend for ShapeOnly {
     }
 }
 
-/// Reads a safetensors file and checks it against the model's parameter list: every parameter
-/// present with its shape, nothing else but `num_batches_tracked` (dropped).
-fn read_checked(
+/// Checks a state dict against the model's parameter list: every parameter present with its
+/// shape, nothing else but `num_batches_tracked` (dropped). All problems go into one
+/// [`CellsError::WeightsMismatch`] naming `origin`.
+fn checked(
     genotype: &Genotype,
     cfg: &NasNetConfig,
-    path: &std::path::Path,
+    mut tensors: HashMap<String, Tensor>,
+    origin: &str,
 ) -> Result<HashMap<String, Tensor>, CellsError> {
-    let file = path.display().to_string();
-    if !path.exists() {
-        return Err(CellsError::Io {
-            path: file,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
-    }
-    let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
     tensors.retain(|name, _| !name.ends_with("num_batches_tracked"));
     let expected = NasNet::shape_only(genotype, cfg)?;
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
     for p in expected.params() {
         match tensors.get(&p.name) {
-            None => {
-                return Err(CellsError::MissingTensor {
-                    file,
-                    name: p.name.clone(),
-                    expected: p.shape.clone(),
-                })
-            }
+            None => missing.push((p.name.clone(), p.shape.clone())),
             Some(t) if t.shape() != &p.shape => {
-                return Err(CellsError::ShapeMismatch {
-                    file,
-                    name: p.name.clone(),
-                    expected: p.shape.clone(),
-                    found: t.shape().clone(),
-                })
+                mismatched.push((p.name.clone(), p.shape.clone(), t.shape().clone()))
             }
             Some(_) => {}
         }
     }
-    if tensors.len() > expected.params().len() {
-        let known: std::collections::HashSet<&str> =
-            expected.params().iter().map(|p| p.name.as_str()).collect();
-        let mut extra: Vec<&String> = tensors
-            .keys()
-            .filter(|k| !known.contains(k.as_str()))
-            .collect();
-        extra.sort();
-        return Err(CellsError::UnexpectedTensors {
-            file,
-            count: extra.len(),
-            first: extra.first().map(|s| s.to_string()).unwrap_or_default(),
-        });
+    let known: std::collections::HashSet<&str> =
+        expected.params().iter().map(|p| p.name.as_str()).collect();
+    let mut unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    if missing.is_empty() && mismatched.is_empty() && unexpected.is_empty() {
+        return Ok(tensors);
     }
-    Ok(tensors)
+    Err(CellsError::WeightsMismatch {
+        origin: origin.to_string(),
+        missing,
+        unexpected,
+        mismatched,
+    })
 }
 
 #[cfg(test)]

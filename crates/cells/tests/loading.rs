@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use nasnet_cells::reference::relative_l2;
 use nasnet_cells::{CellsError, NasNet, NasNetConfig};
@@ -57,6 +57,26 @@ fn constants_and_vars_give_the_same_model() {
     assert!(relative_l2(&la, &lb).unwrap() < 1e-6);
 }
 
+/// Missing (name, expected shape), unexpected names, mis-shaped (name, expected, found).
+type Mismatch<'a> = (
+    &'a [(String, Shape)],
+    &'a [String],
+    &'a [(String, Shape, Shape)],
+);
+
+/// The one mismatch error's three lists.
+fn mismatch(err: &CellsError) -> Mismatch<'_> {
+    match err {
+        CellsError::WeightsMismatch {
+            missing,
+            unexpected,
+            mismatched,
+            ..
+        } => (missing, unexpected, mismatched),
+        other => panic!("expected a weights mismatch, got {other}"),
+    }
+}
+
 #[test]
 fn wrong_shape_names_tensor_and_shapes() {
     let cfg = mobile_tiny().with_classes(11);
@@ -64,65 +84,75 @@ fn wrong_shape_names_tensor_and_shapes() {
     let err = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
         .map(|_| ())
         .expect_err("11 classes do not fit a 10-class file");
-    match &err {
-        CellsError::ShapeMismatch {
-            name,
-            expected,
-            found,
-            ..
-        } => {
-            assert_eq!(name, "last_linear.weight");
-            assert_eq!(expected.dims(), &[11, 192]);
-            assert_eq!(found.dims(), &[10, 192]);
-        }
-        other => panic!("unexpected error {other}"),
-    }
+    let (missing, unexpected, mismatched) = mismatch(&err);
+    assert!(missing.is_empty() && unexpected.is_empty(), "{err}");
+    let names: Vec<&str> = mismatched.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(names, ["last_linear.weight", "last_linear.bias"]);
+    assert_eq!(mismatched[0].1.dims(), &[11, 192]);
+    assert_eq!(mismatched[0].2.dims(), &[10, 192]);
     let msg = err.to_string();
     assert!(
         msg.contains("last_linear.weight")
             && msg.contains("[11, 192]")
-            && msg.contains("[10, 192]"),
+            && msg.contains("[10, 192]")
+            && msg.contains(&path.display().to_string()),
         "{msg}"
     );
 }
 
 #[test]
-fn missing_and_unexpected_tensors() {
-    let cfg = mobile_tiny();
+fn missing_unexpected_and_mis_shaped_tensors_in_one_error() {
     let mut file = weights();
     file.remove("cell_0.path_2.conv.weight");
-    let path = temp_file("missing.safetensors", &file);
-    let err = NasNet::load_trainable(&nasnet_a(), &cfg, &path, DType::F64, &Device::Cpu)
-        .map(|_| ())
-        .expect_err("a missing tensor is an error");
-    assert!(
-        matches!(&err, CellsError::MissingTensor { name, .. } if name == "cell_0.path_2.conv.weight"),
-        "{err}"
+    file.remove("conv0.bn.running_var");
+    file.insert(
+        "aux_head.linear.weight".into(),
+        Tensor::zeros((10, 768), DType::F32, &Device::Cpu).unwrap(),
     );
+    let wrong = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap();
+    file.insert("cell_1.conv_1x1.bn.weight".into(), wrong);
+    let err = NasNet::from_state_dict(&nasnet_a(), &mobile_tiny(), file, DType::F32, &Device::Cpu)
+        .map(|_| ())
+        .expect_err("a damaged state dict is an error");
+    let (missing, unexpected, mismatched) = mismatch(&err);
+    let mut missing: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+    missing.sort();
+    assert_eq!(
+        missing,
+        ["cell_0.path_2.conv.weight", "conv0.bn.running_var"]
+    );
+    assert_eq!(unexpected, ["aux_head.linear.weight"]);
+    assert_eq!(mismatched.len(), 1);
+    assert_eq!(mismatched[0].0, "cell_1.conv_1x1.bn.weight");
+    let msg = err.to_string();
+    for name in [
+        "cell_0.path_2",
+        "conv0.bn.running_var",
+        "aux_head.linear",
+        "cell_1.conv_1x1.bn",
+    ] {
+        assert!(msg.contains(name), "{msg}");
+    }
+}
 
+#[test]
+fn the_aux_head_needs_all_its_tensors() {
     let mut file = weights();
     file.insert(
         "aux_head.linear.weight".into(),
         Tensor::zeros((10, 768), DType::F32, &Device::Cpu).unwrap(),
     );
     let path = temp_file("extra.safetensors", &file);
-    let err = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
+    let cfg = mobile_tiny().with_aux_head(true);
+    let err = NasNet::load_trainable(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
         .map(|_| ())
-        .expect_err("a foreign tensor is an error");
+        .expect_err("the aux head's other tensors are missing");
+    let (missing, unexpected, _) = mismatch(&err);
+    assert!(unexpected.is_empty(), "{err}");
     assert!(
-        matches!(&err, CellsError::UnexpectedTensors { count: 1, first, .. } if first == "aux_head.linear.weight"),
+        missing.iter().all(|m| m.0.starts_with("aux_head.")),
         "{err}"
     );
-    // Loading that file with the aux head built needs its other tensors, and says which.
-    let err = NasNet::from_safetensors(
-        &nasnet_a(),
-        &cfg.with_aux_head(true),
-        &path,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .map(|_| ())
-    .expect_err("the aux head's other tensors are missing");
     assert!(err.to_string().contains("aux_head.proj"), "{err}");
 }
 

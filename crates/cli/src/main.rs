@@ -12,6 +12,7 @@
 mod choices;
 mod console;
 mod eval;
+mod finetune;
 mod info;
 mod input;
 mod process_backend;

@@ -6,6 +6,11 @@
 //! clip 5, wd 5e-4, Nesterov, auxiliary head, drop path 0.6, crops and flips); other data (the
 //! embedded Fashion-MNIST subset by default) gets a quick recipe for few-epoch runs (lr 0.1,
 //! batch 64, flips only, no auxiliary head, no drop path). Every knob has a flag.
+//!
+//! `--weights FILE` fine-tunes a pretrained checkpoint on an image folder instead (see
+//! [`crate::finetune`]): lr 0.01 cosine, batch 32, the port's input transform with
+//! random-resized crops and flips, BN momentum 0.1, and `--freeze-backbone` to train the
+//! classifier only.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +23,8 @@ use nasnet_trainer::memory::{check_model_fits, Use};
 use nasnet_trainer::progress::{ProgressHook, Quiet};
 use nasnet_trainer::trainer::LOCK_FILE;
 use nasnet_trainer::{
-    fit_model_config, DataConfig, DataSource, DeviceChoice, LrSchedule, Splits, TrainConfig,
-    TrainError, TrainSummary, Trainer,
+    fit_model_config, DataConfig, DataSource, DeviceChoice, FineTune, LrSchedule, PretrainedInput,
+    Splits, TrainConfig, TrainError, TrainSummary, Trainer,
 };
 
 use crate::choices::{DatasetArg, NetArg, StemArg};
@@ -50,13 +55,27 @@ pub struct TrainArgs {
     /// Stem (default: cifar for N@P, imagenet for mobile/large).
     #[arg(long, value_enum)]
     pub stem: Option<StemArg>,
+    /// Filters of the stem conv `conv0` (default 3 F on the CIFAR stem, 32 on an N@P ImageNet
+    /// stem, the preset's for mobile / large), e.g. to match a checkpoint's.
+    #[arg(long)]
+    pub stem_filters: Option<usize>,
+    /// Fine-tune this pretrained checkpoint (safetensors or PyTorch .pth) on --dataset folder:
+    /// its tensors are the starting point, the classifier is re-created when the class count
+    /// differs (docs/training.md#fine-tuning).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With --weights: train the classifier only; the backbone stays as the checkpoint has it
+    /// and runs in inference mode (batch norm on its running statistics).
+    #[arg(long, requires = "weights")]
+    pub freeze_backbone: bool,
     /// Dataset (all but `embedded` read --data-dir).
     #[arg(long, value_enum, ignore_case = true, default_value_t = DatasetArg::Embedded)]
     pub dataset: DatasetArg,
     /// Folder holding the dataset's files (all but `embedded`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Resize folder images to this square size.
+    /// Resize folder images to this square size (with --weights: the side of the crop the model
+    /// sees, default the preset's 224 / 331).
     #[arg(long)]
     pub image_size: Option<usize>,
     /// Use at most this many training images.
@@ -74,10 +93,10 @@ pub struct TrainArgs {
     /// Epochs.
     #[arg(long, default_value_t = 2)]
     pub epochs: usize,
-    /// Images per step (default 32 on CIFAR, 64 otherwise).
+    /// Images per step (default 32 on CIFAR and when fine-tuning, 64 otherwise).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Base learning rate (default 0.025 on CIFAR, 0.1 otherwise).
+    /// Base learning rate (default 0.025 on CIFAR, 0.01 when fine-tuning, 0.1 otherwise).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Learning-rate decay.
@@ -159,15 +178,24 @@ pub fn train_error(e: TrainError) -> anyhow::Error {
     anyhow::Error::new(e)
 }
 
-fn model_config(args: &TrainArgs, splits: &Splits, source: &DataSource) -> Result<NasNetConfig> {
-    let cfg = match args.net {
+pub(crate) fn model_config(
+    args: &TrainArgs,
+    splits: &Splits,
+    source: &DataSource,
+) -> Result<NasNetConfig> {
+    let mut cfg = match args.net {
         NetArg::Size(size) => match args.stem.unwrap_or(StemArg::Cifar) {
             StemArg::Cifar => NasNetConfig::cifar_size(size),
             StemArg::Imagenet => NasNetConfig::imagenet(size, 1.0, splits.train.height),
         },
         NetArg::Mobile => NasNetConfig::mobile(),
+        // The public Large weights are timm's, whose stride-2 average pools count the padding.
+        NetArg::Large if args.weights.is_some() => NasNetConfig::large_timm(),
         NetArg::Large => NasNetConfig::large(),
     };
+    if let Some(filters) = args.stem_filters {
+        cfg.stem_filters = filters;
+    }
     if let Some(stem) = args.stem {
         if stem.kind() != cfg.stem {
             return Err(user_error(format!(
@@ -190,11 +218,23 @@ fn model_config(args: &TrainArgs, splits: &Splits, source: &DataSource) -> Resul
     if let Some(k) = args.drop_path_keep {
         cfg.drop_path_keep_prob = k;
     }
+    if args.weights.is_some() {
+        // The ports' batch norm (PyTorch's default momentum): the running statistics follow the
+        // new data within a few hundred steps, where TF's 0.0003 would keep ImageNet's.
+        cfg.bn_momentum = 0.1;
+    }
     Ok(cfg)
 }
 
-fn train_config(args: &TrainArgs, source: &DataSource, image_size: usize) -> TrainConfig {
-    let mut c = TrainConfig::for_source(source, args.epochs, image_size);
+pub(crate) fn train_config(
+    args: &TrainArgs,
+    source: &DataSource,
+    image_size: usize,
+) -> TrainConfig {
+    let mut c = match args.weights {
+        Some(_) => crate::finetune::fine_tune_defaults(args.epochs),
+        None => TrainConfig::for_source(source, args.epochs, image_size),
+    };
     if let Some(b) = args.batch_size {
         c.batch_size = b;
     }
@@ -285,14 +325,19 @@ fn train_in(args: &TrainArgs, out: &Path, device: &Device) -> Result<()> {
     }
     let (mut trainer, splits) = if args.resume {
         resume_run(out, device)?
+    } else if args.weights.is_some() {
+        crate::finetune::new_run(args, out, device)?
     } else {
         new_run(args, out, device)?
     };
     if !args.quiet {
+        if let Some(start) = trainer.fine_tune_info() {
+            eprintln!("{}", crate::finetune::describe(start));
+        }
         eprintln!("output folder: {}", out.display());
     }
     let summary = trainer.train(&splits, hook).map_err(train_error)?;
-    print_summary(&summary, out, args.json)
+    print_summary(&summary, out, args.json, trainer.fine_tune_info())
 }
 
 /// The trainer of the checkpoint in `out`, and its data reloaded.
@@ -308,39 +353,76 @@ fn resume_run(out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
     Ok((trainer, splits))
 }
 
-/// A new trainer writing to `out`, as the flags say, and its data.
-fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+/// Everything a new run is built from, as the flags say.
+pub(crate) struct RunPlan {
+    /// The architecture.
+    pub genotype: nasnet_searchspace::Genotype,
+    /// How the data is read.
+    pub data: DataConfig,
+    /// The data, read and split.
+    pub splits: Splits,
+    /// The model's configuration.
+    pub model_cfg: NasNetConfig,
+    /// The training settings.
+    pub cfg: TrainConfig,
+}
+
+/// Reads the architecture and the data (`pretrained`: a fine-tune's input, which sizes the
+/// images itself), derives the model and training settings and, unless told not to, checks
+/// that training fits in memory; `what` names the run in that check (`training`,
+/// `fine-tuning`).
+pub(crate) fn plan_run(
+    args: &TrainArgs,
+    pretrained: Option<PretrainedInput>,
+    what: &str,
+) -> Result<RunPlan> {
     let (genotype, _) = load_architecture(&args.arch)?;
-    let source = args
-        .dataset
-        .source(args.data_dir.as_deref(), args.image_size)?;
+    let image_size = args.image_size.filter(|_| pretrained.is_none());
+    let source = args.dataset.source(args.data_dir.as_deref(), image_size)?;
     let mut data = DataConfig::new(source.clone());
     data.val_size = args.val_size;
     data.train_limit = args.train_limit;
     data.test_limit = args.test_limit;
     data.split_seed = args.split_seed;
+    data.pretrained = pretrained;
     let splits = Splits::load(&data).map_err(|e| train_error(e.into()))?;
     let model_cfg = model_config(args, &splits, &source)?;
     let cfg = train_config(args, &source, model_cfg.image_size);
     if !args.no_memory_check {
-        let what = format!(
-            "training {} at {}x{}",
-            args.net, model_cfg.image_size, model_cfg.image_size
-        );
+        let s = model_cfg.image_size;
+        let what = format!("{what} {} at {s}x{s}", args.net);
         check_model_fits(&what, &genotype, &model_cfg, cfg.batch_size, Use::Training)
             .map_err(train_error)?;
     }
-    let trainer = Trainer::new(&genotype, &model_cfg, &cfg, device)
-        .and_then(|t| t.with_output_dir(out))
-        .map_err(train_error)?
-        .with_data_config(data);
-    Ok((trainer, splits))
+    Ok(RunPlan {
+        genotype,
+        data,
+        splits,
+        model_cfg,
+        cfg,
+    })
 }
 
-fn print_summary(summary: &TrainSummary, out: &Path, json: bool) -> Result<()> {
+/// A new trainer writing to `out`, as the flags say, and its data.
+fn new_run(args: &TrainArgs, out: &Path, device: &Device) -> Result<(Trainer, Splits)> {
+    let plan = plan_run(args, None, "training")?;
+    let trainer = Trainer::new(&plan.genotype, &plan.model_cfg, &plan.cfg, device)
+        .and_then(|t| t.with_output_dir(out))
+        .map_err(train_error)?
+        .with_data_config(plan.data);
+    Ok((trainer, plan.splits))
+}
+
+fn print_summary(
+    summary: &TrainSummary,
+    out: &Path,
+    json: bool,
+    fine_tune: Option<&FineTune>,
+) -> Result<()> {
     if json {
         let value = serde_json::json!({
             "out": out,
+            "fine_tuned_from": fine_tune.map(|f| &f.weights),
             "steps": summary.steps,
             "parameters": summary.parameters,
             "last": summary.last(),

@@ -1,5 +1,6 @@
 //! Data augmentation as in the paper's CIFAR setup: random crop from a zero-padded image,
-//! horizontal flip, cutout, then per-channel normalisation.
+//! horizontal flip, cutout, then per-channel normalisation; for fine-tuning a pretrained
+//! checkpoint, the ImageNet ports' random-resized crop (torchvision's `RandomResizedCrop`).
 //!
 //! Every random choice comes from a ChaCha8 generator seeded from (run seed, epoch, batch
 //! index), so a batch is the same whatever thread makes it and however a run was interrupted
@@ -21,6 +22,11 @@ pub struct AugmentConfig {
     pub flip: bool,
     /// Side of the square zeroed at a random centre (0: no cutout).
     pub cutout: usize,
+    /// Inception-style random-resized crop before the other steps: a random region of 8 % to
+    /// 100 % of the image's area with aspect ratio 3/4 to 4/3, resized (bilinear) back to the
+    /// image's size; the training transform of the ImageNet ports, used when fine-tuning.
+    #[serde(default)]
+    pub random_resized_crop: bool,
 }
 
 impl AugmentConfig {
@@ -30,6 +36,7 @@ impl AugmentConfig {
             crop_padding: 0,
             flip: false,
             cutout: 0,
+            random_resized_crop: false,
         }
     }
 
@@ -40,8 +47,48 @@ impl AugmentConfig {
             crop_padding: ((size as f64) / 8.0).round() as usize,
             flip: true,
             cutout: 0,
+            random_resized_crop: false,
         }
     }
+
+    /// The ImageNet ports' training transform for fine-tuning: random-resized crop and flips.
+    pub fn fine_tune() -> Self {
+        AugmentConfig {
+            flip: true,
+            random_resized_crop: true,
+            ..AugmentConfig::none()
+        }
+    }
+}
+
+/// The image `pixels` (`channels x height x width` bytes, 1 or 3 channels) after
+/// `nasnet_cells::preprocess::random_resized_crop` back to `height x width` (bilinear, as
+/// torchvision's default), in the same layout.
+pub fn random_resized_crop(
+    pixels: &[u8],
+    channels: usize,
+    height: usize,
+    width: usize,
+    rng: &mut impl Rng,
+) -> Vec<u8> {
+    use nasnet_cells::preprocess::{self, Interpolation};
+    let plane = height * width;
+    let channel = |c: usize, i: usize| pixels[c.min(channels - 1) * plane + i];
+    let rgb = image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let i = y as usize * width + x as usize;
+        image::Rgb([channel(0, i), channel(1, i), channel(2, i)])
+    });
+    let mut out = preprocess::random_resized_crop(&rgb, height, Interpolation::Bilinear, rng);
+    if width != height {
+        out = preprocess::resize(&out, width, height, Interpolation::Bilinear);
+    }
+    let mut chw = vec![0u8; channels * plane];
+    for (i, px) in out.pixels().enumerate() {
+        for c in 0..channels {
+            chw[c * plane + i] = px[c];
+        }
+    }
+    chw
 }
 
 /// The random choices for one image, drawn in a fixed order from the batch generator.
@@ -158,8 +205,8 @@ pub fn batch_rng(seed: u64, epoch: u64, batch: u64) -> ChaCha8Rng {
 }
 
 /// Builds one batch: the images at `indices`, augmented with `cfg` (draws from
-/// `batch_rng(seed, epoch, batch)`) or only normalised when `cfg` is `None`. Returns the
-/// `(len, C, H, W)` floats and the labels.
+/// `batch_rng(seed, epoch, batch)`; a random-resized crop's region is drawn first) or only
+/// normalised when `cfg` is `None`. Returns the `(len, C, H, W)` floats and the labels.
 pub fn make_batch(
     data: &Dataset,
     indices: &[usize],
@@ -170,12 +217,15 @@ pub fn make_batch(
     let mut images = vec![0f32; indices.len() * size];
     let none = AugmentConfig::none();
     for (slot, &i) in indices.iter().enumerate() {
+        let cropped = cfg.filter(|c| c.random_resized_crop).map(|_| {
+            random_resized_crop(data.image(i), data.channels, data.height, data.width, rng)
+        });
         let (c, draw) = match cfg {
             Some(c) => (c, AugmentDraw::sample(c, data.height, data.width, rng)),
             None => (&none, AugmentDraw::none()),
         };
         transform_into(
-            data.image(i),
+            cropped.as_deref().unwrap_or(data.image(i)),
             data.channels,
             data.height,
             data.width,

@@ -93,9 +93,8 @@ impl TrainConfig {
                 ..TrainConfig::cifar(epochs, 32).sgd
             },
             augment: AugmentConfig {
-                crop_padding: 0,
                 flip: true,
-                cutout: 0,
+                ..AugmentConfig::none()
             },
             ..TrainConfig::cifar(epochs, 32)
         }

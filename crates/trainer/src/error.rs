@@ -158,6 +158,17 @@ pub enum TrainError {
         /// Bytes available.
         available: u64,
     },
+    /// Pretrained weights that do not fit the model's backbone (another architecture or size).
+    #[error(
+        "{}: the weights do not fit this model ({mismatch}); was the file made for another architecture or size?",
+        path.display()
+    )]
+    WeightsMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// Every tensor at fault.
+        mismatch: crate::finetune::Mismatch,
+    },
     /// The run was stopped by its progress hook (e.g. the search cancelled a child).
     #[error("training stopped at step {step} by request")]
     Stopped {
@@ -203,6 +214,7 @@ impl TrainError {
             | TrainError::Checkpoint { .. }
             | TrainError::Genotype(_)
             | TrainError::TooLarge { .. }
+            | TrainError::WeightsMismatch { .. }
             | TrainError::Io { .. } => true,
             TrainError::Model(e) => matches!(
                 e,

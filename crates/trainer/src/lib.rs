@@ -7,6 +7,7 @@
 //! - [`optim`] and [`schedule`]: SGD with momentum, Nesterov, weight decay and clipping; cosine,
 //!   exponential and warm-up schedules; drop-path progress;
 //! - [`checkpoint`]: crash-safe checkpoint files;
+//! - [`finetune`]: starting from a pretrained checkpoint, whole or with a frozen backbone;
 //! - [`memory`]: a model's memory estimated before it is built, checked against the machine;
 //! - [`child`]: one architecture-search child, specified ([`ChildSpec`]), trained and scored
 //!   ([`train_child`]);
@@ -47,6 +48,7 @@ pub mod data;
 pub mod device;
 pub mod divergence;
 pub mod error;
+pub mod finetune;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
@@ -58,10 +60,11 @@ pub mod trainer;
 pub use augment::AugmentConfig;
 pub use child::{train_child, ChildError, ChildResult, ChildSpec, SpecError};
 pub use config::{parse_device, TestEval, TrainConfig};
-pub use data::{DataConfig, DataSource, Dataset, Normalization, Splits};
+pub use data::{DataConfig, DataSource, Dataset, Normalization, PretrainedInput, Splits};
 pub use device::DeviceChoice;
 pub use divergence::{check_loss, divergence_limit, Divergence};
 pub use error::{DataError, DeviceError, Result, TrainError};
+pub use finetune::FineTune;
 pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};
 pub use progress::{ProgressHook, Quiet};

@@ -29,6 +29,7 @@ use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Dataset, Normalization, Splits};
 use crate::divergence::check_loss;
 use crate::error::{Result, TrainError};
+use crate::finetune::{self, FineTune};
 use crate::loader::{train_batches_per_epoch, Batch, BatchStream};
 use crate::metrics::{EpochAccum, EpochMetrics, EvalMetrics};
 use crate::optim::Sgd;
@@ -135,6 +136,9 @@ pub struct CheckpointState {
     pub parameters: u64,
     /// Digests of `model.safetensors` and `optimizer.safetensors`.
     pub files: CheckpointFiles,
+    /// The pretrained checkpoint a fine-tune started from (absent for a run from scratch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tune: Option<FineTune>,
 }
 
 /// The random state of a run, which is a pure function of its seed.
@@ -304,6 +308,7 @@ pub struct Trainer {
     _lock: Option<std::fs::File>,
     data_config: Option<DataConfig>,
     resumed: Option<(DataSummary, usize)>,
+    fine_tune: Option<FineTune>,
 }
 
 impl Trainer {
@@ -319,7 +324,58 @@ impl Trainer {
         let (model, varmap) = build_model(genotype, model_cfg, device)?;
         model.seed(&varmap, cfg.seed)?;
         let sgd = Sgd::new(&varmap, cfg.sgd.clone())?;
-        Ok(Trainer {
+        Ok(Self::fresh(
+            genotype,
+            model_cfg,
+            cfg,
+            device,
+            (model, varmap),
+            sgd,
+        ))
+    }
+
+    /// A trainer that fine-tunes the pretrained `tensors` (read from the file `weights`): a
+    /// model as [`Trainer::new`] builds it, then the checkpoint copied in with the head
+    /// re-created when the class count differs (see [`crate::finetune`]). With
+    /// `freeze_backbone`, only the classifier is trained (the model must have no auxiliary
+    /// head, which would then learn nothing).
+    pub fn fine_tune(
+        genotype: &Genotype,
+        model_cfg: &NasNetConfig,
+        cfg: &TrainConfig,
+        device: &Device,
+        tensors: std::collections::HashMap<String, Tensor>,
+        weights: &Path,
+        freeze_backbone: bool,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if freeze_backbone && model_cfg.aux_head {
+            return Err(TrainError::Config(
+                "a frozen backbone trains the classifier only: turn the auxiliary head off".into(),
+            ));
+        }
+        let (model, varmap) = build_model(genotype, model_cfg, device)?;
+        model.seed(&varmap, cfg.seed)?;
+        let start = finetune::load_pretrained(&model, &varmap, tensors, weights, freeze_backbone)?;
+        let sgd = Sgd::from_vars(
+            finetune::trainable_vars(&varmap, freeze_backbone)?,
+            cfg.sgd.clone(),
+        )?;
+        let mut trainer = Self::fresh(genotype, model_cfg, cfg, device, (model, varmap), sgd);
+        trainer.fine_tune = Some(start);
+        Ok(trainer)
+    }
+
+    /// A trainer at step 0 of `model` with optimiser `sgd`.
+    fn fresh(
+        genotype: &Genotype,
+        model_cfg: &NasNetConfig,
+        cfg: &TrainConfig,
+        device: &Device,
+        (model, varmap): (NasNet, VarMap),
+        sgd: Sgd,
+    ) -> Self {
+        Trainer {
             genotype: genotype.clone(),
             model_cfg: model_cfg.clone(),
             cfg: cfg.clone(),
@@ -336,7 +392,8 @@ impl Trainer {
             _lock: None,
             data_config: None,
             resumed: None,
-        })
+            fine_tune: None,
+        }
     }
 
     /// Writes checkpoints, the best model and `metrics.jsonl` to `dir` (created if needed). A
@@ -384,7 +441,11 @@ impl Trainer {
             &model_path,
         )?;
         model.seed_drop_path(state.train_config.seed);
-        let mut sgd = Sgd::new(&varmap, state.train_config.sgd.clone())?;
+        let frozen = state.fine_tune.as_ref().is_some_and(|f| f.freeze_backbone);
+        let mut sgd = Sgd::from_vars(
+            finetune::trainable_vars(&varmap, frozen)?,
+            state.train_config.sgd.clone(),
+        )?;
         let optim_path = dir.join(OPTIMIZER_FILE);
         sgd.load_state(
             tensors_from_bytes(&optim_bytes, device, &optim_path)?,
@@ -415,6 +476,7 @@ impl Trainer {
             _lock: Some(lock),
             data_config: state.data.config.clone(),
             resumed: Some((state.data.clone(), state.steps_per_epoch)),
+            fine_tune: state.fine_tune.clone(),
         })
     }
 
@@ -441,6 +503,11 @@ impl Trainer {
     /// The architecture.
     pub fn genotype(&self) -> &Genotype {
         &self.genotype
+    }
+
+    /// The pretrained checkpoint this run fine-tunes, if it does.
+    pub fn fine_tune_info(&self) -> Option<&FineTune> {
+        self.fine_tune.as_ref()
     }
 
     /// How the data was read, when known.
@@ -634,7 +701,7 @@ impl Trainer {
         let n = batch.len();
         let x = Tensor::from_vec(batch.images, (n, c, h, w), &self.device)?;
         let y = Tensor::from_vec(batch.labels, n, &self.device)?;
-        let out = self.model.forward_t(&x, true)?;
+        let out = self.forward_train(&x)?;
         let main = cross_entropy(&out.logits, &y, self.cfg.label_smoothing)?;
         let loss = match &out.aux_logits {
             Some(aux) if self.cfg.aux_weight > 0.0 => {
@@ -672,6 +739,18 @@ impl Trainer {
             images_per_sec: self.accum.images_per_sec(),
             grad_norm: stats.grad_norm,
         })
+    }
+
+    /// The training-mode forward pass: the whole model, or with a frozen backbone only the
+    /// classifier in training mode (see [`finetune::frozen_logits`]).
+    fn forward_train(&self, x: &Tensor) -> Result<nasnet_cells::NasNetOutput> {
+        if self.fine_tune.as_ref().is_some_and(|f| f.freeze_backbone) {
+            return Ok(nasnet_cells::NasNetOutput {
+                logits: finetune::frozen_logits(&self.model, &self.varmap, x)?,
+                aux_logits: None,
+            });
+        }
+        Ok(self.model.forward_t(x, true)?)
     }
 
     /// The end of an epoch: validation and test evaluation, metrics, best model, checkpoint and
@@ -793,6 +872,7 @@ impl Trainer {
                 model: FileDigest::of(&model_bytes),
                 optimizer: FileDigest::of(&optim_bytes),
             },
+            fine_tune: self.fine_tune.clone(),
         };
         let json = serde_json::to_vec_pretty(&state)?;
         write_checkpoint(dir, &model_bytes, &optim_bytes, &json)

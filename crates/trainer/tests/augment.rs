@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use nasnet_trainer::augment::{transform_into, AugmentConfig, AugmentDraw};
+use nasnet_trainer::augment::{
+    batch_rng, random_resized_crop, transform_into, AugmentConfig, AugmentDraw,
+};
 use nasnet_trainer::data::{Dataset, Normalization};
 use nasnet_trainer::loader::{epoch_order, train_batch, train_batches_per_epoch, BatchStream};
 
@@ -51,6 +53,7 @@ fn flip_mirrors_columns() {
         crop_padding: 0,
         flip: true,
         cutout: 0,
+        random_resized_crop: false,
     };
     let draw = AugmentDraw {
         dy: 0,
@@ -71,6 +74,7 @@ fn crop_shifts_and_pads_with_black() {
         crop_padding: 2,
         flip: false,
         cutout: 0,
+        random_resized_crop: false,
     };
     // dy = 3, dx = 0: out(y, x) = in(y + 1, x - 2); row 2 and columns 0-1 come from the padding.
     let draw = AugmentDraw {
@@ -115,6 +119,7 @@ fn cutout_zeroes_a_clipped_square() {
         crop_padding: 0,
         flip: false,
         cutout: 2,
+        random_resized_crop: false,
     };
     let draw = AugmentDraw {
         dy: 0,
@@ -154,6 +159,7 @@ fn batches_are_deterministic_and_shaped() {
         crop_padding: 1,
         flip: true,
         cutout: 3,
+        random_resized_crop: false,
     };
     let order = epoch_order(data.len(), 42, 3);
     assert_eq!(order, epoch_order(data.len(), 42, 3));
@@ -220,4 +226,40 @@ fn cifar_like_scales_padding() {
     assert_eq!(AugmentConfig::cifar_like(32).crop_padding, 4);
     assert_eq!(AugmentConfig::cifar_like(28).crop_padding, 4);
     assert_eq!(AugmentConfig::cifar_like(24).crop_padding, 3);
+}
+
+#[test]
+fn random_resized_crops_keep_the_layout_and_the_channels() {
+    // Three constant channels of a 6 x 10 image stay constant and in their place.
+    let (h, w) = (6, 10);
+    let pixels: Vec<u8> = [10u8, 20, 30]
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v, h * w))
+        .collect();
+    let mut rng = batch_rng(7, 0, 0);
+    for _ in 0..20 {
+        let out = random_resized_crop(&pixels, 3, h, w, &mut rng);
+        assert_eq!(out, pixels);
+    }
+    // One channel: a left-dark, right-bright image keeps its size, and some crop changes it.
+    let gray: Vec<u8> = (0..h * w)
+        .map(|i| if i % w < w / 2 { 0 } else { 200 })
+        .collect();
+    let outs: Vec<Vec<u8>> = (0..20)
+        .map(|_| random_resized_crop(&gray, 1, h, w, &mut rng))
+        .collect();
+    assert!(outs.iter().all(|o| o.len() == h * w));
+    assert!(outs.iter().any(|o| *o != gray));
+}
+
+#[test]
+fn fine_tune_batches_are_deterministic_and_differ_from_plain_ones() {
+    let data = Arc::new(dataset(16));
+    let order = epoch_order(data.len(), 3, 0);
+    let cfg = AugmentConfig::fine_tune();
+    let a = train_batch(&data, &order, 8, &cfg, 3, 0, 1);
+    assert_eq!(a, train_batch(&data, &order, 8, &cfg, 3, 0, 1));
+    let plain = train_batch(&data, &order, 8, &AugmentConfig::none(), 3, 0, 1);
+    assert_eq!(a.labels, plain.labels);
+    assert_ne!(a.images, plain.images);
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use nasnet_trainer::data::cifar::{read_cifar100_dir, read_cifar10_dir};
 #[cfg(feature = "embedded")]
 use nasnet_trainer::data::embedded;
-use nasnet_trainer::data::folder::read_image_folder;
+use nasnet_trainer::data::folder::{read_image_folder, read_sized_folder, Sizing};
 use nasnet_trainer::data::idx::read_mnist_dir;
 use nasnet_trainer::data::{DataConfig, DataSource, Splits, FASHION_CLASSES};
 use nasnet_trainer::DataError;
@@ -326,6 +326,32 @@ fn folder_reads_classes_and_checks_sizes() {
     // A test class the training set lacks is an error.
     save_png(&root.join("test/cow/f.png"), 4, 3, false, 1);
     assert!(read_image_folder(root, Some(8)).is_err());
+}
+
+#[test]
+fn the_ports_transform_resizes_the_shorter_side_then_crops_the_centre() {
+    let t = tempfile::tempdir().unwrap();
+    // 40 x 20: the shorter side to 18 makes it 36 x 18, whose central 16 x 16 is kept.
+    let mut img = image::RgbImage::from_pixel(40, 20, image::Rgb([0, 0, 0]));
+    for y in 0..20 {
+        for x in 14..26 {
+            img.put_pixel(x, y, image::Rgb([200, 100, 50]));
+        }
+    }
+    std::fs::create_dir_all(t.path().join("a")).unwrap();
+    img.save(t.path().join("a/wide.png")).unwrap();
+    let sizing = Sizing::ResizeCrop {
+        resize: 18,
+        crop: 16,
+        bicubic: false,
+    };
+    let (train, _) = read_sized_folder(t.path(), sizing).unwrap();
+    assert_eq!((train.channels, train.height, train.width), (3, 16, 16));
+    // The bright band (columns 14..26 of 40, about 3..13 of the crop's 16) stays central: the
+    // crop's middle column is bright, its edges dark.
+    let red = &train.image(0)[..256];
+    assert_eq!(red[8 * 16 + 8], 200);
+    assert_eq!((red[8 * 16], red[8 * 16 + 15]), (0, 0));
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! Layouts accepted: `DIR/train/<class>/*` with `DIR/test/<class>/*` (or `DIR/val/<class>/*`),
 //! or just `DIR/<class>/*`, in which case the caller holds a test set out of it. Classes are the
 //! sub-folder names in sorted order (so labels are stable). Every image must have the same size
-//! unless a size is given, in which case each is resized to it. The dataset is grayscale when
-//! every image is, RGB otherwise.
+//! unless a [`Sizing`] says how to bring them to one: resized to a square, or (for fine-tuning a
+//! pretrained checkpoint) the ImageNet ports' evaluation transform, shorter side resized then the
+//! central square cropped. The dataset is grayscale when every image is, RGB otherwise.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,65 @@ pub fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(dirs)
 }
 
+/// How the reader brings images to one size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    /// Every image keeps its size (all must share one).
+    AsIs,
+    /// Every image resized to `side` x `side` (bilinear; the aspect ratio is not kept).
+    Square(usize),
+    /// The ports' evaluation transform (`nasnet_cells::preprocess`, PIL's antialiased resize):
+    /// the shorter side resized to `resize` (aspect ratio kept), then the central `crop` x
+    /// `crop` square.
+    ResizeCrop {
+        /// The shorter side after resizing.
+        resize: usize,
+        /// The side of the central crop (the model's input).
+        crop: usize,
+        /// Bicubic resampling (timm's Large) rather than bilinear (pretrainedmodels' Mobile).
+        bicubic: bool,
+    },
+}
+
+impl Sizing {
+    /// `Square(side)` for a given size, `AsIs` without one.
+    pub fn square(size: Option<usize>) -> Self {
+        size.map_or(Sizing::AsIs, Sizing::Square)
+    }
+
+    /// The largest side an image is resized to before any crop (what the memory check counts).
+    fn resized_side(self) -> Option<usize> {
+        match self {
+            Sizing::AsIs => None,
+            Sizing::Square(s) => Some(s),
+            Sizing::ResizeCrop { resize, crop, .. } => Some(resize.max(crop)),
+        }
+    }
+
+    fn apply(self, img: image::DynamicImage) -> image::DynamicImage {
+        use image::imageops::FilterType::Triangle;
+        match self {
+            Sizing::AsIs => img,
+            Sizing::Square(s) if (img.width(), img.height()) == (s as u32, s as u32) => img,
+            Sizing::Square(s) => img.resize_exact(s as u32, s as u32, Triangle),
+            Sizing::ResizeCrop {
+                resize,
+                crop,
+                bicubic,
+            } => {
+                use nasnet_cells::preprocess::{center_crop, resize_shorter_side, Interpolation};
+                let filter = if bicubic {
+                    Interpolation::Bicubic
+                } else {
+                    Interpolation::Bilinear
+                };
+                let resized = resize_shorter_side(&img.to_rgb8(), resize, filter);
+                image::DynamicImage::ImageRgb8(center_crop(&resized, crop, crop))
+            }
+        }
+    }
+}
+
 struct Decoded {
     rgb: Vec<u8>,
     gray: bool,
@@ -65,7 +125,7 @@ const MAX_IMAGE_SIDE: u32 = 16_384;
 /// pixels took about 1 GB before).
 const MAX_DECODE_BYTES: u64 = 128 << 20;
 
-fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, DataError> {
+fn decode(path: &Path, sizing: Sizing) -> Result<Decoded, DataError> {
     let mut reader = image::ImageReader::open(path)
         .map_err(|e| DataError::io(path, e))?
         .with_guessed_format()
@@ -79,12 +139,7 @@ fn decode(path: &Path, size: Option<usize>) -> Result<Decoded, DataError> {
         .decode()
         .map_err(|e| DataError::format(path, format!("cannot decode image: {e}")))?;
     let gray = !img.color().has_color();
-    let img = match size {
-        Some(s) if (img.width(), img.height()) != (s as u32, s as u32) => {
-            img.resize_exact(s as u32, s as u32, image::imageops::FilterType::Triangle)
-        }
-        _ => img,
-    };
+    let img = sizing.apply(img);
     Ok(Decoded {
         size: (img.width(), img.height()),
         rgb: img.to_rgb8().into_raw(),
@@ -127,6 +182,16 @@ pub fn read_class_tree(
     dir: &Path,
     classes: Option<&[String]>,
     size: Option<usize>,
+) -> Result<Dataset, DataError> {
+    read_sized_tree(name, dir, classes, Sizing::square(size))
+}
+
+/// [`read_class_tree`] with any [`Sizing`].
+pub fn read_sized_tree(
+    name: &str,
+    dir: &Path,
+    classes: Option<&[String]>,
+    sizing: Sizing,
 ) -> Result<Dataset, DataError> {
     let dirs = class_dirs(dir)?;
     let class_names: Vec<String> = match classes {
@@ -173,12 +238,12 @@ pub fn read_class_tree(
             looked_for: "*.png, *.jpg, *.jpeg in the class sub-folders".into(),
         });
     }
-    if let Some(size) = size {
+    if let Some(size) = sizing.resized_side() {
         check_resized_fit(dir, files.len(), size, crate::memory::available_bytes())?;
     }
     let decoded: Vec<Decoded> = files
         .par_iter()
-        .map(|(f, _)| decode(f, size))
+        .map(|(f, _)| decode(f, sizing))
         .collect::<Result<_, _>>()?;
     let (w, h) = decoded[0].size;
     for (d, (f, _)) in decoded.iter().zip(&files) {
@@ -214,16 +279,27 @@ pub fn read_image_folder(
     dir: &Path,
     size: Option<usize>,
 ) -> Result<(Dataset, Option<Dataset>), DataError> {
+    read_sized_folder(dir, Sizing::square(size))
+}
+
+/// [`read_image_folder`] with any [`Sizing`].
+pub fn read_sized_folder(
+    dir: &Path,
+    sizing: Sizing,
+) -> Result<(Dataset, Option<Dataset>), DataError> {
     let train_dir = dir.join("train");
     if !train_dir.is_dir() {
-        return Ok((read_class_tree("folder", dir, None, size)?, None));
+        return Ok((read_sized_tree("folder", dir, None, sizing)?, None));
     }
-    let train = read_class_tree("folder", &train_dir, None, size)?;
-    let size = size.or((train.height == train.width).then_some(train.height));
+    let train = read_sized_tree("folder", &train_dir, None, sizing)?;
+    let sizing = match sizing {
+        Sizing::AsIs if train.height == train.width => Sizing::Square(train.height),
+        other => other,
+    };
     for t in ["test", "val"] {
         let test_dir = dir.join(t);
         if test_dir.is_dir() {
-            let mut test = read_class_tree("folder", &test_dir, Some(&train.class_names), size)?;
+            let mut test = read_sized_tree("folder", &test_dir, Some(&train.class_names), sizing)?;
             if (test.height, test.width) != (train.height, train.width) {
                 return Err(DataError::format(
                     &test_dir,

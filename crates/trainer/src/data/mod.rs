@@ -397,6 +397,39 @@ pub fn embedded() -> Result<(Dataset, Dataset), DataError> {
     Ok((train, test))
 }
 
+/// The input a pretrained checkpoint expects, for fine-tuning it: RGB images brought to the
+/// model's size by the port's evaluation transform as they are read (see
+/// [`folder::Sizing::ResizeCrop`]) and normalised with the port's constants rather than the
+/// data's own statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainedInput {
+    /// The shorter side of every image after resizing (256 for a 224 crop in the Mobile port).
+    pub resize: usize,
+    /// The side of the central crop: the model's input size.
+    pub crop: usize,
+    /// Bicubic resizing (timm's Large) rather than bilinear (pretrainedmodels' Mobile).
+    #[serde(default)]
+    pub bicubic: bool,
+    /// The checkpoint's normalisation (mean 0.5, std 0.5 for both ports).
+    pub norm: Normalization,
+}
+
+impl PretrainedInput {
+    /// A `crop` x `crop` input whose images were resized to `crop / crop_pct` (timm's
+    /// `crop_pct`; 0.875 gives the Mobile port's 256 -> 224) with the ports' mean and std of 0.5.
+    pub fn port(crop: usize, crop_pct: f64, bicubic: bool) -> Self {
+        PretrainedInput {
+            resize: (crop as f64 / crop_pct).floor() as usize,
+            crop,
+            bicubic,
+            norm: Normalization {
+                mean: vec![0.5; 3],
+                std: vec![0.5; 3],
+            },
+        }
+    }
+}
+
 /// How to read and split the data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataConfig {
@@ -414,6 +447,11 @@ pub struct DataConfig {
     /// Seed of the hold-out draws; independent of the training seed so that runs with different
     /// seeds see the same validation images.
     pub split_seed: u64,
+    /// The input of a pretrained checkpoint being fine-tuned (image folders only): sizing,
+    /// RGB, fixed normalisation. `None`: images as the source has them, normalised with the
+    /// training set's statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PretrainedInput>,
 }
 
 impl DataConfig {
@@ -426,6 +464,7 @@ impl DataConfig {
             test_limit: None,
             folder_test_size: 0,
             split_seed: 0,
+            pretrained: None,
         }
     }
 }
@@ -513,7 +552,10 @@ impl Splits {
         }
         order.sort_unstable();
         let mut train_set = train.subset(&order);
-        train_set.norm = train_set.statistics();
+        train_set.norm = match &cfg.pretrained {
+            Some(p) => p.norm.clone(),
+            None => train_set.statistics(),
+        };
         let norm = train_set.norm.clone();
         let mut test = match cfg.test_limit {
             Some(l) if l < test.len() => test.subset(&(0..l).collect::<Vec<_>>()),
@@ -534,9 +576,26 @@ impl Splits {
         })
     }
 
-    /// Reads `cfg.source` and splits it.
+    /// Reads `cfg.source` (with `cfg.pretrained`'s sizing and RGB) and splits it.
     pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
-        let (train, test) = cfg.source.read()?;
+        let (train, test) = match (&cfg.pretrained, &cfg.source) {
+            (None, source) => source.read()?,
+            (Some(p), DataSource::Folder { dir, .. }) => {
+                let sizing = folder::Sizing::ResizeCrop {
+                    resize: p.resize,
+                    crop: p.crop,
+                    bicubic: p.bicubic,
+                };
+                let (train, test) = folder::read_sized_folder(dir, sizing)?;
+                (train.with_channels(3), test.map(|t| t.with_channels(3)))
+            }
+            (Some(_), source) => {
+                return Err(DataError::Split(format!(
+                    "fine-tuning a pretrained checkpoint reads an image folder, not {}",
+                    source.name()
+                )))
+            }
+        };
         Splits::from_sets(train, test, cfg)
     }
 }

@@ -1,0 +1,347 @@
+//! Images into the tensors the released NASNet-A models expect (behind the default cargo feature
+//! `image`): decoding JPEG and PNG to RGB, each port's evaluation transform, and the training
+//! augmentation pieces (random-resized crop, horizontal flip) for fine-tuning.
+//!
+//! The ports resize with PIL, so this module follows PIL's `Image.resize` (antialiased
+//! separable resampling: a filter widened by the scale factor when shrinking, horizontal pass
+//! then vertical, each rounded to 8 bits) and torchvision's `Resize(int)` / `CenterCrop`
+//! arithmetic; libraries differ in detail, so the result is close to, not equal to, the ports'
+//! (tests/data/README.md states the tolerance).
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use rand::Rng;
+
+use crate::error::CellsError;
+use crate::weights::Port;
+
+/// The resampling filter of a resize (PIL's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    /// Triangle filter, support 1 (PIL `BILINEAR`).
+    Bilinear,
+    /// Keys cubic with a = -0.5, support 2 (PIL `BICUBIC`).
+    Bicubic,
+}
+
+impl Interpolation {
+    fn support(self) -> f64 {
+        match self {
+            Interpolation::Bilinear => 1.0,
+            Interpolation::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Interpolation::Bilinear => (1.0 - x).max(0.0),
+            Interpolation::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// A port's evaluation transform: shorter side to `resize`, center crop `crop`, scale to
+/// [0, 1], normalise per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalTransform {
+    /// Length of the shorter side after resizing.
+    pub resize: usize,
+    /// Side of the square center crop.
+    pub crop: usize,
+    /// Resize filter.
+    pub interpolation: Interpolation,
+    /// Per-channel mean subtracted after scaling to [0, 1].
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+}
+
+impl EvalTransform {
+    /// pretrainedmodels' `TransformImage` for `nasnetamobile`: 256 bilinear, crop 224, mean and
+    /// std 0.5.
+    pub fn mobile() -> Self {
+        EvalTransform {
+            resize: 256,
+            crop: 224,
+            interpolation: Interpolation::Bilinear,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    /// timm's transform for `nasnetalarge` (crop_pct 0.911): 363 bicubic, crop 331, mean and
+    /// std 0.5.
+    pub fn large() -> Self {
+        EvalTransform {
+            resize: 363,
+            crop: 331,
+            interpolation: Interpolation::Bicubic,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    /// The transform of the port whose weights are used.
+    pub fn for_port(port: Port) -> Self {
+        match port {
+            Port::Timm => Self::large(),
+            Port::PretrainedModels => Self::mobile(),
+        }
+    }
+
+    /// The image as a 3 x crop x crop f32 tensor (stack several for a batch).
+    pub fn apply(&self, image: &RgbImage, device: &Device) -> Result<Tensor, CellsError> {
+        let resized = resize_shorter_side(image, self.resize, self.interpolation);
+        let cropped = center_crop(&resized, self.crop, self.crop);
+        to_tensor(&cropped, self.mean, self.std, device)
+    }
+}
+
+/// Decodes a JPEG or PNG file to 8-bit RGB (alpha dropped, grayscale replicated), as PIL's
+/// `convert("RGB")` does.
+pub fn load_rgb(path: &Path) -> Result<RgbImage, CellsError> {
+    let image = image::open(path).map_err(|e| CellsError::Image {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(image.to_rgb8())
+}
+
+/// torchvision's `Resize(size)`: the shorter side becomes `size`, the longer one
+/// `int(size * long / short)`.
+pub fn resize_shorter_side(image: &RgbImage, size: usize, filter: Interpolation) -> RgbImage {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let (nw, nh) = if w <= h {
+        (size, size * h / w.max(1))
+    } else {
+        (size * w / h.max(1), size)
+    };
+    resize(image, nw.max(1), nh.max(1), filter)
+}
+
+/// PIL's antialiased resize to `width x height`: horizontal pass, then vertical, each rounded
+/// to 8 bits.
+pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Interpolation) -> RgbImage {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let src = image.as_raw();
+    let horizontal = if w == width {
+        src.to_vec()
+    } else {
+        let taps = filter_taps(w, width, filter);
+        resample(src, w, h, &taps, Axis::Horizontal)
+    };
+    let vertical = if h == height {
+        horizontal
+    } else {
+        let taps = filter_taps(h, height, filter);
+        resample(&horizontal, width, h, &taps, Axis::Vertical)
+    };
+    RgbImage::from_raw(width as u32, height as u32, vertical)
+        .unwrap_or_else(|| RgbImage::new(width as u32, height as u32))
+}
+
+/// One output pixel's source range and normalised weights.
+struct Taps {
+    first: usize,
+    weights: Vec<f64>,
+}
+
+/// PIL's `precompute_coeffs`: the filter is stretched by the scale when shrinking (the
+/// antialiasing), centred on the output pixel's centre in input coordinates.
+fn filter_taps(in_size: usize, out_size: usize, filter: Interpolation) -> Vec<Taps> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter.support() * filter_scale;
+    (0..out_size)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let first = ((center - support + 0.5) as isize).max(0) as usize;
+            let last = ((center + support + 0.5) as usize).min(in_size);
+            let mut weights: Vec<f64> = (first..last)
+                .map(|j| filter.weight((j as f64 - center + 0.5) / filter_scale))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            Taps { first, weights }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Axis {
+    Horizontal,
+    Vertical,
+}
+
+/// Resamples interleaved RGB (`width x height` pixels) along one axis with one set of taps
+/// per output position on that axis.
+fn resample(src: &[u8], width: usize, height: usize, taps: &[Taps], axis: Axis) -> Vec<u8> {
+    let (out_w, out_h) = match axis {
+        Axis::Horizontal => (taps.len(), height),
+        Axis::Vertical => (width, taps.len()),
+    };
+    let mut out = vec![0u8; out_w * out_h * 3];
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let t = match axis {
+                Axis::Horizontal => &taps[x],
+                Axis::Vertical => &taps[y],
+            };
+            let source = |j: usize| match axis {
+                Axis::Horizontal => (y * width + j) * 3,
+                Axis::Vertical => (j * width + x) * 3,
+            };
+            for c in 0..3 {
+                let sum: f64 = (t.first..)
+                    .zip(&t.weights)
+                    .map(|(j, w)| w * f64::from(src[source(j) + c]))
+                    .sum();
+                out[(y * out_w + x) * 3 + c] = sum.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// torchvision's `CenterCrop`: offsets `round((size - crop) / 2)` (half to even, as Python
+/// rounds); a crop larger than the image is padded with black as torchvision pads.
+pub fn center_crop(image: &RgbImage, width: usize, height: usize) -> RgbImage {
+    let offset = |size: u32, crop: usize| -> i64 {
+        let d = (size as f64 - crop as f64) / 2.0;
+        d.round_ties_even() as i64
+    };
+    let (left, top) = (offset(image.width(), width), offset(image.height(), height));
+    RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let (sx, sy) = (x as i64 + left, y as i64 + top);
+        if sx < 0 || sy < 0 || sx >= image.width() as i64 || sy >= image.height() as i64 {
+            image::Rgb([0, 0, 0])
+        } else {
+            *image.get_pixel(sx as u32, sy as u32)
+        }
+    })
+}
+
+/// An RGB image as a 3 x H x W f32 tensor: `(v / 255 - mean) / std` per channel.
+pub fn to_tensor(
+    image: &RgbImage,
+    mean: [f32; 3],
+    std: [f32; 3],
+    device: &Device,
+) -> Result<Tensor, CellsError> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let mut values = vec![0f32; 3 * w * h];
+    for (i, px) in image.pixels().enumerate() {
+        for c in 0..3 {
+            values[c * w * h + i] = (px[c] as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    Ok(Tensor::from_vec(values, (3, h, w), device)?)
+}
+
+/// torchvision's `RandomResizedCrop(size)` for training: a random area of 8% to 100% of the
+/// image with aspect ratio between 3/4 and 4/3 (log-uniform), resized to `size x size`; after
+/// ten misses, the central crop of the nearest allowed ratio.
+pub fn random_resized_crop<R: Rng>(
+    image: &RgbImage,
+    size: usize,
+    filter: Interpolation,
+    rng: &mut R,
+) -> RgbImage {
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    let area = w * h;
+    let (log_lo, log_hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.08..=1.0);
+        let ratio = rng.random_range(log_lo..=log_hi).exp();
+        let cw = (target * ratio).sqrt().round();
+        let ch = (target / ratio).sqrt().round();
+        if cw >= 1.0 && ch >= 1.0 && cw <= w && ch <= h {
+            let x = rng.random_range(0..=(w - cw) as u32);
+            let y = rng.random_range(0..=(h - ch) as u32);
+            let crop = image::imageops::crop_imm(image, x, y, cw as u32, ch as u32).to_image();
+            return resize(&crop, size, size, filter);
+        }
+    }
+    let ratio = w / h;
+    let (cw, ch) = if ratio < 3.0 / 4.0 {
+        (w, (w / (3.0 / 4.0)).round())
+    } else if ratio > 4.0 / 3.0 {
+        ((h * 4.0 / 3.0).round(), h)
+    } else {
+        (w, h)
+    };
+    let crop = center_crop(image, cw as usize, ch as usize);
+    resize(&crop, size, size, filter)
+}
+
+/// Mirrors the image left to right with probability 1/2 (torchvision's
+/// `RandomHorizontalFlip`).
+pub fn random_horizontal_flip<R: Rng>(image: RgbImage, rng: &mut R) -> RgbImage {
+    if rng.random_bool(0.5) {
+        image::imageops::flip_horizontal(&image)
+    } else {
+        image
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinking_averages_and_keeps_constants() {
+        // A constant image stays constant whatever the filter and scale.
+        let flat = RgbImage::from_pixel(37, 23, image::Rgb([200, 10, 99]));
+        for f in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            let r = resize(&flat, 11, 40, f);
+            assert!(r.pixels().all(|p| p.0 == [200, 10, 99]));
+        }
+        // Halving a 0/255 stripe pattern with the triangle filter widened to 2 pixels averages
+        // each pair (PIL gives 128 for these).
+        let stripes = RgbImage::from_fn(8, 1, |x, _| {
+            image::Rgb([if x % 2 == 0 { 0 } else { 255 }; 3])
+        });
+        let r = resize(&stripes, 4, 1, Interpolation::Bilinear);
+        assert!(
+            r.pixels().skip(1).take(2).all(|p| p.0[0] == 128),
+            "{:?}",
+            r.as_raw()
+        );
+    }
+
+    #[test]
+    fn shorter_side_and_center_crop_follow_torchvision() {
+        let img = RgbImage::new(512, 600);
+        let r = resize_shorter_side(&img, 363, Interpolation::Bicubic);
+        assert_eq!((r.width(), r.height()), (363, 425));
+        let marked = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        // (5 - 2) / 2 = 1.5 rounds to 2, (4 - 2) / 2 = 1.
+        let c = center_crop(&marked, 2, 2);
+        assert_eq!(c.get_pixel(0, 0).0, [2, 1, 0]);
+    }
+
+    #[test]
+    fn random_resized_crop_has_the_size_asked() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let img = RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 1]));
+        for _ in 0..20 {
+            let c = random_resized_crop(&img, 16, Interpolation::Bilinear, &mut rng);
+            assert_eq!((c.width(), c.height()), (16, 16));
+        }
+    }
+}
