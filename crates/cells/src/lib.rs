@@ -57,6 +57,7 @@ mod model;
 pub mod reference;
 mod runtime;
 mod seed;
+pub mod supernet;
 mod unit;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
@@ -65,4 +66,5 @@ pub use kernels::{kernel_path, set_kernel_path, KernelPath};
 pub use layers::ParamInfo;
 pub use model::{ActivationValues, NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
+pub use supernet::{sharing_space, Supernet};
 pub use unit::{CellUnit, OpUnit};
