@@ -78,6 +78,7 @@ pub mod preprocess;
 pub mod reference;
 mod runtime;
 mod seed;
+pub mod supernet;
 mod unit;
 pub mod weights;
 
@@ -88,5 +89,6 @@ pub use kernels::{kernel_path, set_kernel_path, KernelPath};
 pub use layers::ParamInfo;
 pub use model::{ActivationValues, NasNet, NasNetOutput};
 pub use runtime::configure_cpu;
+pub use supernet::{sharing_space, Supernet};
 pub use unit::{CellUnit, OpUnit};
 pub use weights::{detect_port, load_state_dict, Port};

@@ -36,23 +36,23 @@ pub struct NasNetOutput {
 /// Where one cell sits in the network, computed from the configuration alone (no weights):
 /// its name, kind, filters and which earlier outputs it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CellPlacement {
-    name: String,
-    role: CellRole,
+pub(crate) struct CellPlacement {
+    pub(crate) name: String,
+    pub(crate) role: CellRole,
     /// F of the cell.
-    filters: usize,
+    pub(crate) filters: usize,
     /// Index of the input tensor (0 is conv0's output, k > 0 is cell k - 1's).
-    input: usize,
+    pub(crate) input: usize,
     /// Index of the older input, if any.
-    prev: Option<usize>,
+    pub(crate) prev: Option<usize>,
 }
 
 /// Every cell of a network in forward order, and the cell the auxiliary head follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CellPlan {
-    cells: Vec<CellPlacement>,
+pub(crate) struct CellPlan {
+    pub(crate) cells: Vec<CellPlacement>,
     /// Index (into `cells`) of the last cell of the second stack.
-    aux_after: Option<usize>,
+    pub(crate) aux_after: Option<usize>,
 }
 
 impl CellPlan {
@@ -60,7 +60,7 @@ impl CellPlan {
     /// `cells_per_stack` normal cells with a reduction cell before stacks 2 and 3. Each cell reads
     /// the latest output and, as its older input, the one before (with
     /// `skip_reduction_layer_input`, the first cell after a reduction skips back over it).
-    fn new(cfg: &NasNetConfig) -> Self {
+    pub(crate) fn new(cfg: &NasNetConfig) -> Self {
         let mut plan = CellPlan {
             cells: Vec::new(),
             aux_after: None,

@@ -20,6 +20,7 @@ mod queue_worker;
 mod redis_backend;
 mod report;
 mod search;
+mod sharing;
 mod show;
 mod space;
 mod train;

@@ -34,8 +34,11 @@ pub struct SearchConfig {
     pub trials: u64,
     /// Seed of the strategy.
     pub seed: u64,
-    /// How children are trained.
+    /// How children are trained (in a --sharing run: the data and device only).
     pub child: ChildSpec,
+    /// Set for a weight-sharing run (`--sharing`): the shared weights' settings and budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<crate::sharing::SharingConfig>,
 }
 
 /// Arguments of `nasnet search`.
@@ -98,6 +101,19 @@ pub struct SearchArgs {
     /// Start children even when their estimated memory is above what the machine has available.
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Weight-sharing (ENAS-style) search: one network holds the weights of every child, each
+    /// minibatch trains the child the strategy samples, and rewards are accuracies under the
+    /// shared weights on held-out minibatches (concat blocks are left out of the space; see
+    /// docs/search.md#weight-sharing). --child-net, --child-batch-size and --child-lr set the
+    /// shared network and its training.
+    #[arg(long)]
+    pub sharing: bool,
+    /// Strategy updates of a --sharing search (default 110, about 15 minutes on 2 cores).
+    #[arg(long)]
+    pub updates: Option<u64>,
+    /// Shared-weight training minibatches before each strategy update (--sharing; default 10).
+    #[arg(long)]
+    pub steps_per_update: Option<u64>,
     /// Multi-machine search through a Redis queue (see docs/distributed.md).
     #[command(flatten)]
     pub queue: crate::redis_backend::QueueArgs,
@@ -134,6 +150,7 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
             device: args.device,
             no_memory_check: args.no_memory_check,
         },
+        sharing: None,
     };
     let mut dataset = args.dataset;
     let mut data = DataConfig::new(DataSource::Embedded);
@@ -141,6 +158,7 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
     data.train_limit = args.train_limit;
     data.split_seed = args.seed;
     match args.preset {
+        None if args.sharing => {}
         None if dataset == DatasetArg::Embedded && data.train_limit.is_none() => {
             data.train_limit = Some(DEFAULT_TRAIN_LIMIT);
         }
@@ -160,6 +178,35 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
     }
     if config.trials == 0 {
         return Err(user_error("--trials must be at least 1"));
+    }
+    if args.sharing {
+        if args.preset.is_some() || args.queue.queue.is_some() {
+            return Err(user_error(
+                "--sharing trains one shared network in this process: no --preset or --queue",
+            ));
+        }
+        config.space = nasnet_cells::sharing_space(&config.space);
+        config.strategy_config.controller = crate::sharing::enas_controller();
+        config.sharing = Some(crate::sharing::config(
+            args.child_net,
+            args.child_batch_size,
+            args.child_lr,
+            args.seed,
+            args.updates,
+            args.steps_per_update,
+            &config.strategy_config,
+        ));
+    } else if args.updates.is_some() || args.steps_per_update.is_some() {
+        return Err(user_error(
+            "--updates and --steps-per-update need --sharing",
+        ));
+    }
+    if config
+        .sharing
+        .as_ref()
+        .is_some_and(|s| s.budget.updates == 0)
+    {
+        return Err(user_error("--updates must be at least 1"));
     }
     data.source = dataset.source(args.data_dir.as_deref(), None)?;
     config.child.data = data;
@@ -207,6 +254,9 @@ fn open_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
     if let Some(t) = args.trials {
         config.trials = t;
     }
+    if let (Some(sharing), Some(u)) = (config.sharing.as_mut(), args.updates) {
+        sharing.budget.updates = u;
+    }
     validate_child(&config.child)?;
     Ok((run, config))
 }
@@ -241,6 +291,9 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     } else {
         create_run(args)?
     };
+    if let Some(sharing) = &config.sharing {
+        return crate::sharing::run(&run, &config, sharing, args.quiet);
+    }
     // The search loop restores the strategy from the run's checkpoint when there is one.
     let mut strategy = make_strategy(
         config.strategy,

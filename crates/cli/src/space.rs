@@ -58,6 +58,7 @@ pub fn render(name: SpaceName, space: &SearchSpace) -> String {
         OutputRule::AllStates => "all_states (every block output goes on)",
     };
     out.push_str(&format!("  output rule: {rule}\n"));
+    out.push_str(&sharing_note(space));
     out.push_str(&format!(
         "decisions ({} = 2 cells x 5 x B):\n",
         space.actions_len()
@@ -88,6 +89,26 @@ pub fn render(name: SpaceName, space: &SearchSpace) -> String {
         format_scientific(&size, 4)
     ));
     out
+}
+
+/// What `nasnet search --sharing` does to the space: concat is left out, because a concat block
+/// has twice the filters of an add block, so every later op's input width would depend on the
+/// rest of the genotype and no single set of weights could serve every child.
+fn sharing_note(space: &SearchSpace) -> String {
+    let shared = nasnet_cells::sharing_space(space);
+    let combines: Vec<&str> = shared.combines.iter().map(|c| c.name()).collect();
+    let mut line = format!(
+        "  with search --sharing: combines {} (size {})",
+        combines.join(", "),
+        format_scientific(&shared.size(), 4)
+    );
+    if shared.combines != space.combines {
+        line.push_str(
+            "; concat cannot share weights (its blocks are twice as wide), so it is left out",
+        );
+    }
+    line.push('\n');
+    line
 }
 
 /// Runs `nasnet space`.

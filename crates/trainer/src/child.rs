@@ -287,15 +287,15 @@ pub fn train_child(
 
 /// `NetSize` as its `N@P` text, so a run folder's configuration stays readable and keeps the
 /// form earlier versions wrote.
-mod net_text {
+pub(crate) mod net_text {
     use nasnet_cells::{parse_net, NetSize};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(net: &NetSize, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(net: &NetSize, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(net)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NetSize, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NetSize, D::Error> {
         let text = String::deserialize(d)?;
         parse_net(&text).map_err(serde::de::Error::custom)
     }

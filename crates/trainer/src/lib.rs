@@ -14,6 +14,8 @@
 //! - [`device`]: the typed device choice ([`DeviceChoice`]);
 //! - [`divergence`]: when a loss means the run diverged ([`check_loss`]);
 //! - [`trainer`]: the training loop ([`Trainer`]), evaluation and checkpoint loading;
+//! - [`shared`]: the shared weights of a weight-sharing search, trained through sampled
+//!   children and scoring them ([`SharedTrainer`]);
 //! - [`progress`]: the hook the loop reports to ([`ProgressHook`]; a console display lives in the
 //!   `nasnet` command line).
 //!
@@ -55,6 +57,7 @@ pub mod metrics;
 pub mod optim;
 pub mod progress;
 pub mod schedule;
+pub mod shared;
 pub mod trainer;
 
 pub use augment::AugmentConfig;
@@ -69,6 +72,7 @@ pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};
 pub use progress::{ProgressHook, Quiet};
 pub use schedule::{drop_path_progress, LrSchedule, ScheduleConfig};
+pub use shared::{SharedSpec, SharedTrainer};
 pub use trainer::{
     build_model, cross_entropy, evaluate, evaluate_with, fit_model_config, load_checkpoint,
     BestInfo, CheckpointState, DataSummary, LoadedModel, TrainSummary, Trainer, Weights,

@@ -6,9 +6,13 @@
 //! checkpointed (as "in flight") before it is submitted. On resume, records the checkpoint has not
 //! observed yet are observed from `trials.jsonl`, and in-flight trials with no record are
 //! submitted again under the same id and genotype.
+//!
+//! A weight-sharing search (one network whose weights every child shares) runs its own loop
+//! in the same run folder: [`sharing`].
 
 pub mod backend;
 pub mod run_dir;
+pub mod sharing;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -292,6 +296,7 @@ pub fn run_search(
             seconds: outcome.seconds,
             error: outcome.error.clone(),
             attempts: outcome.attempts,
+            shared_weights: false,
         };
         run.append_trial(&record)?;
         strategy.observe(record.trial, &record.genotype, record.reward)?;

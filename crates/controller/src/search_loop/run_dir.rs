@@ -56,6 +56,10 @@ pub struct TrialRecord {
     /// How many times the child was started (a backend retries a worker the system killed).
     #[serde(default = "super::backend::one_attempt")]
     pub attempts: u32,
+    /// True when the reward is the child's accuracy under the shared weights of a
+    /// weight-sharing search (not after training the child alone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_weights: bool,
 }
 
 /// The loop's own part of a checkpoint.
@@ -264,6 +268,44 @@ impl RunDir {
         let path = self.trials_path();
         let line = serde_json::to_string(record).expect("records always serialise");
         Ok(durable::append_line(&path, &line)?)
+    }
+
+    /// Keeps the first `keep` complete lines of the run file `name` (e.g. `trials.jsonl`) and
+    /// cuts off the rest, fsynced: a resumed weight-sharing search drops what an update wrote
+    /// after its last checkpoint, then writes it again. Returns the complete lines kept.
+    pub fn keep_lines(&self, name: &str, keep: u64) -> Result<u64, SearchError> {
+        self.check_owner()?;
+        let path = self.root.join(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let (mut lines, mut len) = (0u64, 0usize);
+        for (i, b) in bytes.iter().enumerate() {
+            if lines == keep {
+                break;
+            }
+            if *b == b'\n' {
+                lines += 1;
+                len = i + 1;
+            }
+        }
+        if len < bytes.len() {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_err(&path, e))?;
+            f.set_len(len as u64).map_err(|e| io_err(&path, e))?;
+            f.sync_all().map_err(|e| io_err(&path, e))?;
+        }
+        Ok(lines)
+    }
+
+    /// Appends one line to the run file `name` and fsyncs it.
+    pub fn append_line(&self, name: &str, line: &str) -> Result<(), SearchError> {
+        self.check_owner()?;
+        Ok(durable::append_line(&self.root.join(name), line)?)
     }
 
     /// Records `record` as the best trial so far (`best.json` is the bare genotype).
