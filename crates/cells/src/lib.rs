@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod cell;
+pub mod classes;
 pub mod config;
 mod cpu_op;
 pub mod durable;
