@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod cell;
+pub mod classes;
 mod compiled;
 pub mod config;
 mod cpu_op;

@@ -318,9 +318,7 @@ impl NasNet {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, CellsError> {
-        let path = path.as_ref();
-        let tensors = crate::weights::load_state_dict(path, &Device::Cpu)?;
-        let tensors = checked(genotype, cfg, tensors, &path.display().to_string())?;
+        let tensors = load_checked(genotype, cfg, path.as_ref())?;
         Self::new(
             genotype,
             cfg,
@@ -357,9 +355,7 @@ impl NasNet {
         dtype: DType,
         device: &Device,
     ) -> Result<(Self, VarMap), CellsError> {
-        let path = path.as_ref();
-        let tensors = crate::weights::load_state_dict(path, &Device::Cpu)?;
-        let tensors = checked(genotype, cfg, tensors, &path.display().to_string())?;
+        let tensors = load_checked(genotype, cfg, path.as_ref())?;
         Self::trainable_from_checked(genotype, cfg, tensors, dtype, device)
     }
 
@@ -604,6 +600,16 @@ impl candle_nn::var_builder::SimpleBackend for ShapeOnly {
     fn contains_tensor(&self, _name: &str) -> bool {
         true
     }
+}
+
+/// Reads a checkpoint (on the CPU) and [`checked`]s it, naming the file in the error.
+fn load_checked(
+    genotype: &Genotype,
+    cfg: &NasNetConfig,
+    path: &std::path::Path,
+) -> Result<HashMap<String, Tensor>, CellsError> {
+    let tensors = crate::weights::load_state_dict(path, &Device::Cpu)?;
+    checked(genotype, cfg, tensors, &path.display().to_string())
 }
 
 /// Checks a state dict against the model's parameter list: every parameter present with its

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod choices;
+mod classify;
 mod console;
 mod eval;
 mod finetune;
@@ -60,6 +61,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Exact parameter count and mult-adds of an architecture built into a network.
     Info(info::Args),
+    /// Classify JPEG/PNG images with NASNet-A Mobile or Large weights (safetensors or PyTorch
+    /// .pth): the top classes and their probabilities.
+    Classify(classify::ClassifyArgs),
     /// Train one search child (started by `nasnet search`), or with --queue serve the trials
     /// of `nasnet search --queue` on this machine (see docs/distributed.md).
     Worker(worker::WorkerArgs),
@@ -76,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Info(args) => info::run(args),
+        Command::Classify(args) => classify::run(&args),
     }
 }
 
