@@ -3,7 +3,8 @@
 //! the same family) on JPEG/PNG images, with the port's own evaluation transform, printing each
 //! image's top-K classes and probabilities (ImageNet names for 1000-class weights, `class N`
 //! otherwise). The model's sizes and class count come from the checkpoint; its port (timm's
-//! pooling or pretrainedmodels') from the tensor names unless `--port` says.
+//! pooling or pretrainedmodels') from the tensor names unless `--port` says. On the CPU the
+//! model runs compiled (`NasNet::compile`); `--reference` runs the candle graph instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,10 @@ pub struct ClassifyArgs {
     /// Device: cpu, cuda, cuda:N, metal or metal:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
+    /// Run the reference (uncompiled candle) path instead of the compiled one; the compiled
+    /// path (`NasNet::compile`) is used on the CPU only, so this changes nothing on a GPU.
+    #[arg(long)]
+    pub reference: bool,
 }
 
 /// One predicted class.
@@ -86,9 +91,19 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
         ModelArg::Large => EvalTransform::large(),
     };
     let classes = model.config().num_classes;
+    // The compiled path gives the reference path's logits (crates/cells/tests/compiled.rs)
+    // several times faster; it exists for the CPU only.
+    let compiled = if args.reference || !device.is_cpu() {
+        None
+    } else {
+        Some(model.compile()?)
+    };
     for chunk in args.images.chunks(args.batch_size) {
         let batch = load_batch(chunk, &transform, &device)?;
-        let logits = model.forward_t(&batch, false)?.logits;
+        let logits = match &compiled {
+            Some(c) => c.forward(&batch)?,
+            None => model.forward_t(&batch, false)?.logits,
+        };
         let logits = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
         for (path, row) in chunk.iter().zip(logits) {
             let top = top_k(&softmax(&row), args.top, classes);

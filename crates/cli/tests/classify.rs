@@ -56,10 +56,17 @@ fn library_probs(weights: &Path, base: NasNetConfig, transform: EvalTransform) -
     probs.to_vec2::<f64>().unwrap()
 }
 
+/// The default (compiled) path and `--reference` (the candle graph) both print the library's
+/// probabilities.
 #[test]
 fn json_lines_carry_the_models_softmax() {
+    json_lines_match_the_library(&[]);
+    json_lines_match_the_library(&["--reference"]);
+}
+
+fn json_lines_match_the_library(extra: &[&str]) {
     let weights = cells_data("nasnet-a-mobile-tiny/weights.pth");
-    let out = classify(&[
+    let mut args = vec![
         "--model",
         "mobile",
         "--weights",
@@ -69,7 +76,9 @@ fn json_lines_carry_the_models_softmax() {
         "3",
         "--batch-size",
         "1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = classify(&args);
     assert!(
         out.status.success(),
         "{}",
