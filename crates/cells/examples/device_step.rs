@@ -14,10 +14,10 @@
 use std::process::ExitCode;
 
 use candle_core::{DType, Device};
+use nasnet_cells::kernels::cuda_kernels;
 use nasnet_cells::reference::{
     parse_device, relative_l2, seeded_train_step, Tolerances, TrainStep,
 };
-use nasnet_cells::kernels::cuda_kernels;
 use nasnet_cells::{parse_net, set_kernel_path, KernelPath, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 

@@ -135,3 +135,21 @@ fn run_typed<T: CudaDType + DeviceRepr + ValidAsZeroBits>(
         None => bail!("empty CUDA program"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs NVRTC (libnvrtc) at run time, not a GPU.
+    #[test]
+    fn nvrtc_compiles_both_families() {
+        for family in [Family::Depthwise, Family::Pool] {
+            let ptx = ptx(family).expect("NVRTC compiles the kernels");
+            assert!(
+                ptx.contains(".entry nasnet_"),
+                "{} has no kernel",
+                family.module()
+            );
+        }
+    }
+}

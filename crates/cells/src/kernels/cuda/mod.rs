@@ -44,13 +44,20 @@ static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
 /// path, until a GPU run confirms the kernels).
 pub fn cuda_kernels() -> bool {
     if ENABLED.load(Ordering::Relaxed) == UNSET {
-        let on = std::env::var(CUDA_KERNELS_ENV)
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "on"));
+        let on = std::env::var(CUDA_KERNELS_ENV).is_ok_and(|v| switch_on(&v));
         // A concurrent `set_cuda_kernels` wins over the environment.
         let code = if on { ON } else { OFF };
         let _ = ENABLED.compare_exchange(UNSET, code, Ordering::Relaxed, Ordering::Relaxed);
     }
     ENABLED.load(Ordering::Relaxed) == ON
+}
+
+/// Whether a value of [`CUDA_KERNELS_ENV`] turns the kernels on.
+fn switch_on(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "on"
+    )
 }
 
 /// Turns the custom CUDA kernels on or off for the whole process (overrides
@@ -327,4 +334,29 @@ pub(crate) fn max_pool_bwd(g: &Geom) -> Result<Program> {
         inputs,
         in_shape(g),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_switch_parses_and_never_selects_the_cpu() {
+        assert!(switch_on(" 1") && switch_on("TRUE") && switch_on("on"));
+        assert!(!switch_on("0") && !switch_on("") && !switch_on("yes please"));
+        set_cuda_kernels(true);
+        assert!(cuda_kernels());
+        assert!(!selected(&Device::Cpu));
+        set_cuda_kernels(false);
+        assert!(!cuda_kernels());
+    }
+
+    #[test]
+    fn grids_cover_the_threads_within_cuda_limits() {
+        assert_eq!(grid(0), 1);
+        assert_eq!(grid(1), 1);
+        assert_eq!(grid(256), 1);
+        assert_eq!(grid(257), 2);
+        assert_eq!(grid(usize::MAX), 65_535);
+    }
 }
