@@ -217,6 +217,21 @@ impl<'d> Batch<'d> {
         });
     }
 
+    /// Queues the CUDA program of `op` on `operands`, its result to equal `want` (the CPU op's).
+    fn queue<K: CpuKernel<N>, const N: usize>(
+        &mut self,
+        op: &K,
+        operands: [&Tensor; N],
+        want: &Tensor,
+        one_block: bool,
+        what: String,
+    ) {
+        let program = op
+            .cuda_program(operands.map(|t| t.shape()))
+            .expect("program");
+        self.add(&program, &operands, want, one_block, what);
+    }
+
     /// Runs the queued jobs and compares every result; returns how many were compared.
     fn run(self) -> usize {
         let jobs = self.driver.dir.join("jobs.txt");
@@ -302,6 +317,19 @@ fn pool_paddings(h: usize, w: usize, k: (usize, usize), s: usize) -> Vec<Padding
     v
 }
 
+/// Builds the driver (`None` when there is no C++ compiler), lets `cases` queue jobs with a
+/// generator seeded with `seed`, runs them and returns how many results were compared.
+fn run_cases(
+    tag: &str,
+    seed: u64,
+    cases: impl FnOnce(&mut Batch<'_>, &mut ChaCha8Rng),
+) -> Option<usize> {
+    let driver = Driver::build(tag)?;
+    let mut batch = Batch::new(&driver);
+    cases(&mut batch, &mut ChaCha8Rng::seed_from_u64(seed));
+    Some(batch.run())
+}
+
 /// Queues the forward and both gradients of one depthwise conv configuration.
 fn queue_depthwise(
     batch: &mut Batch<'_>,
@@ -326,34 +354,21 @@ fn queue_depthwise(
     let gy = random(rng, &[g.n, g.c, g.oh, g.ow], dtype);
     let what = format!("{dims:?} k {k:?} {op:?} {dtype:?}");
     let y = x.apply_op2_no_bwd(&w, &CpuOp(op)).expect("cpu forward");
-    let fwd = op.cuda_program([x.shape(), w.shape()]).expect("program");
-    batch.add(&fwd, &[&x, &w], &y, one_block, format!("forward {what}"));
-
+    batch.queue(&op, [&x, &w], &y, one_block, format!("forward {what}"));
     let bwd_in = DepthwiseBwdInput(op);
-    let gx = gy
-        .apply_op3_no_bwd(&w, &x, &CpuOp(bwd_in))
-        .expect("cpu input grad");
-    let program = bwd_in
-        .cuda_program([gy.shape(), w.shape(), x.shape()])
-        .expect("program");
-    batch.add(
-        &program,
-        &[&gy, &w, &x],
+    let gx = gy.apply_op3_no_bwd(&w, &x, &CpuOp(bwd_in)).expect("cpu");
+    batch.queue(
+        &bwd_in,
+        [&gy, &w, &x],
         &gx,
         one_block,
         format!("input grad {what}"),
     );
-
     let bwd_w = DepthwiseBwdWeight(op, w.dims().to_vec());
-    let gw = x
-        .apply_op2_no_bwd(&gy, &CpuOp(bwd_w.clone()))
-        .expect("cpu weight grad");
-    let program = bwd_w
-        .cuda_program([x.shape(), gy.shape()])
-        .expect("program");
-    batch.add(
-        &program,
-        &[&x, &gy],
+    let gw = x.apply_op2_no_bwd(&gy, &CpuOp(bwd_w.clone())).expect("cpu");
+    batch.queue(
+        &bwd_w,
+        [&x, &gy],
         &gw,
         one_block,
         format!("weight grad {what}"),
@@ -362,68 +377,41 @@ fn queue_depthwise(
 
 #[test]
 fn depthwise_kernels_match_the_cpu_ops() {
-    let Some(driver) = Driver::build("depthwise") else {
-        return;
-    };
-    let mut batch = Batch::new(&driver);
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
-    for dtype in DTYPES {
-        for (h, w) in SIZES {
-            for k in KERNELS {
-                for (stride, dilation) in [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)] {
-                    for pad in paddings(h, w, k, stride, dilation) {
-                        for relu in [false, true] {
-                            let op = DepthwiseFwd {
-                                stride,
-                                dilation,
-                                pad,
-                                relu,
-                            };
-                            queue_depthwise(
-                                &mut batch,
-                                &mut rng,
-                                [2, 3, h, w],
-                                op,
-                                k,
-                                dtype,
-                                false,
-                            );
+    let checked = run_cases("depthwise", 12, |batch, rng| {
+        for dtype in DTYPES {
+            for (h, w) in SIZES {
+                for k in KERNELS {
+                    for (stride, dilation) in [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)] {
+                        for pad in paddings(h, w, k, stride, dilation) {
+                            for relu in [false, true] {
+                                let op = DepthwiseFwd {
+                                    stride,
+                                    dilation,
+                                    pad,
+                                    relu,
+                                };
+                                queue_depthwise(batch, rng, [2, 3, h, w], op, k, dtype, false);
+                            }
                         }
                     }
                 }
             }
+            // Several partial sums per weight tap (the last one short), and grid loops that go
+            // round many times on a single block.
+            for (stride, relu) in [(1, true), (2, false)] {
+                let pad = Padding2d::same(23, 19, 3, 3, stride, 1);
+                let op = DepthwiseFwd {
+                    stride,
+                    dilation: 1,
+                    pad,
+                    relu,
+                };
+                queue_depthwise(batch, rng, [3, 4, 23, 19], op, (3, 3), dtype, true);
+                queue_depthwise(batch, rng, [3, 4, 23, 19], op, (3, 3), dtype, false);
+            }
         }
-        // Several partial sums per weight tap (the last one short), and grid loops that go
-        // round many times on a single block.
-        for (stride, relu) in [(1, true), (2, false)] {
-            let pad = Padding2d::same(23, 19, 3, 3, stride, 1);
-            let op = DepthwiseFwd {
-                stride,
-                dilation: 1,
-                pad,
-                relu,
-            };
-            queue_depthwise(
-                &mut batch,
-                &mut rng,
-                [3, 4, 23, 19],
-                op,
-                (3, 3),
-                dtype,
-                true,
-            );
-            queue_depthwise(
-                &mut batch,
-                &mut rng,
-                [3, 4, 23, 19],
-                op,
-                (3, 3),
-                dtype,
-                false,
-            );
-        }
-    }
-    let checked = batch.run();
+    });
+    let Some(checked) = checked else { return };
     assert!(checked > 2000, "only {checked} depthwise results compared");
 }
 
@@ -445,42 +433,32 @@ fn queue_pools(batch: &mut Batch<'_>, x: &Tensor, params: PoolParams, one_block:
         .expect("gradient");
     for count in [AvgPoolCount::ExcludePadding, AvgPoolCount::IncludePadding] {
         let op = AvgPoolFwd { params, count };
-        let y = x.apply_op1_no_bwd(&CpuOp(op)).expect("cpu avg pool");
-        let program = op.cuda_program([x.shape()]).expect("program");
-        batch.add(
-            &program,
-            &[x],
+        let y = x.apply_op1_no_bwd(&CpuOp(op)).expect("cpu");
+        batch.queue(
+            &op,
+            [x],
             &y,
             one_block,
             format!("avg pool {count:?} {what}"),
         );
         let bwd = AvgPoolBwd(op);
-        let gx = gy
-            .apply_op2_no_bwd(x, &CpuOp(bwd))
-            .expect("cpu avg pool grad");
-        let program = bwd.cuda_program([gy.shape(), x.shape()]).expect("program");
-        batch.add(
-            &program,
-            &[&gy, x],
+        let gx = gy.apply_op2_no_bwd(x, &CpuOp(bwd)).expect("cpu");
+        batch.queue(
+            &bwd,
+            [&gy, x],
             &gx,
             one_block,
-            format!("avg pool grad {count:?} {what}"),
+            format!("avg grad {count:?} {what}"),
         );
     }
     let op = MaxPoolFwd(params);
-    let y = x.apply_op1_no_bwd(&CpuOp(op)).expect("cpu max pool");
-    let program = op.cuda_program([x.shape()]).expect("program");
-    batch.add(&program, &[x], &y, one_block, format!("max pool {what}"));
+    let y = x.apply_op1_no_bwd(&CpuOp(op)).expect("cpu");
+    batch.queue(&op, [x], &y, one_block, format!("max pool {what}"));
     let bwd = MaxPoolBwd(params);
-    let gx = x
-        .apply_op3_no_bwd(&y, &gy, &CpuOp(bwd))
-        .expect("cpu max pool grad");
-    let program = bwd
-        .cuda_program([x.shape(), y.shape(), gy.shape()])
-        .expect("program");
-    batch.add(
-        &program,
-        &[x, &y, &gy],
+    let gx = x.apply_op3_no_bwd(&y, &gy, &CpuOp(bwd)).expect("cpu");
+    batch.queue(
+        &bwd,
+        [x, &y, &gy],
         &gx,
         one_block,
         format!("max pool grad {what}"),
@@ -489,41 +467,33 @@ fn queue_pools(batch: &mut Batch<'_>, x: &Tensor, params: PoolParams, one_block:
 
 #[test]
 fn pool_kernels_match_the_cpu_ops_ties_included() {
-    let Some(driver) = Driver::build("pool") else {
-        return;
-    };
-    let mut batch = Batch::new(&driver);
-    let mut rng = ChaCha8Rng::seed_from_u64(13);
-    for dtype in DTYPES {
-        for (h, w) in SIZES {
-            for kernel in POOL_KERNELS {
-                for stride in [1, 2, 3] {
-                    for pad in pool_paddings(h, w, kernel, stride) {
-                        let params = PoolParams {
-                            kernel,
-                            stride,
-                            pad,
-                        };
-                        let dims = [2, 3, h, w];
-                        queue_pools(&mut batch, &random(&mut rng, &dims, dtype), params, false);
-                        queue_pools(&mut batch, &tied(&mut rng, &dims, dtype), params, false);
+    let checked = run_cases("pool", 13, |batch, rng| {
+        for dtype in DTYPES {
+            for (h, w) in SIZES {
+                for kernel in POOL_KERNELS {
+                    for stride in [1, 2, 3] {
+                        for pad in pool_paddings(h, w, kernel, stride) {
+                            let params = PoolParams {
+                                kernel,
+                                stride,
+                                pad,
+                            };
+                            let dims = [2, 3, h, w];
+                            queue_pools(batch, &random(rng, &dims, dtype), params, false);
+                            queue_pools(batch, &tied(rng, &dims, dtype), params, false);
+                        }
                     }
                 }
             }
+            let pad = Padding2d::same(23, 19, 3, 3, 2, 1);
+            let params = PoolParams {
+                kernel: (3, 3),
+                stride: 2,
+                pad,
+            };
+            queue_pools(batch, &tied(rng, &[3, 4, 23, 19], dtype), params, true);
         }
-        let pad = Padding2d::same(23, 19, 3, 3, 2, 1);
-        let params = PoolParams {
-            kernel: (3, 3),
-            stride: 2,
-            pad,
-        };
-        queue_pools(
-            &mut batch,
-            &tied(&mut rng, &[3, 4, 23, 19], dtype),
-            params,
-            true,
-        );
-    }
-    let checked = batch.run();
+    });
+    let Some(checked) = checked else { return };
     assert!(checked > 1000, "only {checked} pool results compared");
 }

@@ -198,23 +198,25 @@ pub(crate) fn grid(threads: usize) -> u32 {
 }
 
 impl Program {
-    /// A program of one launch over the output.
+    /// A program of one launch over the output, of shape `shape`, reading the op's first
+    /// `operands` operands in order.
     fn single(
         kernel: &'static str,
         family: Family,
-        geom: KernelGeom,
-        inputs: Vec<Src>,
+        (g, flag): (&Geom, bool),
+        operands: usize,
         shape: Shape,
-    ) -> Self {
+    ) -> Result<Self> {
         let len = shape.elem_count();
         let steps = vec![Step {
             kernel,
             family,
-            inputs,
+            inputs: (0..operands).map(Src::Operand).collect(),
             len,
             threads: len,
         }];
-        Self { geom, steps, shape }
+        let geom = KernelGeom::new(g, flag)?;
+        Ok(Self { geom, steps, shape })
     }
 }
 
@@ -228,33 +230,22 @@ fn in_shape(g: &Geom) -> Shape {
     Shape::from((g.n, g.c, g.h, g.w))
 }
 
-use Src::Operand;
-
 /// Depthwise conv forward; operands `(x, w)`.
 pub(crate) fn depthwise_fwd(g: &Geom, relu: bool) -> Result<Program> {
-    let geom = KernelGeom::new(g, relu)?;
-    let inputs = vec![Operand(0), Operand(1)];
-    Ok(Program::single(
-        "nasnet_dw_fwd",
-        Family::Depthwise,
-        geom,
-        inputs,
-        out_shape(g),
-    ))
+    let shape = out_shape(g);
+    Program::single("nasnet_dw_fwd", Family::Depthwise, (g, relu), 2, shape)
 }
 
 /// Depthwise conv input gradient; operands `(grad_out, w, x)`.
 pub(crate) fn depthwise_bwd_input(g: &Geom, relu: bool) -> Result<Program> {
-    let geom = KernelGeom::new(g, relu)?;
-    let inputs = vec![Operand(0), Operand(1), Operand(2)];
-    let kernel = "nasnet_dw_bwd_input";
-    Ok(Program::single(
-        kernel,
+    let shape = in_shape(g);
+    Program::single(
+        "nasnet_dw_bwd_input",
         Family::Depthwise,
-        geom,
-        inputs,
-        in_shape(g),
-    ))
+        (g, relu),
+        3,
+        shape,
+    )
 }
 
 /// Depthwise conv weight gradient; operands `(x, grad_out)`: partial sums over chunks of
@@ -267,7 +258,7 @@ pub(crate) fn depthwise_bwd_weight(g: &Geom, relu: bool) -> Result<Program> {
         Step {
             kernel: "nasnet_dw_bwd_weight_partial",
             family: Family::Depthwise,
-            inputs: vec![Operand(0), Operand(1)],
+            inputs: vec![Src::Operand(0), Src::Operand(1)],
             len: partials,
             threads: partials,
         },
@@ -285,55 +276,48 @@ pub(crate) fn depthwise_bwd_weight(g: &Geom, relu: bool) -> Result<Program> {
 
 /// Average pool forward; operand `x`. `include_padding` selects the divisor `kh * kw`.
 pub(crate) fn avg_pool_fwd(g: &Geom, include_padding: bool) -> Result<Program> {
-    let geom = KernelGeom::new(g, include_padding)?;
-    let kernel = "nasnet_avg_pool_fwd";
-    Ok(Program::single(
-        kernel,
+    let shape = out_shape(g);
+    Program::single(
+        "nasnet_avg_pool_fwd",
         Family::Pool,
-        geom,
-        vec![Operand(0)],
-        out_shape(g),
-    ))
+        (g, include_padding),
+        1,
+        shape,
+    )
 }
 
 /// Average pool input gradient; operands `(grad_out, x)` (`x` only gives the shape).
 pub(crate) fn avg_pool_bwd(g: &Geom, include_padding: bool) -> Result<Program> {
-    let geom = KernelGeom::new(g, include_padding)?;
-    let kernel = "nasnet_avg_pool_bwd";
-    Ok(Program::single(
-        kernel,
+    let shape = in_shape(g);
+    Program::single(
+        "nasnet_avg_pool_bwd",
         Family::Pool,
-        geom,
-        vec![Operand(0)],
-        in_shape(g),
-    ))
+        (g, include_padding),
+        1,
+        shape,
+    )
 }
 
 /// Max pool forward; operand `x`.
 pub(crate) fn max_pool_fwd(g: &Geom) -> Result<Program> {
-    let geom = KernelGeom::new(g, false)?;
-    let kernel = "nasnet_max_pool_fwd";
-    Ok(Program::single(
-        kernel,
+    Program::single(
+        "nasnet_max_pool_fwd",
         Family::Pool,
-        geom,
-        vec![Operand(0)],
+        (g, false),
+        1,
         out_shape(g),
-    ))
+    )
 }
 
 /// Max pool input gradient; operands `(x, y, grad_out)`.
 pub(crate) fn max_pool_bwd(g: &Geom) -> Result<Program> {
-    let geom = KernelGeom::new(g, false)?;
-    let inputs = vec![Operand(0), Operand(1), Operand(2)];
-    let kernel = "nasnet_max_pool_bwd";
-    Ok(Program::single(
-        kernel,
+    Program::single(
+        "nasnet_max_pool_bwd",
         Family::Pool,
-        geom,
-        inputs,
+        (g, false),
+        3,
         in_shape(g),
-    ))
+    )
 }
 
 #[cfg(test)]
