@@ -132,14 +132,14 @@ fn conv_grads(
     Ok([gx, gw])
 }
 
-/// Output size of a 2-D window op, validating the arguments so every path (custom op or candle
-/// fallback) reports the same errors.
 /// Whether a depthwise conv or pool on `x` takes the generic path: the generic path's rule,
 /// except on CUDA with the custom CUDA kernels selected, which run through the custom ops.
 fn window_op_generic(x: &Tensor) -> bool {
     generic::selected(x) && !cuda::selected(x.device())
 }
 
+/// Output size of a 2-D window op, validating the arguments so every path (custom op or candle
+/// fallback) reports the same errors.
 fn check_window(
     x: &Tensor,
     kernel: (usize, usize),
