@@ -5,7 +5,8 @@
 //!
 //! With `--device cpu` the "device" step runs the CPU through the generic kernel path, so the
 //! example checks the generic path against the custom ops; with `--device cuda` it checks the
-//! GPU (which always runs the generic path) against the CPU.
+//! GPU (the generic path, or for depthwise convs and pools the custom CUDA kernels when
+//! `NASNET_CUDA_KERNELS=1`) against the CPU.
 //!
 //! `cargo run --release -p nasnet-cells --example device_step -- --device cuda [--dtype f32|f64]
 //! [--net 1@96] [--batch 4] [--seed 11]`
@@ -13,6 +14,7 @@
 use std::process::ExitCode;
 
 use candle_core::{DType, Device};
+use nasnet_cells::kernels::cuda_kernels;
 use nasnet_cells::reference::{
     parse_device, relative_l2, seeded_train_step, Tolerances, TrainStep,
 };
@@ -66,8 +68,13 @@ fn step(args: &Args, dev: &Device, path: KernelPath) -> Result<TrainStep, String
     let start = std::time::Instant::now();
     let step = seeded_train_step(&nasnet_a(), &cfg, args.dtype, dev, args.batch, args.seed)
         .map_err(|e| e.to_string())?;
+    let cuda = if dev.is_cuda() && cuda_kernels() {
+        ", custom CUDA kernels"
+    } else {
+        ""
+    };
     println!(
-        "  {dev:?} ({path:?} kernels): loss {:.9}, {:.2} s",
+        "  {dev:?} ({path:?} kernels{cuda}): loss {:.9}, {:.2} s",
         step.loss,
         start.elapsed().as_secs_f64()
     );

@@ -4,7 +4,10 @@
 //! ([`CpuKernel::cpu`]) and, for the ops that sit in a graph, its backward. [`CpuOp`] wraps it
 //! into the candle trait of its arity and does the rest once for all: the f32/f64 dispatch on
 //! candle's `CpuStorage` enum (with a clear error for other or mixed dtypes) and the conversion of
-//! the result back into storage.
+//! the result back into storage. A kernel that also has CUDA kernels describes them
+//! ([`CpuKernel::cuda_program`], see `kernels::cuda`) and the adapter runs them on CUDA tensors
+//! (with the `cuda` feature), so each op's shapes, operands and backward are written once for
+//! both devices.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -76,6 +79,13 @@ pub(crate) trait CpuKernel<const N: usize>: Send + Sync + 'static {
     /// The result (data and shape) computed from the operands.
     fn cpu<T: Real>(&self, args: [Arg<'_>; N]) -> Result<(Vec<T>, Shape)>;
 
+    /// The CUDA kernels computing this op from operands of these shapes. Only the depthwise
+    /// convolutions and the pools have them; they run when `kernels::cuda` selects them.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn cuda_program(&self, _shapes: [&Shape; N]) -> Result<crate::kernels::cuda::Program> {
+        bail!("{}: no CUDA kernel", self.name())
+    }
+
     /// The operands' gradients. By default none can be computed: the backward halves are
     /// applied outside the graph.
     fn backward(&self, _b: Backward<'_, N>) -> Result<[Option<Tensor>; N]> {
@@ -128,6 +138,15 @@ macro_rules! custom_op {
 
             fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> Result<(CpuStorage, Shape)> {
                 dispatch(&self.0, [$(Arg { storage: $s, layout: $l }),+])
+            }
+
+            #[cfg(feature = "cuda")]
+            fn cuda_fwd(
+                &self,
+                $($s: &candle_core::CudaStorage, $l: &Layout),+
+            ) -> Result<(candle_core::CudaStorage, Shape)> {
+                let program = self.0.cuda_program([$($l.shape()),+])?;
+                crate::kernels::cuda::run(&program, [$(($s, $l)),+])
             }
 
             fn bwd(&self, $($arg: &Tensor,)+ out: &Tensor, grad: &Tensor) -> Result<$grads> {

@@ -14,7 +14,7 @@ use candle_core::{bail, Result, Shape, Tensor};
 use super::geometry::{Geom, Plan};
 use super::parallel::for_each_chunk;
 use super::plane::{self, block_width, with_block};
-use super::Padding2d;
+use super::{cuda, Padding2d};
 use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
 
 /// Forward depthwise conv, `x` (N, C, H, W) with `w` (C, 1, kh, kw).
@@ -195,6 +195,10 @@ impl CpuKernel<2> for DepthwiseFwd {
         Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
     }
 
+    fn cuda_program(&self, [x, w]: [&Shape; 2]) -> Result<cuda::Program> {
+        cuda::depthwise_fwd(&self.geom(x, w)?, self.relu)
+    }
+
     fn backward(&self, b: Backward<'_, 2>) -> Result<[Option<Tensor>; 2]> {
         let weight_op = CpuOp(DepthwiseBwdWeight(*self, b.args[1].dims().to_vec()));
         super::conv_grads(b, &CpuOp(DepthwiseBwdInput(*self)), &weight_op)
@@ -218,6 +222,12 @@ impl CpuKernel<3> for DepthwiseBwdInput {
         let mask = self.0.relu.then_some(xs);
         let gx = input_grad(gy, k, false, &g, None, mask);
         Ok((gx, x.shape().clone()))
+    }
+
+    fn cuda_program(&self, [gr, w, x]: [&Shape; 3]) -> Result<cuda::Program> {
+        let g = self.0.geom(x, w)?;
+        check_grad(gr, &g)?;
+        cuda::depthwise_bwd_input(&g, self.0.relu)
     }
 }
 
@@ -268,5 +278,11 @@ impl CpuKernel<2> for DepthwiseBwdWeight {
             },
         );
         Ok((gw, Shape::from(self.1.clone())))
+    }
+
+    fn cuda_program(&self, [x, gr]: [&Shape; 2]) -> Result<cuda::Program> {
+        let g = self.0.geom_for_kernel(x, &self.1)?;
+        check_grad(gr, &g)?;
+        cuda::depthwise_bwd_weight(&g, self.0.relu)
     }
 }

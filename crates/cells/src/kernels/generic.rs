@@ -27,7 +27,7 @@
 //! candle's autograd keeps every node an output depends on until the backward, though, so a
 //! training forward keeps each window's product and partial sum (about `2 k^2` output-sized
 //! tensors per depthwise conv, `k^2` for a pool) until `backward` frees them; the custom CUDA
-//! kernels are meant to remove that cost.
+//! kernels ([`super::cuda`], opt-in) keep one output per op instead.
 //!
 //! Numerics: in f64 the two paths agree to ~1e-14 (tests/generic_kernels.rs holds every op to
 //! 1e-12). In f32 each window's product and sum are rounded separately here (candle has no fused
@@ -40,7 +40,7 @@
 //! | device | depthwise conv, pools, 1x1 conv, BN, ReLU | dense convs, the rest |
 //! |--------|-------------------------------------------|------------------------|
 //! | CPU    | custom ops (default) or this path ([`KernelPath::Generic`], `NASNET_KERNELS=generic`) | candle |
-//! | CUDA   | this path, always                        | candle |
+//! | CUDA   | this path (default); depthwise convs and pools: custom CUDA kernels with `NASNET_CUDA_KERNELS=1` ([`super::cuda`]) | candle |
 //! | Metal  | this path, always                        | candle |
 //!
 //! The controller's LSTM stays on the CPU on every device: it is tiny, and candle's CPU matmuls
@@ -117,7 +117,8 @@ pub fn kernel_path() -> KernelPath {
 }
 
 /// Chooses the CPU kernel path for the whole process (overrides [`KERNELS_ENV`]). Devices other
-/// than the CPU always use [`KernelPath::Generic`].
+/// than the CPU use [`KernelPath::Generic`] (on CUDA, depthwise convs and pools can run the
+/// custom CUDA kernels instead: [`super::cuda`]).
 pub fn set_kernel_path(path: KernelPath) {
     PATH.store(path.code(), Ordering::Relaxed);
 }

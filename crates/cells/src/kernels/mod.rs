@@ -11,7 +11,10 @@
 //! selected ([`set_kernel_path`] or `NASNET_KERNELS=generic`), they run the [`generic`] path:
 //! compositions of candle ops that all have a backward on every device. The `*_candle`
 //! functions (candle's own pools and grouped conv) are references for the tests and benches.
+//! On CUDA, the depthwise convs and the pools can run custom CUDA kernels instead ([`cuda`],
+//! opt-in through `NASNET_CUDA_KERNELS=1` or [`set_cuda_kernels`]).
 
+pub mod cuda;
 mod depthwise;
 pub mod generic;
 mod geometry;
@@ -23,6 +26,7 @@ mod pool;
 use candle_core::{bail, CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use crate::cpu_op::{Backward, CpuOp};
+pub use cuda::{cuda_kernels, set_cuda_kernels, CUDA_KERNELS_ENV};
 use depthwise::DepthwiseFwd;
 pub use generic::{kernel_path, set_kernel_path, KernelPath};
 use pointwise::PointwiseFwd;
@@ -126,6 +130,12 @@ fn conv_grads(
         None
     };
     Ok([gx, gw])
+}
+
+/// Whether a depthwise conv or pool on `x` takes the generic path: the generic path's rule,
+/// except on CUDA with the custom CUDA kernels selected, which run through the custom ops.
+fn window_op_generic(x: &Tensor) -> bool {
+    generic::selected(x) && !cuda::selected(x.device())
 }
 
 /// Output size of a 2-D window op, validating the arguments so every path (custom op or candle
@@ -250,7 +260,7 @@ pub fn depthwise_conv2d(
     dilation: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
-    if generic::selected(x) {
+    if window_op_generic(x) {
         return generic::depthwise_conv2d(x, w, stride, dilation, pad);
     }
     depthwise_impl(x, w, stride, dilation, pad, false)
@@ -266,7 +276,7 @@ pub fn relu_depthwise_conv2d(
     dilation: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
-    if generic::selected(x) {
+    if window_op_generic(x) {
         return generic::relu_depthwise_conv2d(x, w, stride, dilation, pad);
     }
     depthwise_impl(x, w, stride, dilation, pad, true)
@@ -325,7 +335,7 @@ pub fn avg_pool2d(
     pad: Padding2d,
     count: AvgPoolCount,
 ) -> Result<Tensor> {
-    if generic::selected(x) {
+    if window_op_generic(x) {
         return generic::avg_pool2d(x, kernel, stride, pad, count);
     }
     check_window(x, kernel, stride, 1, pad)?;
@@ -354,7 +364,7 @@ pub fn max_pool2d(
     stride: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
-    if generic::selected(x) {
+    if window_op_generic(x) {
         return generic::max_pool2d(x, kernel, stride, pad);
     }
     check_window(x, kernel, stride, 1, pad)?;

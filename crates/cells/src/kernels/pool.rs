@@ -14,7 +14,7 @@ use super::depthwise::input_grad;
 use super::geometry::{Geom, Plan};
 use super::parallel::for_each_chunk;
 use super::plane::{self, block_width, with_block};
-use super::{AvgPoolCount, Padding2d};
+use super::{cuda, AvgPoolCount, Padding2d};
 use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
 
 /// Window geometry shared by the pooling ops (no dilation).
@@ -65,6 +65,13 @@ pub(crate) struct AvgPoolFwd {
     pub count: AvgPoolCount,
 }
 
+impl AvgPoolFwd {
+    /// Whether padded pixels count in the divisor (the CUDA kernels' flag).
+    fn includes_padding(&self) -> bool {
+        self.count == AvgPoolCount::IncludePadding
+    }
+}
+
 impl CpuKernel<1> for AvgPoolFwd {
     const NAME: &'static str = "nasnet-avg-pool2d";
 
@@ -85,6 +92,10 @@ impl CpuKernel<1> for AvgPoolFwd {
             }
         });
         Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
+    }
+
+    fn cuda_program(&self, [x]: [&Shape; 1]) -> Result<cuda::Program> {
+        cuda::avg_pool_fwd(&self.params.geom(x)?, self.includes_padding())
     }
 
     fn backward(&self, b: Backward<'_, 1>) -> Result<[Option<Tensor>; 1]> {
@@ -111,6 +122,12 @@ impl CpuKernel<2> for AvgPoolBwd {
         let gx = input_grad(gy, &ones, true, &g, Some(&inv), None);
         Ok((gx, x.shape().clone()))
     }
+
+    fn cuda_program(&self, [gr, x]: [&Shape; 2]) -> Result<cuda::Program> {
+        let g = self.0.params.geom(x)?;
+        PoolParams::check_out(gr, &g, "gradient")?;
+        cuda::avg_pool_bwd(&g, self.0.includes_padding())
+    }
 }
 
 /// Forward max pool; padding never wins (it acts as `-inf`).
@@ -132,6 +149,10 @@ impl CpuKernel<1> for MaxPoolFwd {
             with_block!(b, max_fwd::<T>(buf, &plan, o));
         });
         Ok((out, Shape::from((g.n, g.c, g.oh, g.ow))))
+    }
+
+    fn cuda_program(&self, [x]: [&Shape; 1]) -> Result<cuda::Program> {
+        cuda::max_pool_fwd(&self.0.geom(x)?)
     }
 
     fn backward(&self, b: Backward<'_, 1>) -> Result<[Option<Tensor>; 1]> {
@@ -176,5 +197,12 @@ impl CpuKernel<3> for MaxPoolBwd {
             },
         );
         Ok((gx, xa.shape().clone()))
+    }
+
+    fn cuda_program(&self, [x, y, gr]: [&Shape; 3]) -> Result<cuda::Program> {
+        let g = self.0.geom(x)?;
+        PoolParams::check_out(y, &g, "output")?;
+        PoolParams::check_out(gr, &g, "gradient")?;
+        cuda::max_pool_bwd(&g)
     }
 }
