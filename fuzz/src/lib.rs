@@ -18,6 +18,7 @@ pub mod data;
 pub mod genotype;
 pub mod run_dir;
 pub mod scratch;
+pub mod weights;
 
 #[global_allocator]
 static ALLOCATOR: alloc::CappedAlloc = alloc::CappedAlloc;
@@ -56,7 +57,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub type Harness = fn(&[u8]) -> bool;
 
 /// Every harness by target name (the names of `fuzz_targets/` and `corpus/`).
-pub const TARGETS: [(&str, Harness); 7] = [
+pub const TARGETS: [(&str, Harness); 8] = [
     ("genotype_json", genotype::json),
     ("genotype_text", genotype::text),
     ("idx", data::idx),
@@ -64,6 +65,7 @@ pub const TARGETS: [(&str, Harness); 7] = [
     ("image_folder", data::image_folder),
     ("checkpoint", checkpoint::checkpoint),
     ("run_dir", run_dir::run_dir),
+    ("weights", weights::weights),
 ];
 
 #[cfg(test)]
@@ -133,6 +135,11 @@ mod tests {
     #[test]
     fn run_dir_seeds() {
         replay("run_dir");
+    }
+
+    #[test]
+    fn weights_seeds() {
+        replay("weights");
     }
 
     #[test]

@@ -42,23 +42,38 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.run_dir.join("report"));
-    let mut written = write_files(&trials, &out)?;
-    if let Some(updates) = learning::read_updates(&args.run_dir)? {
+    let (written, learning_summary) = write_run_files(&args.run_dir, &trials, &out)?;
+    if let Some(summary) = learning_summary {
         println!();
-        print!("{}", learning::summary(&updates));
-        if !updates.is_empty() {
-            written.push(write(
-                &out,
-                "learning.svg",
-                &learning::learning_svg(&updates),
-            )?);
-        }
+        print!("{summary}");
     }
     println!();
     for p in written {
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// Writes every picture of a run folder into `out`: those of [`write_files`] and, for a
+/// weight-sharing run (a `sharing.jsonl` beside `trials.jsonl`), `learning.svg`. Returns the
+/// files written and, for a weight-sharing run, the learning summary to print.
+pub fn write_run_files(
+    run_dir: &Path,
+    trials: &[TrialRecord],
+    out: &Path,
+) -> Result<(Vec<PathBuf>, Option<String>)> {
+    let mut written = write_files(trials, out)?;
+    let Some(updates) = learning::read_updates(run_dir)? else {
+        return Ok((written, None));
+    };
+    if !updates.is_empty() {
+        written.push(write(
+            out,
+            "learning.svg",
+            &learning::learning_svg(&updates),
+        )?);
+    }
+    Ok((written, Some(learning::summary(&updates))))
 }
 
 /// Writes `contents` to `out/name` and returns the path.

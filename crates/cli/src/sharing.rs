@@ -183,7 +183,12 @@ pub fn run(
             r.trial, r.val_accuracy, r.minibatch_reward, r.params
         );
     }
-    let written = crate::report::write_files(&summary.trials, &run.root().join("report"))?;
+    let (written, learning) =
+        crate::report::write_run_files(run.root(), &summary.trials, &run.root().join("report"))?;
+    if let Some(learning) = learning {
+        println!();
+        print!("{learning}");
+    }
     println!();
     println!("run folder:  {}", run.root().display());
     println!(

@@ -119,6 +119,9 @@ fn a_sharing_search_writes_its_run_folder() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["space"]["combines"], serde_json::json!(["add"]));
+    // The run ends with its report, learning curves included.
+    let learning = std::fs::read_to_string(run.join("report/learning.svg")).unwrap();
+    assert!(learning.starts_with("<svg") && learning.contains("polyline"));
 
     // Random search: no controller, so no entropy.
     let random = base.join("random");
