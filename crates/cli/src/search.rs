@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -411,21 +411,32 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         );
     };
     let written = crate::report::write_files(&summary.trials, &run.root().join("report"))?;
+    let best = format!("trial {}, reward {:.4}", best.trial, best.reward);
+    print_run_files(run.root(), "trials", "trials.jsonl", &best, &written);
+    Ok(())
+}
+
+/// The closing lines of a search (local, queued or weight-sharing): where its files are and
+/// how to retrain the best cell. `log` names the per-trial or per-update log; `best` says how
+/// the best cell was scored.
+pub(crate) fn print_run_files(
+    root: &Path,
+    log_label: &str,
+    log_file: &str,
+    best: &str,
+    written: &[PathBuf],
+) {
+    let best_json = root.join("best.json");
     println!();
-    println!("run folder:  {}", run.root().display());
-    println!("trials:      {}", run.root().join("trials.jsonl").display());
+    println!("run folder:  {}", root.display());
     println!(
-        "best cell:   {} (trial {}, reward {:.4})",
-        run.root().join("best.json").display(),
-        best.trial,
-        best.reward
+        "{:<13}{}",
+        format!("{log_label}:"),
+        root.join(log_file).display()
     );
+    println!("best cell:   {} ({best})", best_json.display());
     for p in written {
         println!("report:      {}", p.display());
     }
-    println!(
-        "train it:    nasnet train --arch {}",
-        run.root().join("best.json").display()
-    );
-    Ok(())
+    println!("train it:    nasnet train --arch {}", best_json.display());
 }

@@ -189,25 +189,11 @@ pub fn run(
         println!();
         print!("{learning}");
     }
-    println!();
-    println!("run folder:  {}", run.root().display());
-    println!(
-        "updates:     {}",
-        run.root().join("sharing.jsonl").display()
+    let scored = format!(
+        "trial {}, val accuracy under shared weights {:.4}",
+        best.trial, best.val_accuracy
     );
-    println!(
-        "best cell:   {} (trial {}, val accuracy under shared weights {:.4})",
-        run.root().join("best.json").display(),
-        best.trial,
-        best.val_accuracy
-    );
-    for p in written {
-        println!("report:      {}", p.display());
-    }
-    println!(
-        "train it:    nasnet train --arch {}",
-        run.root().join("best.json").display()
-    );
+    crate::search::print_run_files(run.root(), "updates", "sharing.jsonl", &scored, &written);
     Ok(())
 }
 
