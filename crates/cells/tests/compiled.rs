@@ -10,7 +10,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::reference::{relative_l2, Tolerances};
 use nasnet_cells::{NasNet, NasNetConfig, NetSize};
-use nasnet_searchspace::{Block, Cell, Combine, Genotype, Op, SearchSpace};
+use nasnet_searchspace::{Combine, Genotype, Op, SearchSpace};
+
+mod common;
+use common::uniform_cell;
 use rand::SeedableRng;
 
 /// Relative L2 the compiled path may differ from the reference by, in f32 (the README's eval
@@ -132,22 +135,6 @@ fn random_genotypes_of_the_three_spaces() {
             assert_same(&model, &input(2, 16), &what);
         }
     }
-}
-
-/// A cell of `op` everywhere, reading both inputs and an earlier block (strided and not).
-fn uniform_cell(op: Op, combine: Combine) -> Cell {
-    Cell::with_unused_outputs(vec![
-        Block {
-            inputs: [0, 1],
-            ops: [op, op],
-            combine,
-        },
-        Block {
-            inputs: [2, 1],
-            ops: [op, op],
-            combine: Combine::Add,
-        },
-    ])
 }
 
 #[test]

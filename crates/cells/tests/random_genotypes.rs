@@ -7,6 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::{NasNet, NasNetConfig, NetSize};
 use nasnet_searchspace::{Block, Cell, Combine, Genotype, Op, SearchSpace};
+
+mod common;
+use common::uniform_cell;
 use rand::SeedableRng;
 
 const BATCH: usize = 2;
@@ -77,23 +80,6 @@ fn exercise(genotype: &Genotype, what: &str) {
     assert!(v.iter().all(|a| a.is_finite()), "{what}: eval logits");
     let (_, _, h, _) = feats.last().unwrap().1.dims4().unwrap();
     assert_eq!(h, SIZE / 4, "{what}: two reductions");
-}
-
-/// A cell made of `op` everywhere, reading both inputs and an earlier block, so the op runs
-/// strided (on inputs of a reduction cell) and unstrided (on block outputs).
-fn uniform_cell(op: Op, combine: Combine) -> Cell {
-    Cell::with_unused_outputs(vec![
-        Block {
-            inputs: [0, 1],
-            ops: [op, op],
-            combine,
-        },
-        Block {
-            inputs: [2, 1],
-            ops: [op, op],
-            combine: Combine::Add,
-        },
-    ])
 }
 
 #[test]
