@@ -73,6 +73,7 @@ pub mod gemm;
 pub mod kernels;
 mod layers;
 mod model;
+mod pickle;
 #[cfg(feature = "image")]
 pub mod preprocess;
 #[cfg(feature = "reference")]

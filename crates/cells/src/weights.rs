@@ -5,8 +5,10 @@
 //! removed; and recognising which port a state dict comes from.
 //!
 //! candle's own `pickle` module reads only the zip archive and at most one wrapper key given in
-//! advance, so this module keeps candle's pickle parser ([`candle_core::pickle::Stack`]) and
-//! adds the rest: the legacy stream's layout (as PyTorch's `torch/serialization.py`
+//! advance, and its parser trusts the file's sizes, so the pickled objects are read by this
+//! crate's bounded parser ([`crate::pickle`]: lengths checked against the bytes left, memo
+//! references and nesting counted against limits) and this module adds the rest: the legacy
+//! stream's layout (as PyTorch's `torch/serialization.py`
 //! `_legacy_save` writes it: a pickled magic number, protocol version and system info, then the
 //! pickled object whose storages are persistent ids, then the pickled list of storage keys, then
 //! each storage as an 8-byte little-endian element count and its raw bytes), storage views,
@@ -14,14 +16,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
-use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::NasNetConfig;
 use crate::error::CellsError;
+use crate::pickle::{self, Object};
 
 /// The public PyTorch port a NASNet-A state dict comes from; each has its own conventions that
 /// a model must follow to reproduce its outputs (docs/semantics.md#the-ports-stride-2-average-pool).
@@ -173,6 +175,9 @@ const LEGACY_MAGIC: [u8; 15] = [
     0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.',
 ];
 
+/// Largest `data.pkl` read from a zip archive (a state dict's takes about 100 bytes per tensor).
+const MAX_DATA_PKL: u64 = 64 << 20;
+
 /// safetensors caps its JSON header at 100 MB.
 const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 
@@ -232,8 +237,16 @@ fn read_zip(path: &Path, device: &Device) -> Res<HashMap<String, Tensor>> {
         .ok_or("a zip archive without data.pkl is not a PyTorch checkpoint")?;
     let root = pkl.trim_end_matches("data.pkl").to_string();
     let object = {
-        let entry = zip.by_name(&pkl).map_err(|e| e.to_string())?;
-        parse_pickle(&mut BufReader::new(entry))?
+        let mut bytes = Vec::new();
+        zip.by_name(&pkl)
+            .map_err(|e| e.to_string())?
+            .take(MAX_DATA_PKL + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{pkl}: {e}"))?;
+        if bytes.len() as u64 > MAX_DATA_PKL {
+            return Err(format!("{pkl} is larger than {MAX_DATA_PKL} bytes"));
+        }
+        parse_pickle(&mut Cursor::new(&bytes[..]), bytes.len() as u64)?
     };
     let refs = state_dict_refs(object)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
@@ -264,25 +277,31 @@ fn read_legacy(path: &Path, device: &Device) -> Res<HashMap<String, Tensor>> {
     let mut r = BufReader::new(file);
     let mut magic = [0u8; LEGACY_MAGIC.len()];
     r.read_exact(&mut magic).map_err(|e| e.to_string())?;
-    let version = parse_pickle(&mut r)?;
+    let version = parse_pickle(&mut r, file_len)?;
     if !matches!(version, Object::Int(1001)) {
         return Err(format!(
-            "unsupported legacy protocol version {version:?} (1001 expected)"
+            "unsupported legacy protocol version: {} (1001 expected)",
+            version.describe()
         ));
     }
-    check_sys_info(parse_pickle(&mut r)?)?;
-    let object = parse_pickle(&mut r)?;
+    check_sys_info(parse_pickle(&mut r, file_len)?)?;
+    let object = parse_pickle(&mut r, file_len)?;
     let mut dtypes = HashMap::new();
     collect_storage_dtypes(&object, &mut dtypes)?;
-    let keys = match parse_pickle(&mut r)? {
+    let keys = match parse_pickle(&mut r, file_len)? {
         Object::List(keys) => keys,
-        other => return Err(format!("expected the list of storage keys, got {other:?}")),
+        other => {
+            return Err(format!(
+                "expected the list of storage keys, got {}",
+                other.describe()
+            ))
+        }
     };
     let mut storages = HashMap::with_capacity(keys.len());
     for key in keys {
-        let key = key
-            .unicode()
-            .map_err(|o| format!("storage key is not a string: {o:?}"))?;
+        let Object::Unicode(key) = key else {
+            return Err(format!("storage key is not a string: {}", key.describe()));
+        };
         let dtype = *dtypes
             .get(&key)
             .ok_or_else(|| format!("storage {key} is listed but no tensor uses it"))?;
@@ -319,9 +338,12 @@ fn read_storage<R: Read + Seek>(r: &mut R, file_len: u64, key: &str, dtype: DTyp
 
 /// Refuses big-endian legacy files (their storages would need byte swapping).
 fn check_sys_info(info: Object) -> Res<()> {
-    let entries = info
-        .dict()
-        .map_err(|o| format!("expected the system info dict, got {o:?}"))?;
+    let Object::Dict(entries) = info else {
+        return Err(format!(
+            "expected the system info dict, got {}",
+            info.describe()
+        ));
+    };
     let big_endian = entries.iter().any(|(k, v)| {
         matches!(k, Object::Unicode(s) if s == "little_endian") && *v == Object::Bool(false)
     });
@@ -331,15 +353,11 @@ fn check_sys_info(info: Object) -> Res<()> {
     Ok(())
 }
 
-/// One pickle (up to its `STOP`) through candle's parser.
-fn parse_pickle<R: BufRead>(r: &mut R) -> Res<Object> {
-    let mut stack = Stack::empty();
-    stack
-        .read_loop(r)
-        .map_err(|e| format!("malformed or truncated pickle: {e}"))?;
-    stack
-        .finalize()
-        .map_err(|e| format!("malformed pickle: {e}"))
+/// One pickle (up to its `STOP`) from `r`, positioned inside a stream of `len` bytes.
+fn parse_pickle<R: BufRead + Seek>(r: &mut R, len: u64) -> Res<Object> {
+    let pos = r.stream_position().map_err(|e| e.to_string())?;
+    pickle::parse(r, len.saturating_sub(pos), pos)
+        .map_err(|e| format!("malformed or truncated pickle: {e}"))
 }
 
 /// The state dict inside `object` (itself, or under a wrapper key), as tensor references by
@@ -350,7 +368,7 @@ fn state_dict_refs(object: Object) -> Res<Vec<(String, TensorRef)>> {
         other => {
             return Err(format!(
                 "the checkpoint holds no dict of tensors but {}",
-                kind(&other)
+                other.describe()
             ))
         }
     };
@@ -369,15 +387,6 @@ fn state_dict_refs(object: Object) -> Res<Vec<(String, TensorRef)>> {
             .ok_or("the checkpoint holds no tensors (and no `state_dict` or `model` entry)")?;
     }
     Err("no tensors found within three levels of wrappers".into())
-}
-
-fn kind(o: &Object) -> &'static str {
-    match o {
-        Object::List(_) => "a list",
-        Object::Tuple(_) => "a tuple",
-        Object::Reduce { .. } | Object::Build { .. } => "a Python object",
-        _ => "a plain value",
-    }
 }
 
 /// The tensors among a dict's entries.
@@ -463,7 +472,7 @@ fn storage_id(o: &Object) -> Res<StorageId> {
     let (Some(Object::Class { class_name, .. }), Some(Object::Unicode(key))) =
         (id.get(1), id.get(2))
     else {
-        return Err(format!("malformed storage id {id:?}"));
+        return Err("malformed storage id (no storage type and key)".into());
     };
     let view_offset = match id.get(5) {
         Some(Object::Tuple(view)) => as_usize(view.get(1).ok_or("malformed storage view")?)?,
@@ -520,16 +529,19 @@ fn collect_storage_dtypes(o: &Object, out: &mut HashMap<String, DType>) -> Res<(
 
 fn as_usize(o: &Object) -> Res<usize> {
     match o {
-        Object::Int(v) if *v >= 0 => Ok(*v as usize),
-        Object::Long(v) if *v >= 0 => Ok(*v as usize),
-        other => Err(format!("expected a non-negative integer, got {other:?}")),
+        Object::Int(v) => usize::try_from(*v)
+            .map_err(|_| format!("expected a non-negative integer, got {v}")),
+        other => Err(format!(
+            "expected a non-negative integer, got {}",
+            other.describe()
+        )),
     }
 }
 
 fn usize_tuple(o: &Object) -> Res<Vec<usize>> {
     match o {
         Object::Tuple(v) => v.iter().map(as_usize).collect(),
-        other => Err(format!("expected a tuple of sizes, got {other:?}")),
+        other => Err(format!("expected a tuple of sizes, got {}", other.describe())),
     }
 }
 
@@ -557,7 +569,10 @@ fn gather(
     size: &[usize],
     stride: &[usize],
 ) -> Res<Vec<u8>> {
-    let numel: usize = size.iter().product();
+    let numel = size
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .ok_or("tensor size overflows")?;
     if numel == 0 {
         return Ok(Vec::new());
     }
