@@ -720,11 +720,12 @@ mod tests {
     #[test]
     fn reads_protocol_4_framing_and_stack_global() {
         // PROTO 4, FRAME, SHORT_BINUNICODE x2, MEMOIZE, STACK_GLOBAL, EMPTY_TUPLE, REDUCE.
-        let mut p = b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
-        p[3] = 34;
-        p.extend_from_slice(b"\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93)R\x94.");
+        let body = b"\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93)R\x94.";
+        let mut p = b"\x80\x04\x95".to_vec();
+        p.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        p.extend_from_slice(body);
         assert_eq!(parse_bytes(&p).unwrap(), Object::Dict(vec![]));
-        let p = b"\x80\x04\x8c\x05torch\x8c\x0bFloatStorage\x93.";
+        let p = b"\x80\x04\x8c\x05torch\x8c\x0cFloatStorage\x93.";
         assert_eq!(
             parse_bytes(p).unwrap(),
             Object::Class {
@@ -842,7 +843,7 @@ mod tests {
         for (pickle, want) in [
             (&b"\x80\x06N."[..], "unsupported pickle protocol 6"),
             (b"t.", "no MARK"),
-            (b"K\x01a.", "not a list"),
+            (b"K\x01K\x02a.", "not a list"),
             (b"h\x07.", "memo entry 7"),
             (b"NN.", "2 objects"),
             (b".", "empty stack"),
