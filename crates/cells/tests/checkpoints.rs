@@ -178,3 +178,41 @@ fn wrappers_and_module_prefixes_are_removed() {
     candle_core::safetensors::save(&prefixed, &path).unwrap();
     assert_same_tensors(&reference, &load(&path), "module. prefix");
 }
+
+/// Every pickle protocol `torch.save` may write (2 to 5 in the zip archive, 2 in the legacy
+/// stream, tests/data/pickle-protocols/README.md) reads to the same state dict: `w` =
+/// `arange(6)` as 2 x 3, its transposed view `w_t`, `tied` (the same tensor, a memo reference in
+/// the pickle), the i64 scalar `n` = 7 and the f16 `h` = `linspace(-1, 1, 4)`.
+#[test]
+fn every_pickle_protocol_reads_to_the_same_state_dict() {
+    let dir = fixture("pickle-protocols");
+    let reference = load(&dir.join("zip-protocol-2.pth"));
+    let w = Tensor::arange(0f32, 6., &Device::Cpu)
+        .unwrap()
+        .reshape((2, 3))
+        .unwrap();
+    let expected: HashMap<String, Tensor> = [
+        ("w", w.clone()),
+        ("w_t", w.t().unwrap().contiguous().unwrap()),
+        ("tied", w),
+        ("n", Tensor::new(7i64, &Device::Cpu).unwrap()),
+        (
+            "h",
+            Tensor::new(&[-1f32, -1. / 3., 1. / 3., 1.], &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F16)
+                .unwrap(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_same_tensors(&expected, &reference, "zip-protocol-2.pth");
+    for file in [
+        "zip-protocol-4.pth",
+        "zip-protocol-5.pth",
+        "legacy-protocol-2-wrapped.pth",
+    ] {
+        assert_same_tensors(&reference, &load(&dir.join(file)), file);
+    }
+}
