@@ -10,9 +10,7 @@ seconds="${FUZZ_SECONDS:-15}"
 echo "== fuzz: replay the seed corpus"
 cargo test --locked
 
-# `weights` replays its seeds above but is not fuzzed here yet: its first run found that
-# candle's pickle parser allocates from unchecked length fields (RESULTS.md, open findings).
-for target in genotype_json genotype_text idx cifar image_folder checkpoint run_dir; do
+for target in genotype_json genotype_text idx cifar image_folder checkpoint run_dir weights; do
     echo "== fuzz: $target for ${seconds}s"
     # A fixed seed: CI replays the same mutations every time (the long runs in README.md explore).
     ./run.sh "$target" "$seconds" -seed=1
