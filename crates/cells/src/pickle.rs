@@ -406,7 +406,10 @@ impl<'a, R: BufRead> Machine<'a, R> {
 
     fn unicode(&mut self, op: u8) -> Result<(), String> {
         let (name, len) = match op {
-            0x8c => ("SHORT_BINUNICODE", self.input.u8("SHORT_BINUNICODE")?.into()),
+            0x8c => (
+                "SHORT_BINUNICODE",
+                self.input.u8("SHORT_BINUNICODE")?.into(),
+            ),
             b'X' => ("BINUNICODE", self.input.u32("BINUNICODE")?.into()),
             _ => ("BINUNICODE8", self.input.u64("BINUNICODE8")?),
         };
@@ -508,7 +511,9 @@ impl<'a, R: BufRead> Machine<'a, R> {
         if self.stack.len() <= floor {
             return Err("stack underflow".into());
         }
-        self.stack.last_mut().ok_or_else(|| "stack underflow".into())
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "stack underflow".into())
     }
 
     fn wrap(&mut self, make: impl FnOnce(Object) -> Object) -> Result<(), String> {
@@ -559,15 +564,12 @@ impl<'a, R: BufRead> Machine<'a, R> {
 
     /// Adds `key, value, key, value, ...` to the dict on top of the stack.
     fn insert_pairs(&mut self, items: Vec<Item>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of objects".into());
         }
         let top = self.top()?;
         let Object::Dict(entries) = &mut top.obj else {
-            return Err(format!(
-                "SETITEM(S) on {}, not a dict",
-                top.obj.describe()
-            ));
+            return Err(format!("SETITEM(S) on {}, not a dict", top.obj.describe()));
         };
         let mut items = items.into_iter();
         while let (Some(k), Some(v)) = (items.next(), items.next()) {
@@ -759,7 +761,10 @@ mod tests {
     #[test]
     fn huge_declared_lengths_are_refused_before_allocating() {
         let cases: [(&[u8], &str); 6] = [
-            (b"X\xff\xff\xff\xffabc.", "BINUNICODE needs 4294967295 bytes"),
+            (
+                b"X\xff\xff\xff\xffabc.",
+                "BINUNICODE needs 4294967295 bytes",
+            ),
             (
                 b"\x8d\xff\xff\xff\xff\xff\xff\xff\xffabc.",
                 "BINUNICODE8 needs 18446744073709551615 bytes",
@@ -777,7 +782,10 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
         // A length that fits the bytes left reads them.
-        assert_eq!(parse_bytes(b"C\x03abc.").unwrap(), Object::Bytes(b"abc".to_vec()));
+        assert_eq!(
+            parse_bytes(b"C\x03abc.").unwrap(),
+            Object::Bytes(b"abc".to_vec())
+        );
     }
 
     /// `[]`, then 40 times: a tuple of two references to the last memo entry, memoised in its
@@ -790,7 +798,10 @@ mod tests {
         }
         p.push(b'.');
         let err = parse_bytes(&p).unwrap_err();
-        assert!(err.contains(&format!("more than {MAX_OBJECTS} objects")), "{err}");
+        assert!(
+            err.contains(&format!("more than {MAX_OBJECTS} objects")),
+            "{err}"
+        );
         // The same with long strings exhausts the string budget first.
         let mut p = b"\x80\x02X\x00\x00\x10\x00".to_vec();
         p.extend(std::iter::repeat_n(b'a', 1 << 20));
@@ -831,7 +842,10 @@ mod tests {
         }
         // A limit below the bytes present is truncation too.
         let err = parse(&mut &SMALL_DICT[..], 10, 0).unwrap_err();
-        assert!(err.contains("truncated") || err.contains("before its STOP"), "{err}");
+        assert!(
+            err.contains("truncated") || err.contains("before its STOP"),
+            "{err}"
+        );
     }
 
     #[test]

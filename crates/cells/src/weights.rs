@@ -529,8 +529,9 @@ fn collect_storage_dtypes(o: &Object, out: &mut HashMap<String, DType>) -> Res<(
 
 fn as_usize(o: &Object) -> Res<usize> {
     match o {
-        Object::Int(v) => usize::try_from(*v)
-            .map_err(|_| format!("expected a non-negative integer, got {v}")),
+        Object::Int(v) => {
+            usize::try_from(*v).map_err(|_| format!("expected a non-negative integer, got {v}"))
+        }
         other => Err(format!(
             "expected a non-negative integer, got {}",
             other.describe()
@@ -541,7 +542,10 @@ fn as_usize(o: &Object) -> Res<usize> {
 fn usize_tuple(o: &Object) -> Res<Vec<usize>> {
     match o {
         Object::Tuple(v) => v.iter().map(as_usize).collect(),
-        other => Err(format!("expected a tuple of sizes, got {}", other.describe())),
+        other => Err(format!(
+            "expected a tuple of sizes, got {}",
+            other.describe()
+        )),
     }
 }
 
