@@ -594,6 +594,14 @@ fn gather(
             bytes.len()
         ));
     }
+    // A view that repeats elements (a zero stride, as `expand` makes) could ask for far more
+    // memory than the file holds; state dicts do not hold such views.
+    let stored = bytes.len() / elem;
+    if numel > stored {
+        return Err(format!(
+            "a view of {numel} elements on a storage of {stored} (repeated elements) is not supported"
+        ));
+    }
     if is_row_major(size, stride) {
         return Ok(bytes[offset * elem..offset * elem + numel * elem].to_vec());
     }
@@ -640,6 +648,11 @@ mod tests {
             [2, 3, 4, 5]
         );
         assert!(gather(&storage, 1, 3, &[2, 2], &[2, 1]).is_err());
+        // A zero stride may repeat elements up to the storage's size, not beyond.
+        assert_eq!(gather(&storage, 1, 1, &[6], &[0]).unwrap(), [1; 6]);
+        let err = gather(&storage, 1, 0, &[1 << 40], &[0]).unwrap_err();
+        assert!(err.contains("repeated elements"), "{err}");
+        assert!(gather(&storage, 1, 0, &[1 << 40, 1 << 40], &[0, 0]).is_err());
     }
 
     fn class(module_name: &str, class_name: &str) -> Object {
