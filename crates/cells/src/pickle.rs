@@ -310,27 +310,26 @@ impl<'a, R: BufRead> Machine<'a, R> {
             }
             b'X' | 0x8c | 0x8d => self.unicode(op),
             b'U' | b'T' | b'B' | b'C' | 0x8e | 0x96 => self.byte_string(op),
-            b'q' => {
-                let id = input.u8("BINPUT")?;
-                self.memo_put(id.into())
-            }
-            b'r' => {
-                let id = input.u32("LONG_BINPUT")?;
+            b'q' | b'r' | 0x94 => {
+                let id = self.memo_index(op)?;
                 self.memo_put(id)
             }
-            0x94 => {
-                let id = u32::try_from(self.memo.len()).map_err(|_| "memo full")?;
-                self.memo_put(id)
-            }
-            b'h' => {
-                let id = input.u8("BINGET")?;
-                self.memo_get(id.into())
-            }
-            b'j' => {
-                let id = input.u32("LONG_BINGET")?;
+            b'h' | b'j' => {
+                let id = self.memo_index(op)?;
                 self.memo_get(id)
             }
             _ => Err(format!("unsupported opcode 0x{op:02x}")),
+        }
+    }
+
+    /// The memo index a `*PUT`, `*GET` or `MEMOIZE` (the next free index) refers to.
+    fn memo_index(&mut self, op: u8) -> Result<u32, String> {
+        match op {
+            b'q' => Ok(self.input.u8("BINPUT")?.into()),
+            b'h' => Ok(self.input.u8("BINGET")?.into()),
+            b'r' => self.input.u32("LONG_BINPUT"),
+            b'j' => self.input.u32("LONG_BINGET"),
+            _ => u32::try_from(self.memo.len()).map_err(|_| "memo full".into()),
         }
     }
 

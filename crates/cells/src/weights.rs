@@ -6,13 +6,13 @@
 //!
 //! candle's own `pickle` module reads only the zip archive and at most one wrapper key given in
 //! advance, and its parser trusts the file's sizes, so the pickled objects are read by this
-//! crate's bounded parser ([`crate::pickle`]: lengths checked against the bytes left, memo
+//! crate's bounded parser (module `pickle`: lengths checked against the bytes left, memo
 //! references and nesting counted against limits) and this module adds the rest: the legacy
-//! stream's layout (as PyTorch's `torch/serialization.py`
-//! `_legacy_save` writes it: a pickled magic number, protocol version and system info, then the
-//! pickled object whose storages are persistent ids, then the pickled list of storage keys, then
-//! each storage as an 8-byte little-endian element count and its raw bytes), storage views,
-//! strided tensors, and finding the state dict inside a wrapper.
+//! stream's layout (as PyTorch's `torch/serialization.py` `_legacy_save` writes it: a pickled
+//! magic number, protocol version and system info, then the pickled object whose storages are
+//! persistent ids, then the pickled list of storage keys, then each storage as an 8-byte
+//! little-endian element count and its raw bytes), storage views, strided tensors, and finding
+//! the state dict inside a wrapper.
 
 use std::collections::HashMap;
 use std::fs::File;
