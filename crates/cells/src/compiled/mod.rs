@@ -19,6 +19,7 @@
 mod exec;
 mod graph;
 mod plan;
+mod team;
 mod window;
 
 use std::sync::Mutex;

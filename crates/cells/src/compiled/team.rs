@@ -1,0 +1,145 @@
+//! Runs a pass's steps in order on several threads with one fork-join per pass, not per step.
+//!
+//! At batch 1 a pass is hundreds of steps of 10-200 us each. Forking rayon's pool for every step
+//! costs a wake-up and a join each time and left the second core mostly idle. Here every step
+//! is cut into parts (ranges of output pixels), and all parts of the pass form one queue of
+//! tickets in step order. Every participating thread (the caller plus `threads - 1` helpers
+//! spawned once) takes the next ticket, waits until every part of the earlier steps is done
+//! (a spin on one counter, sub-microsecond when both threads are running), runs it, and counts
+//! it done. A step may read what any earlier step wrote, and reuse a buffer any earlier step
+//! read, so "all earlier parts done" is the only ordering needed.
+//!
+//! Helpers are optional: the caller alone can take every ticket, so a helper that starts late
+//! (its pool busy, the machine loaded) costs nothing but its share of the work, and no thread
+//! ever waits on a part nobody has claimed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Spins before a waiting thread starts yielding its core.
+const SPINS_BEFORE_YIELD: u32 = 2_000;
+
+/// The shared ticket queue of one pass.
+struct Queue<'a> {
+    /// `starts[s]`: the first ticket of step `s`; the last entry is the ticket count.
+    starts: &'a [usize],
+    next: AtomicUsize,
+    done: AtomicUsize,
+}
+
+/// Counts a part done when dropped, also when the part panics, so that no thread waits forever
+/// (the panic itself reaches the caller when the scope ends).
+struct Done<'a>(&'a AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Queue<'_> {
+    /// Takes tickets until none are left, running `work(step, part)` for each.
+    fn drain(&self, work: &(impl Fn(usize, usize) + Sync)) {
+        let total = self.starts[self.starts.len() - 1];
+        let mut step = 0;
+        loop {
+            let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+            if ticket >= total {
+                return;
+            }
+            while self.starts[step + 1] <= ticket {
+                step += 1;
+            }
+            self.wait_for(self.starts[step]);
+            let _done = Done(&self.done);
+            work(step, ticket - self.starts[step]);
+        }
+    }
+
+    /// Waits until `count` parts are done (every part of the steps before the waiting one).
+    fn wait_for(&self, count: usize) {
+        let mut spins = 0u32;
+        while self.done.load(Ordering::Acquire) < count {
+            if spins < SPINS_BEFORE_YIELD {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Runs `work(step, part)` for every step in order and every `part < parts[step]`, on up to
+/// `threads` threads (the caller and helpers from rayon's pool): every part of a step finishes
+/// before any part of a later step starts; parts of one step run concurrently.
+pub(crate) fn run_in_order<F>(parts: &[usize], threads: usize, work: F)
+where
+    F: Fn(usize, usize) + Sync,
+{
+    let split = parts.iter().any(|&p| p > 1);
+    if threads <= 1 || !split {
+        for (step, &count) in parts.iter().enumerate() {
+            (0..count).for_each(|part| work(step, part));
+        }
+        return;
+    }
+    let mut starts = Vec::with_capacity(parts.len() + 1);
+    starts.push(0);
+    for &count in parts {
+        starts.push(starts[starts.len() - 1] + count);
+    }
+    let queue = Queue {
+        starts: &starts,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    };
+    rayon::in_place_scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|_| queue.drain(&work));
+        }
+        queue.drain(&work);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Every part runs exactly once, and only after every part of the steps before it.
+    #[test]
+    fn parts_run_once_and_in_step_order() {
+        let parts = [1, 4, 2, 1, 7, 3, 1];
+        let log = Mutex::new(Vec::new());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            run_in_order(&parts, 3, |step, part| {
+                std::thread::sleep(std::time::Duration::from_micros(50 * (part as u64 % 3)));
+                log.lock().unwrap().push((step, part));
+            })
+        });
+        let log = log.into_inner().unwrap();
+        let mut seen: Vec<(usize, usize)> = log.clone();
+        seen.sort_unstable();
+        let expected: Vec<(usize, usize)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &n)| (0..n).map(move |p| (s, p)))
+            .collect();
+        assert_eq!(seen, expected);
+        let steps: Vec<usize> = log.iter().map(|&(s, _)| s).collect();
+        assert!(steps.windows(2).all(|w| w[0] <= w[1]), "order {steps:?}");
+    }
+
+    /// One thread runs everything itself, in order.
+    #[test]
+    fn one_thread_runs_in_order() {
+        let log = Mutex::new(Vec::new());
+        run_in_order(&[2, 1, 3], 1, |s, p| log.lock().unwrap().push((s, p)));
+        let log = log.into_inner().unwrap();
+        assert_eq!(log, [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2)]);
+    }
+}
