@@ -9,14 +9,20 @@
 //! it done. A step may read what any earlier step wrote, and reuse a buffer any earlier step
 //! read, so "all earlier parts done" is the only ordering needed.
 //!
+//! A thread that has waited longer than a step's imbalance plausibly lasts (the other thread
+//! was preempted on a busy machine) stops spinning and sleeps until the next part is done, so
+//! it gives its core to the thread it waits for.
+//!
 //! Helpers are optional: the caller alone can take every ticket, so a helper that starts late
 //! (its pool busy, the machine loaded) costs nothing but its share of the work, and no thread
 //! ever waits on a part nobody has claimed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// Spins before a waiting thread starts yielding its core.
-const SPINS_BEFORE_YIELD: u32 = 2_000;
+/// How long a waiting thread spins before it sleeps.
+const SPIN_FOR: Duration = Duration::from_micros(50);
 
 /// The shared ticket queue of one pass.
 struct Queue<'a> {
@@ -24,15 +30,24 @@ struct Queue<'a> {
     starts: &'a [usize],
     next: AtomicUsize,
     done: AtomicUsize,
+    /// Threads asleep in [`Queue::wait_for`] (or about to be), and where they sleep.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
 }
 
 /// Counts a part done when dropped, also when the part panics, so that no thread waits forever
 /// (the panic itself reaches the caller when the scope ends).
-struct Done<'a>(&'a AtomicUsize);
+struct Done<'q, 'a>(&'q Queue<'a>);
 
-impl Drop for Done<'_> {
+impl Drop for Done<'_, '_> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::Release);
+        let q = self.0;
+        q.done.fetch_add(1, Ordering::SeqCst);
+        if q.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = q.lock.lock().unwrap_or_else(|e| e.into_inner());
+            q.wake.notify_all();
+        }
     }
 }
 
@@ -50,22 +65,36 @@ impl Queue<'_> {
                 step += 1;
             }
             self.wait_for(self.starts[step]);
-            let _done = Done(&self.done);
+            let _done = Done(self);
             work(step, ticket - self.starts[step]);
         }
     }
 
     /// Waits until `count` parts are done (every part of the steps before the waiting one).
     fn wait_for(&self, count: usize) {
-        let mut spins = 0u32;
-        while self.done.load(Ordering::Acquire) < count {
-            if spins < SPINS_BEFORE_YIELD {
-                spins += 1;
+        let ready = || self.done.load(Ordering::Acquire) >= count;
+        let start = Instant::now();
+        while !ready() {
+            for _ in 0..64 {
                 std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+            }
+            if start.elapsed() > SPIN_FOR {
+                self.sleep_until(count);
+                return;
             }
         }
+    }
+
+    /// Sleeps until `count` parts are done. Registering as a sleeper before the last check
+    /// (both sequentially consistent, as the finisher's count and check) means either this
+    /// thread sees the part done or its finisher sees the sleeper and wakes it.
+    fn sleep_until(&self, count: usize) {
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        while self.done.load(Ordering::SeqCst) < count {
+            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -92,6 +121,9 @@ where
         starts: &starts,
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
+        sleepers: AtomicUsize::new(0),
+        lock: Mutex::new(()),
+        wake: Condvar::new(),
     };
     rayon::in_place_scope(|scope| {
         for _ in 1..threads {
