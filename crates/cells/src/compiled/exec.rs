@@ -36,13 +36,23 @@ const SCRATCH_BUDGET: usize = 32_768;
 /// Runs every step of `plan` over `slots`, with `image` the NCHW input, on rayon's threads:
 /// each step split into pixel ranges (see [`team`](super::team)).
 pub(crate) fn run(graph: &Graph, plan: &Plan, slots: &mut [Vec<f32>], image: &[f32]) -> Result<()> {
-    check(graph, plan, slots)?;
     let threads = rayon::current_num_threads();
-    let parts: Vec<usize> = plan
-        .steps
-        .iter()
-        .map(|step| part_count(graph, step, threads))
-        .collect();
+    run_split(graph, plan, slots, image, threads, |step| {
+        part_count(graph, step, threads)
+    })
+}
+
+/// [`run`] on `threads` threads with step `s` cut into `parts_of(s)` parts.
+fn run_split(
+    graph: &Graph,
+    plan: &Plan,
+    slots: &mut [Vec<f32>],
+    image: &[f32],
+    threads: usize,
+    parts_of: impl Fn(&Step) -> usize,
+) -> Result<()> {
+    check(graph, plan, slots)?;
+    let parts: Vec<usize> = plan.steps.iter().map(parts_of).collect();
     let table = SlotTable::new(slots);
     run_in_order(&parts, threads, |s, k| {
         let step = &plan.steps[s];
@@ -61,7 +71,10 @@ pub(crate) fn run(graph: &Graph, plan: &Plan, slots: &mut [Vec<f32>], image: &[f
 fn check(graph: &Graph, plan: &Plan, slots: &[Vec<f32>]) -> Result<()> {
     let fits = |v: &View| v.off + v.c <= v.pitch && v.span() <= slots[v.slot].len();
     for step in &plan.steps {
-        let kernel_less = matches!(graph.nodes[step.node].op, NodeOp::Add(..) | NodeOp::Concat(_));
+        let kernel_less = matches!(
+            graph.nodes[step.node].op,
+            NodeOp::Add(..) | NodeOp::Concat(_)
+        );
         let bad = if step.src.iter().any(|s| s.slot == step.dst.slot) {
             Some("reads the buffer it writes")
         } else if !step.src.iter().chain([&step.dst]).all(fits) {
@@ -135,7 +148,10 @@ unsafe impl Sync for SlotTable<'_> {}
 impl<'a> SlotTable<'a> {
     fn new(slots: &'a mut [Vec<f32>]) -> Self {
         SlotTable {
-            slots: slots.iter_mut().map(|s| (s.as_mut_ptr(), s.len())).collect(),
+            slots: slots
+                .iter_mut()
+                .map(|s| (s.as_mut_ptr(), s.len()))
+                .collect(),
             _borrow: PhantomData,
         }
     }
@@ -264,7 +280,10 @@ fn emit(dst: &mut [f32], vals: &[f32], mode: Mode) {
 fn emit_relu(dst: &mut [f32], vals: &[f32], mode: Mode) {
     match mode {
         Mode::Write => dst.iter_mut().zip(vals).for_each(|(d, &v)| *d = v.max(0.0)),
-        Mode::Accumulate => dst.iter_mut().zip(vals).for_each(|(d, &v)| *d += v.max(0.0)),
+        Mode::Accumulate => dst
+            .iter_mut()
+            .zip(vals)
+            .for_each(|(d, &v)| *d += v.max(0.0)),
     }
 }
 
@@ -571,7 +590,16 @@ fn depthwise_pointwise(
             });
             let d = &mut dst[(q0 - p0) * dv.pitch..];
             emit_bias(d, dv.pitch, m, &c.bias, mode);
-            gemm_acc(m, c.cout, c.cin, d, dv.pitch, &mid[..m * c.cin], c.cin, &c.weight);
+            gemm_acc(
+                m,
+                c.cout,
+                c.cin,
+                d,
+                dv.pitch,
+                &mid[..m * c.cin],
+                c.cin,
+                &c.weight,
+            );
         }
     });
 }
@@ -687,4 +715,98 @@ pub(crate) fn to_nchw(data: &[f32], v: &View) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NasNet, NasNetConfig};
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// Every stage output of `graph` on `image` (`n` images of `size`), run with `threads`
+    /// threads and `parts_of` parts per step.
+    fn stages(
+        graph: &Graph,
+        (n, size): (usize, usize),
+        image: &[f32],
+        threads: usize,
+        parts_of: impl Fn(&Step) -> usize + Send,
+    ) -> Vec<Vec<f32>> {
+        let plan = Plan::new(graph, (n, size, size), true);
+        let mut slots: Vec<Vec<f32>> = plan.slots.iter().map(|&l| vec![f32::NAN; l]).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| run_split(graph, &plan, &mut slots, image, threads, parts_of))
+            .unwrap();
+        let last = graph.stages.last().unwrap().1;
+        let mut out: Vec<Vec<f32>> = graph
+            .stages
+            .iter()
+            .map(|&(_, id)| to_nchw(&slots[plan.views[id].slot], &plan.views[id]))
+            .collect();
+        let v = plan.views[last];
+        out.push(classify(graph, &slots[v.slot], &v));
+        out
+    }
+
+    /// Cutting every step into parts down to single pixels (and empty parts), run by three
+    /// threads, gives the stage outputs and logits of one part per step on one thread: part
+    /// edges inside rows, blocks and im2col offsets are all handled.
+    #[test]
+    fn any_split_gives_the_unsplit_result() {
+        let mut cfg = NasNetConfig::mobile();
+        cfg.stem_filters = 8;
+        cfg.filters = 8;
+        cfg.num_classes = 5;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = NasNet::new(&nasnet_searchspace::named::nasnet_a(), &cfg, vb).unwrap();
+        let graph = super::super::graph::lower(&model).unwrap();
+        let shape = (2, 29);
+        let len = shape.0 * 3 * shape.1 * shape.1;
+        let image: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
+            .collect();
+        let want = stages(&graph, shape, &image, 1, |_| 1);
+        for parts in [2usize, 3, 7, 64, usize::MAX] {
+            let got = stages(&graph, shape, &image, 3, |step| {
+                let norm = matches!(graph.nodes[step.node].op, NodeOp::Norm { .. });
+                if norm {
+                    1
+                } else {
+                    parts.min(step.dst.pixels() + 1)
+                }
+            });
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.len(), w.len());
+                let err = relative_l2(g, w);
+                assert!(err <= 1e-5, "parts {parts} stage {i}: off by {err:e}");
+            }
+        }
+    }
+
+    /// `|a - b| / |b|` in the L2 norm (GEMMs of other sizes round differently).
+    fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+        let sq = |it: &mut dyn Iterator<Item = f64>| it.map(|x| x * x).sum::<f64>().sqrt();
+        let diff = sq(&mut a.iter().zip(b).map(|(&x, &y)| x as f64 - y as f64));
+        diff / sq(&mut b.iter().map(|&y| y as f64)).max(1e-30)
+    }
+
+    /// Parts cover the pixels in order, without gaps or overlaps.
+    #[test]
+    fn part_ranges_tile_the_pixels() {
+        for pixels in [0, 1, 7, 49, 196, 12_321] {
+            for parts in 1..=9 {
+                let ranges: Vec<Range<usize>> =
+                    (0..parts).map(|k| part_range(pixels, parts, k)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[parts - 1].end, pixels);
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+                assert!(ranges.iter().all(|r| r.start <= r.end));
+            }
+        }
+    }
 }
