@@ -25,6 +25,9 @@ type Result<T> = std::result::Result<T, CellsError>;
 /// would cost more than the second thread saves.
 const MIN_PART_WORK: usize = 24_576;
 
+/// Work above which a step is cut into two parts per thread.
+const LARGE_STEP_WORK: usize = 8 << 20;
+
 /// Part boundaries fall on multiples of this many pixels (the GEMM microkernel's tile edge is
 /// a divisor), unless the step is too small for that.
 const PART_ALIGN: usize = 8;
@@ -110,13 +113,18 @@ fn step_work(graph: &Graph, step: &Step) -> usize {
 }
 
 /// How many parts a step is cut into for `threads` threads: one when small (or a norm, which
-/// reduces over the whole tensor), up to two per thread when large.
+/// reduces over the whole tensor), one per thread as a rule, two per thread when large enough
+/// that balancing a late thread beats the cost of smaller GEMMs (each part packs the weights
+/// again and ends in a partial tile: measured at batch 1, one part per thread wins).
 fn part_count(graph: &Graph, step: &Step, threads: usize) -> usize {
     if threads <= 1 || matches!(graph.nodes[step.node].op, NodeOp::Norm { .. }) {
         return 1;
     }
-    let by_work = step_work(graph, step) / MIN_PART_WORK;
-    by_work.clamp(1, 2 * threads).min(step.dst.pixels().max(1))
+    let work = step_work(graph, step);
+    let per_thread = if work >= LARGE_STEP_WORK { 2 } else { 1 };
+    (work / MIN_PART_WORK)
+        .clamp(1, per_thread * threads)
+        .min(step.dst.pixels().max(1))
 }
 
 /// Pixels of part `k` of `parts` over `pixels` output pixels.
