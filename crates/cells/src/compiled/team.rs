@@ -2,33 +2,36 @@
 //!
 //! At batch 1 a pass is hundreds of steps of 10-200 us each. Forking rayon's pool for every step
 //! costs a wake-up and a join each time and left the second core mostly idle. Here every step
-//! is cut into parts (ranges of output pixels), and all parts of the pass form one queue of
-//! tickets in step order. Every participating thread (the caller plus `threads - 1` helpers
-//! spawned once) takes the next ticket, waits until every part of the earlier steps is done
-//! (a spin on one counter, sub-microsecond when both threads are running), runs it, and counts
-//! it done. A step may read what any earlier step wrote, and reuse a buffer any earlier step
-//! read, so "all earlier parts done" is the only ordering needed.
+//! is cut into parts (ranges of output pixels). Every participating thread (the caller plus
+//! `threads - 1` helpers spawned once per pass) walks the steps in order and claims the parts
+//! of each that nobody has claimed yet, its own share first: thread `t` starts at part
+//! `t * parts / threads`, so with one part per thread each thread computes the same pixels in
+//! every step and mostly reads what it wrote itself, from its own cache. Before running a part
+//! it waits until every part of the earlier steps is done (a spin on one counter,
+//! sub-microsecond when both threads are running), and counts it done after. A step may read
+//! what any earlier step wrote, and reuse a buffer any earlier step read, so "all earlier parts
+//! done" is the only ordering needed.
 //!
 //! A thread that has waited longer than a step's imbalance plausibly lasts (the other thread
 //! was preempted on a busy machine) stops spinning and sleeps until the next part is done, so
 //! it gives its core to the thread it waits for.
 //!
-//! Helpers are optional: the caller alone can take every ticket, so a helper that starts late
+//! Helpers are optional: the caller alone can claim every part, so a helper that starts late
 //! (its pool busy, the machine loaded) costs nothing but its share of the work, and no thread
 //! ever waits on a part nobody has claimed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a waiting thread spins before it sleeps.
 const SPIN_FOR: Duration = Duration::from_micros(50);
 
-/// The shared ticket queue of one pass.
+/// The shared state of one pass: which parts are claimed, how many are done.
 struct Queue<'a> {
-    /// `starts[s]`: the first ticket of step `s`; the last entry is the ticket count.
+    /// `starts[s]`: the index of step `s`'s first part among all; the last entry is the total.
     starts: &'a [usize],
-    next: AtomicUsize,
+    claimed: Vec<AtomicBool>,
     done: AtomicUsize,
     /// Threads asleep in [`Queue::wait_for`] (or about to be), and where they sleep.
     sleepers: AtomicUsize,
@@ -52,21 +55,22 @@ impl Drop for Done<'_, '_> {
 }
 
 impl Queue<'_> {
-    /// Takes tickets until none are left, running `work(step, part)` for each.
-    fn drain(&self, work: &(impl Fn(usize, usize) + Sync)) {
-        let total = self.starts[self.starts.len() - 1];
-        let mut step = 0;
-        loop {
-            let ticket = self.next.fetch_add(1, Ordering::Relaxed);
-            if ticket >= total {
-                return;
+    /// Claims and runs parts, step by step, until every part of the pass is claimed; thread
+    /// `who` of `threads` tries its own share of each step first.
+    fn drain(&self, who: usize, threads: usize, work: &(impl Fn(usize, usize) + Sync)) {
+        for (step, ends) in self.starts.windows(2).enumerate() {
+            let (first, count) = (ends[0], ends[1] - ends[0]);
+            let own = who * count / threads;
+            for j in 0..count {
+                let part = (own + j) % count;
+                let flag = &self.claimed[first + part];
+                if flag.load(Ordering::Relaxed) || flag.swap(true, Ordering::Relaxed) {
+                    continue;
+                }
+                self.wait_for(first);
+                let _done = Done(self);
+                work(step, part);
             }
-            while self.starts[step + 1] <= ticket {
-                step += 1;
-            }
-            self.wait_for(self.starts[step]);
-            let _done = Done(self);
-            work(step, ticket - self.starts[step]);
         }
     }
 
@@ -119,17 +123,20 @@ where
     }
     let queue = Queue {
         starts: &starts,
-        next: AtomicUsize::new(0),
+        claimed: (0..starts[parts.len()])
+            .map(|_| AtomicBool::new(false))
+            .collect(),
         done: AtomicUsize::new(0),
         sleepers: AtomicUsize::new(0),
         lock: Mutex::new(()),
         wake: Condvar::new(),
     };
     rayon::in_place_scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(|_| queue.drain(&work));
+        for who in 1..threads {
+            let (queue, work) = (&queue, &work);
+            scope.spawn(move |_| queue.drain(who, threads, work));
         }
-        queue.drain(&work);
+        queue.drain(0, threads, &work);
     });
 }
 
