@@ -804,6 +804,26 @@ mod tests {
         diff / sq(&mut b.iter().map(|&y| y as f64)).max(1e-30)
     }
 
+    /// Blocks cover a part's pixels in order, without gaps or overlaps, none over the size
+    /// asked by more than the rounding to whole tiles.
+    #[test]
+    fn blocks_tile_a_part() {
+        for (px, block) in [
+            (0..0, 5),
+            (3..4, 1),
+            (10..59, 7),
+            (5..1000, 64),
+            (0..100, 1000),
+        ] {
+            let got: Vec<Range<usize>> = blocks(px.clone(), block).collect();
+            let flat: Vec<usize> = got.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, px.clone().collect::<Vec<_>>(), "{px:?} by {block}");
+            assert!(got
+                .iter()
+                .all(|r| !r.is_empty() && r.len() <= block + PART_ALIGN));
+        }
+    }
+
     /// Parts cover the pixels in order, without gaps or overlaps.
     #[test]
     fn part_ranges_tile_the_pixels() {
