@@ -77,6 +77,9 @@ impl Queue<'_> {
     /// Waits until `count` parts are done (every part of the steps before the waiting one).
     fn wait_for(&self, count: usize) {
         let ready = || self.done.load(Ordering::Acquire) >= count;
+        if ready() {
+            return;
+        }
         let start = Instant::now();
         while !ready() {
             for _ in 0..64 {
