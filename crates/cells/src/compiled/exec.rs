@@ -1,11 +1,12 @@
 //! The kernels a [`Plan`]'s steps run, over plain f32 NHWC slices: GEMM convolutions (1x1
-//! directly on the activations, others through an im2col of a few rows at a time) with the
+//! directly on the activations, others through an im2col of a block of pixels) with the
 //! folded BN bias, depthwise convolutions and pools with the ReLU applied as they load, the
 //! factorized reduction's subsampling, copies and the normalising combines.
 //!
 //! Every kernel writes (or adds to) a strided view: its channel range of a slot whose pixels
-//! are `pitch` apart. Work is split over rayon's pool by output rows (or pixel ranges for the
-//! GEMMs), each task owning a disjoint piece of the destination.
+//! are `pitch` apart. Each kernel computes one part of a step, a range of output pixels, so
+//! [`team`](super::team) can run a step's parts on several threads, each part owning a
+//! disjoint piece of the destination.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
