@@ -1,18 +1,20 @@
 //! The kernels a [`Plan`]'s steps run, over plain f32 NHWC slices: GEMM convolutions (1x1
-//! directly on the activations, others through an im2col of a few rows at a time) with the
+//! directly on the activations, others through an im2col of a block of pixels) with the
 //! folded BN bias, depthwise convolutions and pools with the ReLU applied as they load, the
 //! factorized reduction's subsampling, copies and the normalising combines.
 //!
 //! Every kernel writes (or adds to) a strided view: its channel range of a slot whose pixels
-//! are `pitch` apart. Work is split over rayon's pool by output rows (or pixel ranges for the
-//! GEMMs), each task owning a disjoint piece of the destination.
+//! are `pitch` apart. Each kernel computes one part of a step, a range of output pixels, so
+//! [`team`](super::team) can run a step's parts on several threads, each part owning a
+//! disjoint piece of the destination.
 
 use std::cell::RefCell;
-
-use rayon::prelude::*;
+use std::marker::PhantomData;
+use std::ops::Range;
 
 use super::graph::{ConvNode, DepthwiseNode, Graph, NodeOp, PoolNode};
 use super::plan::{Mode, Plan, Step, StepKind, View};
+use super::team::run_in_order;
 use super::window::{window, Dot, Max, Mean};
 use crate::error::CellsError;
 use crate::kernels::{AvgPoolCount, Padding2d};
@@ -20,62 +22,258 @@ use crate::layers::Pad;
 
 type Result<T> = std::result::Result<T, CellsError>;
 
-/// Runs every step of `plan` over `slots`, with `image` the NCHW input.
+/// Work (multiply-adds, or elements moved) below which a step is not split: the parts' hand-off
+/// would cost more than the second thread saves.
+const MIN_PART_WORK: usize = 24_576;
+
+/// Work above which a step is cut into two parts per thread.
+const LARGE_STEP_WORK: usize = 8 << 20;
+
+/// Part boundaries fall on multiples of this many pixels (the GEMM microkernel's tile edge is
+/// a divisor), unless the step is too small for that.
+const PART_ALIGN: usize = 8;
+
+/// f32 elements of the per-thread scratch one GEMM reads (an im2col block or a fused
+/// depthwise output): half a core's L2 here (measured against 32K and unbounded on Large b1,
+/// one thread: 557-570 ms against 580-597 and 574).
+const SCRATCH_BUDGET: usize = 131_072;
+
+/// Runs every step of `plan` over `slots`, with `image` the NCHW input, on rayon's threads:
+/// each step split into pixel ranges (see [`team`](super::team)).
 pub(crate) fn run(graph: &Graph, plan: &Plan, slots: &mut [Vec<f32>], image: &[f32]) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    run_split(graph, plan, slots, image, threads, |step| {
+        part_count(graph, step, threads)
+    })
+}
+
+/// [`run`] on `threads` threads with step `s` cut into `parts_of(s)` parts.
+fn run_split(
+    graph: &Graph,
+    plan: &Plan,
+    slots: &mut [Vec<f32>],
+    image: &[f32],
+    threads: usize,
+    parts_of: impl Fn(&Step) -> usize,
+) -> Result<()> {
+    check(graph, plan, slots)?;
+    let parts: Vec<usize> = plan.steps.iter().map(parts_of).collect();
+    let table = SlotTable::new(slots);
+    run_in_order(&parts, threads, |s, k| {
+        let step = &plan.steps[s];
+        let px = part_range(step.dst.pixels(), parts[s], k);
+        // SAFETY: `run_in_order` runs the parts of one step concurrently and a step only after
+        // every part of the earlier ones has finished. Within a step, the parts write disjoint
+        // pixel ranges of the destination slot, and `check` made sure no step reads the slot
+        // it writes, so the slices `run_part` takes never overlap a slice written meanwhile.
+        unsafe { run_part(graph, step, &table, image, px) };
+    });
+    Ok(())
+}
+
+/// What `run` relies on: every step reads slots other than the one it writes, every view lies
+/// inside its slot, and combines have no kernel step.
+fn check(graph: &Graph, plan: &Plan, slots: &[Vec<f32>]) -> Result<()> {
+    let fits = |v: &View| v.off + v.c <= v.pitch && v.span() <= slots[v.slot].len();
     for step in &plan.steps {
-        if step.src.iter().any(|s| s.slot == step.dst.slot) {
+        let kernel_less = matches!(
+            graph.nodes[step.node].op,
+            NodeOp::Add(..) | NodeOp::Concat(_)
+        );
+        let bad = if step.src.iter().any(|s| s.slot == step.dst.slot) {
+            Some("reads the buffer it writes")
+        } else if !step.src.iter().chain([&step.dst]).all(fits) {
+            Some("has a view outside its buffer")
+        } else if step.kind == StepKind::Kernel && kernel_less {
+            Some("is a combine with a kernel of its own")
+        } else {
+            None
+        };
+        if let Some(what) = bad {
             return Err(CellsError::Config(format!(
-                "compiled plan: node {} reads the buffer it writes",
+                "compiled plan: node {} {what}",
                 step.node
             )));
         }
-        let mut dst = std::mem::take(&mut slots[step.dst.slot]);
-        let out = &mut dst[..step.dst.span()];
-        let result = run_step(graph, step, slots, out, image);
-        slots[step.dst.slot] = dst;
-        result?;
     }
     Ok(())
 }
 
-fn run_step(
-    graph: &Graph,
-    step: &Step,
-    slots: &[Vec<f32>],
-    out: &mut [f32],
-    image: &[f32],
-) -> Result<()> {
-    let src = |k: usize| -> &[f32] { &slots[step.src[k].slot] };
-    let (dv, mode) = (&step.dst, step.mode);
+/// Multiply-adds (or elements moved) of a step, to decide how finely to split it.
+fn step_work(graph: &Graph, step: &Step) -> usize {
+    let (px, c) = (step.dst.pixels(), step.dst.c);
     if step.kind == StepKind::Copy {
-        copy(src(0), &step.src[0], out, dv, mode, false);
-        return Ok(());
+        return px * c;
     }
     match &graph.nodes[step.node].op {
-        NodeOp::Input => load_image(image, out, dv),
-        NodeOp::Relu(_) => copy(src(0), &step.src[0], out, dv, mode, true),
-        NodeOp::Conv(c) => conv(c, src(0), &step.src[0], out, dv, mode),
-        NodeOp::Depthwise(d) => depthwise(d, src(0), &step.src[0], out, dv, mode),
-        NodeOp::DepthwisePointwise(d, c) => {
-            depthwise_pointwise(d, c, src(0), &step.src[0], out, dv, mode)
+        NodeOp::Conv(n) => px * n.kernel.0 * n.kernel.1 * n.cin * n.cout,
+        NodeOp::Depthwise(d) => px * c * d.kernel.0 * d.kernel.1,
+        NodeOp::DepthwisePointwise(d, n) => px * n.cin * (d.kernel.0 * d.kernel.1 + n.cout),
+        NodeOp::Pool(p) => px * c * p.k * p.k,
+        _ => px * c,
+    }
+}
+
+/// How many parts a step is cut into for `threads` threads: one when small (or a norm, which
+/// reduces over the whole tensor), one per thread as a rule, two per thread when large enough
+/// that balancing a late thread beats the cost of smaller GEMMs (each part packs the weights
+/// again and ends in a partial tile: measured at batch 1, one part per thread wins).
+fn part_count(graph: &Graph, step: &Step, threads: usize) -> usize {
+    if threads <= 1 || matches!(graph.nodes[step.node].op, NodeOp::Norm { .. }) {
+        return 1;
+    }
+    let work = step_work(graph, step);
+    let per_thread = if work >= LARGE_STEP_WORK { 2 } else { 1 };
+    (work / MIN_PART_WORK)
+        .clamp(1, per_thread * threads)
+        .min(step.dst.pixels().max(1))
+}
+
+/// Pixels of part `k` of `parts` over `pixels` output pixels.
+fn part_range(pixels: usize, parts: usize, k: usize) -> Range<usize> {
+    let edge = |k: usize| {
+        if k >= parts {
+            return pixels;
         }
-        NodeOp::Pool(p) => pool(p, src(0), &step.src[0], out, dv, mode),
-        NodeOp::Subsample { relu, shift, .. } => {
-            subsample(src(0), &step.src[0], out, dv, *relu, *shift)
+        let raw = pixels * k / parts;
+        if pixels >= PART_ALIGN * parts * 2 {
+            ((raw + PART_ALIGN / 2) / PART_ALIGN * PART_ALIGN).min(pixels)
+        } else {
+            raw
         }
-        NodeOp::Norm {
-            instance,
-            weight,
-            bias,
-            ..
-        } => norm(src(0), &step.src[0], out, dv, *instance, weight, bias),
-        NodeOp::Add(..) | NodeOp::Concat(_) => {
-            return Err(CellsError::Config(
-                "compiled plan: a combine has no kernel of its own".into(),
-            ))
+    };
+    edge(k)..edge(k + 1)
+}
+
+/// The slots of a pass, shared by the threads that run its parts.
+struct SlotTable<'a> {
+    slots: Vec<(*mut f32, usize)>,
+    _borrow: PhantomData<&'a mut [Vec<f32>]>,
+}
+
+// SAFETY: the table only hands out slices through its unsafe accessors, whose callers
+// guarantee that no slice written by one thread overlaps one read or written by another.
+unsafe impl Sync for SlotTable<'_> {}
+
+impl<'a> SlotTable<'a> {
+    fn new(slots: &'a mut [Vec<f32>]) -> Self {
+        SlotTable {
+            slots: slots
+                .iter_mut()
+                .map(|s| (s.as_mut_ptr(), s.len()))
+                .collect(),
+            _borrow: PhantomData,
         }
     }
-    Ok(())
+
+    /// Slot `i`, to read.
+    ///
+    /// # Safety
+    /// Nothing may write slot `i` while the slice lives.
+    unsafe fn read(&self, i: usize) -> &[f32] {
+        let (ptr, len) = self.slots[i];
+        // SAFETY: `ptr` and `len` describe a live Vec borrowed for 'a; no writer, per the caller.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// Elements `range` of slot `i`, to write.
+    ///
+    /// # Safety
+    /// Nothing else may read or write these elements while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write(&self, i: usize, range: Range<usize>) -> &mut [f32] {
+        let (ptr, len) = self.slots[i];
+        assert!(
+            range.start <= range.end && range.end <= len,
+            "compiled plan: a write past its buffer"
+        );
+        // SAFETY: the range lies inside the live Vec (asserted); exclusive, per the caller.
+        unsafe { std::slice::from_raw_parts_mut(ptr.add(range.start), range.len()) }
+    }
+}
+
+/// Runs output pixels `px` of one step.
+///
+/// # Safety
+/// While it runs, no other thread may write the step's source slots or write or read the
+/// destination slot's elements of the pixels `px`.
+unsafe fn run_part(graph: &Graph, step: &Step, table: &SlotTable, image: &[f32], px: Range<usize>) {
+    let dv = &step.dst;
+    // SAFETY: exclusive access to these pixels of the destination, per the caller.
+    let out = unsafe { table.write(dv.slot, px.start * dv.pitch..px.end * dv.pitch) };
+    // SAFETY: no writer of the source slots, per the caller.
+    let src = |k: usize| -> &[f32] { unsafe { table.read(step.src[k].slot) } };
+    let mode = step.mode;
+    let part = Part { out, px };
+    if step.kind == StepKind::Copy {
+        copy(src(0), &step.src[0], part, dv, mode, false);
+        return;
+    }
+    let sv = step.src.first();
+    match (&graph.nodes[step.node].op, sv) {
+        (NodeOp::Input, _) => load_image(image, part, dv),
+        (NodeOp::Relu(_), Some(sv)) => copy(src(0), sv, part, dv, mode, true),
+        (NodeOp::Conv(c), Some(sv)) => conv(c, src(0), sv, part, dv, mode),
+        (NodeOp::Depthwise(d), Some(sv)) => depthwise(d, src(0), sv, part, dv, mode),
+        (NodeOp::DepthwisePointwise(d, c), Some(sv)) => {
+            depthwise_pointwise(d, c, src(0), sv, part, dv, mode)
+        }
+        (NodeOp::Pool(p), Some(sv)) => pool(p, src(0), sv, part, dv, mode),
+        (NodeOp::Subsample { relu, shift, .. }, Some(sv)) => {
+            subsample(src(0), sv, part, dv, *relu, *shift)
+        }
+        (
+            NodeOp::Norm {
+                instance,
+                weight,
+                bias,
+                ..
+            },
+            Some(sv),
+        ) => norm(src(0), sv, part.out, dv, *instance, weight, bias),
+        _ => unreachable!("`check` rejected combines and the graph gives every kernel its input"),
+    }
+}
+
+/// Output pixels `px` of a step and their slice of the destination slot (pixel `px.start`
+/// first, all `pitch` channels of each).
+struct Part<'a> {
+    out: &'a mut [f32],
+    px: Range<usize>,
+}
+
+impl Part<'_> {
+    /// Channels `off..off + c` of pixel `p` (inside `px`).
+    #[inline(always)]
+    fn pixel(&mut self, p: usize, v: &View) -> &mut [f32] {
+        &mut self.out[(p - self.px.start) * v.pitch + v.off..][..v.c]
+    }
+}
+
+/// Calls `f(row, columns)` for each output row `px` touches (rows of `w` pixels, over the
+/// batch), with the columns of that row inside `px`.
+fn row_segments(px: Range<usize>, w: usize, mut f: impl FnMut(usize, Range<usize>)) {
+    let mut p = px.start;
+    while p < px.end {
+        let (row, x0) = (p / w, p % w);
+        let x1 = (x0 + px.end - p).min(w);
+        f(row, x0..x1);
+        p += x1 - x0;
+    }
+}
+
+/// Splits `px` into blocks of about `block` pixels (equal sizes, a multiple of 8 when large).
+fn blocks(px: Range<usize>, block: usize) -> impl Iterator<Item = Range<usize>> {
+    let len = px.len();
+    let count = len.div_ceil(block.max(1)).max(1);
+    let mut size = len.div_ceil(count);
+    if size >= 4 * PART_ALIGN {
+        size = size.div_ceil(PART_ALIGN) * PART_ALIGN;
+    }
+    let size = size.max(1);
+    (px.start..px.end)
+        .step_by(size)
+        .map(move |s| s..(s + size).min(px.end))
 }
 
 /// Stores `vals` into `dst` (overwriting or adding).
@@ -87,115 +285,82 @@ fn emit(dst: &mut [f32], vals: &[f32], mode: Mode) {
     }
 }
 
-/// Runs `f(scratch, row, out_row)` for each of `rows` rows of `row_len` elements of `out`, in
-/// parallel by groups of rows unless the work is tiny. `scratch` is a per-task buffer.
-fn for_rows<S, F>(out: &mut [f32], row_len: usize, work_per_row: usize, f: F)
-where
-    S: Default + Send,
-    F: Fn(&mut S, usize, &mut [f32]) + Sync + Send,
-{
-    if out.is_empty() || row_len == 0 {
-        return;
+/// Stores `max(vals, 0)` into `dst` (overwriting or adding).
+#[inline(always)]
+fn emit_relu(dst: &mut [f32], vals: &[f32], mode: Mode) {
+    match mode {
+        Mode::Write => dst.iter_mut().zip(vals).for_each(|(d, &v)| *d = v.max(0.0)),
+        Mode::Accumulate => dst
+            .iter_mut()
+            .zip(vals)
+            .for_each(|(d, &v)| *d += v.max(0.0)),
     }
-    let rows = out.len() / row_len;
-    let threads = rayon::current_num_threads();
-    if threads == 1 || rows * work_per_row < 16_384 {
-        let mut scratch = S::default();
-        for (r, row) in out.chunks_mut(row_len).enumerate() {
-            f(&mut scratch, r, row);
-        }
-        return;
-    }
-    let per_task = rows.div_ceil(threads * 2).max(1);
-    out.par_chunks_mut(row_len * per_task)
-        .enumerate()
-        .for_each_init(S::default, |scratch, (t, chunk)| {
-            for (r, row) in chunk.chunks_mut(row_len).enumerate() {
-                f(scratch, t * per_task + r, row);
-            }
-        });
 }
 
 /// NCHW image into the NHWC view.
-fn load_image(image: &[f32], out: &mut [f32], v: &View) {
+fn load_image(image: &[f32], mut part: Part, v: &View) {
     let plane = v.h * v.w;
-    for_rows(out, v.w * v.pitch, v.w * v.c, |_: &mut (), r, row| {
-        let (n, y) = (r / v.h, r % v.h);
-        for x in 0..v.w {
-            for c in 0..v.c {
-                row[x * v.pitch + v.off + c] = image[(n * v.c + c) * plane + y * v.w + x];
-            }
+    for p in part.px.clone() {
+        let n = p / plane;
+        let at = p % plane;
+        let d = part.pixel(p, v);
+        for (c, d) in d.iter_mut().enumerate() {
+            *d = image[(n * v.c + c) * plane + at];
         }
-    });
+    }
 }
 
 /// Copies (or adds) the source view into the destination, optionally through a ReLU.
-fn copy(src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode, relu: bool) {
+fn copy(src: &[f32], sv: &View, mut part: Part, dv: &View, mode: Mode, relu: bool) {
     let c = dv.c;
-    for_rows(
-        out,
-        dv.w * dv.pitch,
-        dv.w * c,
-        |buf: &mut Vec<f32>, r, row| {
-            buf.resize(c, 0.0);
-            for x in 0..dv.w {
-                let p = r * sv.w + x;
-                let s = &src[sv.off + p * sv.pitch..][..c];
-                let d = &mut row[x * dv.pitch + dv.off..][..c];
-                if relu {
-                    buf.iter_mut().zip(s).for_each(|(b, &v)| *b = v.max(0.0));
-                    emit(d, buf, mode);
-                } else {
-                    emit(d, s, mode);
-                }
-            }
-        },
-    );
+    for p in part.px.clone() {
+        let s = &src[sv.off + p * sv.pitch..][..c];
+        let d = part.pixel(p, dv);
+        if relu {
+            emit_relu(d, s, mode);
+        } else {
+            emit(d, s, mode);
+        }
+    }
 }
 
-/// Pixels per GEMM task: a few tasks per thread, none so small that the weight packing dominates.
-fn gemm_chunk(pixels: usize) -> usize {
-    let threads = rayon::current_num_threads();
-    pixels.div_ceil(threads * 2).max(32)
-}
-
-/// A dense convolution plus its folded bias, as GEMMs of `[pixels, k] x [k, cout]`.
-fn conv(c: &ConvNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
-    let pixels = dv.pixels();
-    if pixels == 0 || c.cout == 0 {
+/// A dense convolution plus its folded bias, as GEMMs of `[pixels, k] x [k, cout]`: 1x1
+/// stride-1 ones straight on the NHWC input, others on an im2col of a block of pixels.
+fn conv(c: &ConvNode, src: &[f32], sv: &View, part: Part, dv: &View, mode: Mode) {
+    if part.px.is_empty() || c.cout == 0 {
         return;
     }
-    let chunk = gemm_chunk(pixels);
     let k = c.kernel.0 * c.kernel.1 * c.cin;
     let pad = match c.pad {
         Pad::Same => Padding2d::same(sv.h, sv.w, c.kernel.0, c.kernel.1, c.stride, c.dilation),
         Pad::Valid => Padding2d::valid(),
     };
-    let task = |t: usize, dst: &mut [f32]| {
-        let p0 = t * chunk;
-        let m = dst.len().div_ceil(dv.pitch).min(pixels - p0);
-        let dst = &mut dst[dv.off..];
-        for r in 0..m {
-            emit(&mut dst[r * dv.pitch..][..c.cout], &c.bias, mode);
+    let p0 = part.px.start;
+    let dst = &mut part.out[dv.off..];
+    if c.is_pointwise() && !c.relu_in {
+        let m = part.px.len();
+        emit_bias(dst, dv.pitch, m, &c.bias, mode);
+        let a = &src[sv.off + p0 * sv.pitch..];
+        gemm_acc(m, c.cout, k, dst, dv.pitch, a, sv.pitch, &c.weight);
+        return;
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        for block in blocks(part.px.clone(), SCRATCH_BUDGET / k.max(1)) {
+            let (q0, m) = (block.start, block.len());
+            let d = &mut dst[(q0 - p0) * dv.pitch..];
+            emit_bias(d, dv.pitch, m, &c.bias, mode);
+            s.resize(m * k, 0.0);
+            im2col(c, src, sv, dv, pad, q0, &mut s[..m * k]);
+            gemm_acc(m, c.cout, k, d, dv.pitch, &s, k, &c.weight);
         }
-        if c.is_pointwise() && !c.relu_in {
-            let a = &src[sv.off + p0 * sv.pitch..];
-            gemm_acc(m, c.cout, k, dst, dv.pitch, a, sv.pitch, &c.weight);
-        } else {
-            SCRATCH.with(|s| {
-                let mut s = s.borrow_mut();
-                s.resize(m * k, 0.0);
-                im2col(c, src, sv, dv, pad, p0, &mut s[..m * k]);
-                gemm_acc(m, c.cout, k, dst, dv.pitch, &s, k, &c.weight);
-            });
-        }
-    };
-    if pixels <= chunk {
-        task(0, out);
-    } else {
-        out.par_chunks_mut(chunk * dv.pitch)
-            .enumerate()
-            .for_each(|(t, d)| task(t, d));
+    });
+}
+
+/// Writes (or adds) `bias` into the first `bias.len()` channels of `m` pixels `pitch` apart.
+fn emit_bias(dst: &mut [f32], pitch: usize, m: usize, bias: &[f32], mode: Mode) {
+    for r in 0..m {
+        emit(&mut dst[r * pitch..][..bias.len()], bias, mode);
     }
 }
 
@@ -347,13 +512,13 @@ impl Windows {
         }
     }
 
-    /// Calls `f(taps, base, ox)` for every pixel of output row `r` (image `r / out_h`): the taps
-    /// of [`taps`] and the offset to add to them (interior pixels share one tap list).
+    /// Calls `f(taps, base, ox)` for the pixels `xs` of output row `r` (image `r / out_h`):
+    /// the taps of [`taps`] and the offset to add to them (interior pixels share one tap list).
     fn row<F>(
         &self,
         lists: &mut Lists,
         sv: &View,
-        (out_h, out_w): (usize, usize),
+        (out_h, xs): (usize, Range<usize>),
         r: usize,
         mut f: F,
     ) where
@@ -362,107 +527,98 @@ impl Windows {
         let (edge, shared) = lists;
         let (n, oy) = (r / out_h, r % out_h);
         let stride = self.geom.1;
-        let inner = self.inner.clone();
+        let inner = self.inner.start.max(xs.start)..self.inner.end.min(xs.end);
         if !inner.is_empty() {
             taps(shared, sv, self.geom, (n, oy, inner.start), self.weights_c);
             for ox in inner.clone() {
                 f(shared, (ox - inner.start) * stride * sv.pitch, ox);
             }
         }
-        for ox in (0..inner.start).chain(inner.end.max(inner.start)..out_w) {
+        for ox in xs.filter(|ox| !self.inner.contains(ox)) {
             taps(edge, sv, self.geom, (n, oy, ox), self.weights_c);
             f(edge, 0, ox);
         }
     }
 }
 
-/// Runs `f(taps, base, dst_pixel)` for every output pixel of `dv`, rows in parallel.
-fn for_windows<F>(out: &mut [f32], sv: &View, dv: &View, geom: WindowGeom, weights_c: usize, f: F)
+/// Runs `f(taps, base, dst_pixel)` for every output pixel of the part.
+fn for_windows<F>(mut part: Part, sv: &View, dv: &View, geom: WindowGeom, weights_c: usize, f: F)
 where
-    F: Fn(&[(usize, usize)], usize, &mut [f32]) + Sync + Send,
+    F: Fn(&[(usize, usize)], usize, &mut [f32]),
 {
     let windows = Windows::new(sv, dv.w, geom, weights_c);
-    let ((kh, kw), ..) = geom;
-    let work = dv.w * dv.c * kh * kw;
-    for_rows(out, dv.w * dv.pitch, work, |lists: &mut Lists, r, row| {
-        windows.row(lists, sv, (dv.h, dv.w), r, |taps, base, ox| {
-            f(taps, base, &mut row[ox * dv.pitch + dv.off..][..dv.c])
+    let mut lists = Lists::default();
+    row_segments(part.px.clone(), dv.w, |r, xs| {
+        windows.row(&mut lists, sv, (dv.h, xs), r, |taps, base, ox| {
+            f(taps, base, part.pixel(r * dv.w + ox, dv))
         });
     });
 }
 
 /// A SAME depthwise convolution, the ReLU applied as it loads.
-fn depthwise(d: &DepthwiseNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
+fn depthwise(d: &DepthwiseNode, src: &[f32], sv: &View, part: Part, dv: &View, mode: Mode) {
     let (kh, kw) = d.kernel;
     let pad = Padding2d::same(sv.h, sv.w, kh, kw, d.stride, d.dilation);
     let dot = Dot { relu: d.relu_in };
     let geom = (d.kernel, d.stride, d.dilation, pad);
-    for_windows(out, sv, dv, geom, dv.c, |taps, base, dst| {
+    for_windows(part, sv, dv, geom, dv.c, |taps, base, dst| {
         window(src, base, &d.weight, taps, dst, dot, mode)
     });
 }
 
-/// A depthwise conv into a per-task buffer of a few output rows, then the 1x1 conv (plus its
-/// folded bias) of those rows into the destination.
+/// A depthwise conv into a per-thread buffer a block of pixels at a time, then the 1x1 conv
+/// (plus its folded bias) of that block into the destination.
 fn depthwise_pointwise(
     d: &DepthwiseNode,
     c: &ConvNode,
     src: &[f32],
     sv: &View,
-    out: &mut [f32],
+    part: Part,
     dv: &View,
     mode: Mode,
 ) {
-    let rows = dv.n * dv.h;
-    let row_px = dv.w;
-    if rows == 0 || row_px == 0 || c.cout == 0 {
+    if part.px.is_empty() || c.cout == 0 {
         return;
     }
     let (kh, kw) = d.kernel;
     let pad = Padding2d::same(sv.h, sv.w, kh, kw, d.stride, d.dilation);
     let windows = Windows::new(sv, dv.w, (d.kernel, d.stride, d.dilation, pad), c.cin);
     let dot = Dot { relu: d.relu_in };
-    let threads = rayon::current_num_threads();
-    let work = rows * row_px * c.cin * (kh * kw + c.cout);
-    let per_task = if threads == 1 || work < 65_536 {
-        rows
-    } else {
-        rows.div_ceil(threads * 2)
-    };
-    let task = |t: usize, dst: &mut [f32]| {
-        let m = dst.len() / dv.pitch;
-        let mut lists = Lists::default();
-        SCRATCH.with(|mid| {
-            let mut mid = mid.borrow_mut();
+    let p0 = part.px.start;
+    let dst = &mut part.out[dv.off..];
+    let mut lists = Lists::default();
+    SCRATCH.with(|mid| {
+        let mut mid = mid.borrow_mut();
+        for block in blocks(part.px.clone(), SCRATCH_BUDGET / c.cin.max(1)) {
+            let (q0, m) = (block.start, block.len());
             mid.resize(m * c.cin, 0.0);
-            for (i, mid_row) in mid.chunks_mut(row_px * c.cin).enumerate() {
-                let r = t * per_task + i;
-                windows.row(&mut lists, sv, (dv.h, dv.w), r, |taps, base, ox| {
-                    let px = &mut mid_row[ox * c.cin..][..c.cin];
+            row_segments(block, dv.w, |r, xs| {
+                windows.row(&mut lists, sv, (dv.h, xs), r, |taps, base, ox| {
+                    let px = &mut mid[(r * dv.w + ox - q0) * c.cin..][..c.cin];
                     window(src, base, &d.weight, taps, px, dot, Mode::Write)
                 });
-            }
-            let dst = &mut dst[dv.off..];
-            for r in 0..m {
-                emit(&mut dst[r * dv.pitch..][..c.cout], &c.bias, mode);
-            }
-            gemm_acc(m, c.cout, c.cin, dst, dv.pitch, &mid, c.cin, &c.weight);
-        });
-    };
-    if per_task >= rows {
-        task(0, out);
-    } else {
-        out.par_chunks_mut(per_task * row_px * dv.pitch)
-            .enumerate()
-            .for_each(|(t, d)| task(t, d));
-    }
+            });
+            let d = &mut dst[(q0 - p0) * dv.pitch..];
+            emit_bias(d, dv.pitch, m, &c.bias, mode);
+            gemm_acc(
+                m,
+                c.cout,
+                c.cin,
+                d,
+                dv.pitch,
+                &mid[..m * c.cin],
+                c.cin,
+                &c.weight,
+            );
+        }
+    });
 }
 
 /// A SAME max or average pool (the average counting padding or not, as the node says).
-fn pool(p: &PoolNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: Mode) {
+fn pool(p: &PoolNode, src: &[f32], sv: &View, part: Part, dv: &View, mode: Mode) {
     let pad = Padding2d::same(sv.h, sv.w, p.k, p.k, p.stride, 1);
     let geom = ((p.k, p.k), p.stride, 1, pad);
-    for_windows(out, sv, dv, geom, 0, |taps, base, dst| {
+    for_windows(part, sv, dv, geom, 0, |taps, base, dst| {
         if p.max {
             window(src, base, &[], taps, dst, Max, mode);
         } else {
@@ -477,26 +633,23 @@ fn pool(p: &PoolNode, src: &[f32], sv: &View, out: &mut [f32], dv: &View, mode: 
 }
 
 /// Every second pixel from `(shift, shift)`, zeros past the edge, optionally through a ReLU.
-fn subsample(src: &[f32], sv: &View, out: &mut [f32], dv: &View, relu: bool, shift: usize) {
+fn subsample(src: &[f32], sv: &View, mut part: Part, dv: &View, relu: bool, shift: usize) {
     let c = dv.c;
-    for_rows(out, dv.w * dv.pitch, dv.w * c, |_: &mut (), r, row| {
-        let (n, oy) = (r / dv.h, r % dv.h);
-        let iy = 2 * oy + shift;
-        for ox in 0..dv.w {
-            let ix = 2 * ox + shift;
-            let d = &mut row[ox * dv.pitch + dv.off..][..c];
-            if iy >= sv.h || ix >= sv.w {
-                d.fill(0.0);
-                continue;
-            }
-            let x = &src[sv.off + ((n * sv.h + iy) * sv.w + ix) * sv.pitch..][..c];
-            if relu {
-                d.iter_mut().zip(x).for_each(|(d, &v)| *d = v.max(0.0));
-            } else {
-                d.copy_from_slice(x);
-            }
+    for p in part.px.clone() {
+        let (n, oy, ox) = (p / (dv.h * dv.w), p / dv.w % dv.h, p % dv.w);
+        let (iy, ix) = (2 * oy + shift, 2 * ox + shift);
+        let d = part.pixel(p, dv);
+        if iy >= sv.h || ix >= sv.w {
+            d.fill(0.0);
+            continue;
         }
-    });
+        let x = &src[sv.off + ((n * sv.h + iy) * sv.w + ix) * sv.pitch..][..c];
+        if relu {
+            emit_relu(d, x, Mode::Write);
+        } else {
+            d.copy_from_slice(x);
+        }
+    }
 }
 
 /// Layer norm (per example over all its values) or instance norm (per example and channel),
@@ -572,4 +725,118 @@ pub(crate) fn to_nchw(data: &[f32], v: &View) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NasNet, NasNetConfig};
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// Every stage output of `graph` on `image` (`n` images of `size`), run with `threads`
+    /// threads and `parts_of` parts per step.
+    fn stages(
+        graph: &Graph,
+        (n, size): (usize, usize),
+        image: &[f32],
+        threads: usize,
+        parts_of: impl Fn(&Step) -> usize + Send,
+    ) -> Vec<Vec<f32>> {
+        let plan = Plan::new(graph, (n, size, size), true);
+        let mut slots: Vec<Vec<f32>> = plan.slots.iter().map(|&l| vec![f32::NAN; l]).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| run_split(graph, &plan, &mut slots, image, threads, parts_of))
+            .unwrap();
+        let last = graph.stages.last().unwrap().1;
+        let mut out: Vec<Vec<f32>> = graph
+            .stages
+            .iter()
+            .map(|&(_, id)| to_nchw(&slots[plan.views[id].slot], &plan.views[id]))
+            .collect();
+        let v = plan.views[last];
+        out.push(classify(graph, &slots[v.slot], &v));
+        out
+    }
+
+    /// Cutting every step into parts down to single pixels (and empty parts), run by three
+    /// threads, gives the stage outputs and logits of one part per step on one thread: part
+    /// edges inside rows, blocks and im2col offsets are all handled.
+    #[test]
+    fn any_split_gives_the_unsplit_result() {
+        let mut cfg = NasNetConfig::mobile();
+        cfg.stem_filters = 8;
+        cfg.filters = 8;
+        cfg.num_classes = 5;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = NasNet::new(&nasnet_searchspace::named::nasnet_a(), &cfg, vb).unwrap();
+        let graph = super::super::graph::lower(&model).unwrap();
+        let shape = (2, 29);
+        let len = shape.0 * 3 * shape.1 * shape.1;
+        let image: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
+            .collect();
+        let want = stages(&graph, shape, &image, 1, |_| 1);
+        for parts in [2usize, 3, 7, 64, usize::MAX] {
+            let got = stages(&graph, shape, &image, 3, |step| {
+                let norm = matches!(graph.nodes[step.node].op, NodeOp::Norm { .. });
+                if norm {
+                    1
+                } else {
+                    parts.min(step.dst.pixels() + 1)
+                }
+            });
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.len(), w.len());
+                let err = relative_l2(g, w);
+                assert!(err <= 1e-5, "parts {parts} stage {i}: off by {err:e}");
+            }
+        }
+    }
+
+    /// `|a - b| / |b|` in the L2 norm (GEMMs of other sizes round differently).
+    fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+        let sq = |it: &mut dyn Iterator<Item = f64>| it.map(|x| x * x).sum::<f64>().sqrt();
+        let diff = sq(&mut a.iter().zip(b).map(|(&x, &y)| x as f64 - y as f64));
+        diff / sq(&mut b.iter().map(|&y| y as f64)).max(1e-30)
+    }
+
+    /// Blocks cover a part's pixels in order, without gaps or overlaps, none over the size
+    /// asked by more than the rounding to whole tiles.
+    #[test]
+    fn blocks_tile_a_part() {
+        for (px, block) in [
+            (0..0, 5),
+            (3..4, 1),
+            (10..59, 7),
+            (5..1000, 64),
+            (0..100, 1000),
+        ] {
+            let got: Vec<Range<usize>> = blocks(px.clone(), block).collect();
+            let flat: Vec<usize> = got.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, px.clone().collect::<Vec<_>>(), "{px:?} by {block}");
+            assert!(got
+                .iter()
+                .all(|r| !r.is_empty() && r.len() <= block + PART_ALIGN));
+        }
+    }
+
+    /// Parts cover the pixels in order, without gaps or overlaps.
+    #[test]
+    fn part_ranges_tile_the_pixels() {
+        for pixels in [0, 1, 7, 49, 196, 12_321] {
+            for parts in 1..=9 {
+                let ranges: Vec<Range<usize>> =
+                    (0..parts).map(|k| part_range(pixels, parts, k)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[parts - 1].end, pixels);
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+                assert!(ranges.iter().all(|r| r.start <= r.end));
+            }
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //! size, a memory plan ([`plan`]) places every tensor in NHWC buffers that are allocated once
 //! and reused across calls; outputs feeding a concatenation are written straight into it and
 //! the two ops of an add block into the same place. The kernels ([`exec`]) run on plain f32
-//! slices over rayon's pool, with no autograd graph.
+//! slices with no autograd graph; [`team`] runs each step's parts (pixel ranges) on rayon's
+//! threads with one fork-join per call, so batch 1 scales to several cores.
 //!
 //! A compiled model is a snapshot: it holds copies of the weights taken when it was compiled.
 //! Changing the model afterwards (training, loading other weights) does not change it;
@@ -19,6 +20,7 @@
 mod exec;
 mod graph;
 mod plan;
+mod team;
 mod window;
 
 use std::sync::Mutex;
