@@ -176,6 +176,23 @@ impl Conv {
         x.conv2d(&self.weight, 0, self.stride, self.dilation, 1)
     }
 
+    /// `pw.forward(&self.forward(x))`, as one graph node when `self` is a ReLU-depthwise conv
+    /// and `pw` a plain 1x1 conv (a separable conv's half; see `kernels::relu_separable_conv2d`).
+    pub fn then_pointwise(&self, pw: &Conv, x: &Tensor) -> Result<Tensor> {
+        let fusable = self.depthwise
+            && self.relu_first
+            && pw.kernel == (1, 1)
+            && pw.stride == 1
+            && !pw.depthwise
+            && !pw.relu_first;
+        if !fusable {
+            return pw.forward(&self.forward(x)?);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let pad = self.padding(h, w);
+        kernels::relu_separable_conv2d(x, &self.weight, &pw.weight, self.stride, self.dilation, pad)
+    }
+
     /// Output size and multiply-adds for an input of `hw`.
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
         let oh = out_len(hw.0, self.kernel.0, self.stride, self.dilation, self.pad);
@@ -264,9 +281,9 @@ impl SepConv {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.pw1.forward(&self.dw1.forward(x)?)?;
+        let y = self.dw1.then_pointwise(&self.pw1, x)?;
         let y = self.bn1.forward_t(&y, train)?;
-        let y = self.pw2.forward(&self.dw2.forward(&y)?)?;
+        let y = self.dw2.then_pointwise(&self.pw2, &y)?;
         self.bn2.forward_t(&y, train)
     }
 
