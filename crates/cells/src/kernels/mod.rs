@@ -19,6 +19,7 @@ mod depthwise;
 pub mod generic;
 mod geometry;
 mod parallel;
+pub(crate) use parallel::zeroed;
 mod plane;
 mod pointwise;
 mod pool;
