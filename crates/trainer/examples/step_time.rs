@@ -15,15 +15,23 @@ use nasnet_searchspace::named::nasnet_a;
 use nasnet_trainer::trainer::cross_entropy;
 use nasnet_trainer::{Sgd, SgdConfig};
 
-/// Seconds of CPU time this process (`/proc/self/stat`) or the calling thread
-/// (`/proc/thread-self/stat`) has used.
-fn cpu_seconds(stat_file: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
-    // utime and stime are fields 14 and 15; the command name (field 2) may hold spaces.
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+/// Nanoseconds a thread has run, from its `schedstat` file (nanosecond resolution, where
+/// `/proc/*/stat` counts 10 ms ticks).
+fn thread_ns(schedstat: &std::path::Path) -> f64 {
+    std::fs::read_to_string(schedstat)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Seconds of CPU time used by this whole process (every thread alive now) or, with `only_self`,
+/// by the calling thread.
+fn cpu_seconds(only_self: bool) -> f64 {
+    if only_self {
+        return thread_ns("/proc/thread-self/schedstat".as_ref()) / 1e9;
+    }
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
+    tasks.map(|t| thread_ns(&t.path().join("schedstat"))).sum::<f64>() / 1e9
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,18 +61,18 @@ fn main() -> anyhow::Result<()> {
     let (mut cpu_ms, mut serial_ms) = (Vec::new(), Vec::new());
     for i in 0..=steps {
         let (cpu0, main0, wall0) = (
-            cpu_seconds("/proc/self/stat"),
-            cpu_seconds("/proc/thread-self/stat"),
+            cpu_seconds(false),
+            cpu_seconds(true),
             Instant::now(),
         );
         let out = model.forward_t(&x, true)?;
         let loss = cross_entropy(&out.logits, &labels, 0.0)?;
         let grads = loss.backward()?;
         sgd.step(&grads)?;
-        let cpu = (cpu_seconds("/proc/self/stat") - cpu0) * 1e3;
+        let cpu = (cpu_seconds(false) - cpu0) * 1e3;
         // The calling thread sleeps while rayon's workers run a kernel, so its own CPU time is
         // the step's serial part (candle's element-wise ops and bookkeeping).
-        let main = (cpu_seconds("/proc/thread-self/stat") - main0) * 1e3;
+        let main = (cpu_seconds(true) - main0) * 1e3;
         let wall = wall0.elapsed().as_secs_f64() * 1e3;
         // The first step is warm-up (allocator, lazily built state); not counted.
         if i > 0 {

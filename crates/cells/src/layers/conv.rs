@@ -153,6 +153,9 @@ impl Conv {
         } else {
             x.clone()
         };
+        if self.im2col_pays(&x) {
+            return self.forward_im2col(&x, pad);
+        }
         let symmetric = pad.top == pad.bottom && pad.left == pad.right && pad.top == pad.left;
         if symmetric && self.stride == 1 {
             return x.conv2d(&self.weight, pad.top, 1, self.dilation, 1);
@@ -174,6 +177,48 @@ impl Conv {
         let x = if nh < hp { x.narrow(2, 0, nh)? } else { x };
         let x = if nw < wp { x.narrow(3, 0, nw)? } else { x };
         x.conv2d(&self.weight, 0, self.stride, self.dilation, 1)
+    }
+
+    /// Whether this dense conv runs as [`Conv::forward_im2col`]: stride 1, a kernel larger than
+    /// 1x1 over few input channels (the CIFAR stem's 3x3 conv over the image), on the custom
+    /// kernel path. candle's own conv runs on the calling thread in both directions and its
+    /// backward also computes the gradient of the image, which nothing needs.
+    fn im2col_pays(&self, x: &Tensor) -> bool {
+        /// Most stacked input channels (`C_in * kh * kw`) worth copying the input for.
+        const MAX_COLUMNS: usize = 81;
+        let columns = self.in_channels * self.kernel.0 * self.kernel.1;
+        self.stride == 1
+            && !self.depthwise
+            && self.kernel != (1, 1)
+            && columns <= MAX_COLUMNS
+            && !kernels::generic::selected(x)
+    }
+
+    /// A stride-1 dense conv as one 1x1 conv over the input's shifted copies stacked along the
+    /// channels (im2col): the copies are candle ops (pad, narrow, cat) that the backward skips
+    /// when the input needs no gradient, and the GEMMs run on every core.
+    fn forward_im2col(&self, x: &Tensor, pad: Padding2d) -> Result<Tensor> {
+        let (kh, kw) = self.kernel;
+        let d = self.dilation;
+        let x = pad_zeros(x, pad)?;
+        let (_, _, hp, wp) = x.dims4()?;
+        let oh = out_len(hp, kh, 1, d, Pad::Valid);
+        let ow = out_len(wp, kw, 1, d, Pad::Valid);
+        let mut taps = Vec::with_capacity(kh * kw);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                taps.push(x.narrow(2, ky * d, oh)?.narrow(3, kx * d, ow)?);
+            }
+        }
+        // Channel `tap * C_in + c` of the columns is input channel `c` shifted by `tap`.
+        let columns = Tensor::cat(&taps, 1)?;
+        let weight = self.weight.permute((0, 2, 3, 1))?.reshape((
+            self.out_channels,
+            kh * kw * self.in_channels,
+            1,
+            1,
+        ))?;
+        kernels::pointwise_conv2d(&columns, &weight)
     }
 
     /// `pw.forward(&self.forward(x))`, as one graph node when `self` is a ReLU-depthwise conv
@@ -385,6 +430,38 @@ mod tests {
             // Backward works on non-square inputs and kernels with any parity.
             let g = y.sum_all().unwrap().backward().unwrap();
             assert_eq!(g.get(x.as_tensor()).unwrap().dims(), x.dims());
+        }
+    }
+
+    /// The im2col route of a small dense conv (the CIFAR stem's) gives candle's conv2d result
+    /// and gradients, for the input and the kernel, in f64.
+    #[test]
+    fn im2col_conv_matches_candle_conv() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::zeros(DType::F64, &dev);
+        let ctx = Ctx::new(vb, 1e-3, 0.1);
+        for (k, dilation, (h, w)) in [(3, 1, (6, 5)), (5, 1, (7, 7)), (3, 2, (8, 6))] {
+            let mut spec = ConvSpec::dense(3, 4, (k, k), 1);
+            spec.dilation = dilation;
+            let mut conv = Conv::new(&ctx, spec).unwrap();
+            let weight = candle_core::Var::randn(0f64, 1.0, (4, 3, k, k), &dev).unwrap();
+            conv.weight = weight.as_tensor().clone();
+            let x = candle_core::Var::randn(0f64, 1.0, (2, 3, h, w), &dev).unwrap();
+            assert!(conv.im2col_pays(&x));
+            let y = conv.forward(&x).unwrap();
+            let p = (k - 1) * dilation / 2;
+            let want = x.conv2d(&weight, p, 1, dilation, 1).unwrap();
+            let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
+            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (got_g, want_g) = (grads(&y), grads(&want));
+            let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
+                (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+            };
+            assert!(max_diff(&y, &want) < 1e-12, "forward, k {k} dilation {dilation}");
+            for v in [x.as_tensor(), weight.as_tensor()] {
+                let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
+                assert!(max_diff(a, b) < 1e-12, "gradient, k {k} dilation {dilation}");
+            }
         }
     }
 }
