@@ -381,6 +381,16 @@ impl FactorizedReduction {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (p1, p2) = if kernels::generic::selected(x) {
+            self.paths_composed(x)?
+        } else {
+            self.paths_as_picks(x)?
+        };
+        self.bn.forward_t(&Tensor::cat(&[p1, p2], 1)?, train)
+    }
+
+    /// The two paths from candle ops: ReLU, subsample; pad, crop by one pixel, subsample.
+    fn paths_composed(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let x = if self.relu {
             crate::fused::relu(x)?
         } else {
@@ -394,7 +404,29 @@ impl FactorizedReduction {
             .narrow(2, 1, h)?
             .narrow(3, 1, w)?;
         let p2 = self.path_2.forward(&subsample2(&shifted)?)?;
-        self.bn.forward_t(&Tensor::cat(&[p1, p2], 1)?, train)
+        Ok((p1, p2))
+    }
+
+    /// The two paths with each pixel pick (`x[2i][2j]`, and `x[2i+1][2j+1]` or 0 past the edge)
+    /// as a stride-2 depthwise conv with a constant one-hot kernel and the ReLU fused in: one
+    /// graph node per path where ReLU, pad, crop and subsample are five, each copying the
+    /// cell's widest tensor on the calling thread in both directions. Multiplying by 1 and
+    /// adding products with 0 is exact, so the result is the five-node form's.
+    fn paths_as_picks(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (_, c, h, w) = x.dims4()?;
+        let pick = |taps: &[f64], k: usize| -> Result<Tensor> {
+            let one_hot = Tensor::new(taps, x.device())?.to_dtype(x.dtype())?;
+            let kernel = one_hot.reshape((1, 1, k, k))?.repeat((c, 1, 1, 1))?;
+            let pad = Padding2d::same(h, w, k, k, 2, 1);
+            if self.relu {
+                kernels::relu_depthwise_conv2d(x, &kernel, 2, 1, pad)
+            } else {
+                kernels::depthwise_conv2d(x, &kernel, 2, 1, pad)
+            }
+        };
+        let even = pick(&[1.0], 1)?;
+        let odd = pick(&[0.0, 0.0, 0.0, 1.0], 2)?;
+        Ok((self.path_1.forward(&even)?, self.path_2.forward(&odd)?))
     }
 
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
@@ -461,6 +493,36 @@ mod tests {
             for v in [x.as_tensor(), weight.as_tensor()] {
                 let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
                 assert!(max_diff(a, b) < 1e-12, "gradient, k {k} dilation {dilation}");
+            }
+        }
+    }
+
+    /// The factorized reduction's two paths as one-hot depthwise picks equal the composed
+    /// form (ReLU, pad, crop, subsample) exactly, in value and in the gradients of the input
+    /// and of both 1x1 kernels, for even and odd sizes, with and without the ReLU.
+    #[test]
+    fn factorized_reduction_picks_match_the_composed_paths() {
+        let dev = Device::Cpu;
+        for relu in [true, false] {
+            for (h, w) in [(6, 6), (5, 7)] {
+                let varmap = candle_nn::VarMap::new();
+                let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
+                let fr = FactorizedReduction::new(&Ctx::new(vb, 1e-3, 0.1), 3, 4, relu).unwrap();
+                let x = candle_core::Var::randn(0f64, 1.0, (2, 3, h, w), &dev).unwrap();
+                let cat = |(a, b): (Tensor, Tensor)| Tensor::cat(&[a, b], 1).unwrap();
+                let got = cat(fr.paths_as_picks(&x).unwrap());
+                let want = cat(fr.paths_composed(&x).unwrap());
+                let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
+                let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let (got_g, want_g) = (grads(&got), grads(&want));
+                let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
+                    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+                };
+                assert_eq!(max_diff(&got, &want), 0.0, "forward, relu {relu}, {h}x{w}");
+                for v in [x.as_tensor(), &fr.path_1.weight, &fr.path_2.weight] {
+                    let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
+                    assert_eq!(max_diff(a, b), 0.0, "gradient, relu {relu}, {h}x{w}");
+                }
             }
         }
     }
