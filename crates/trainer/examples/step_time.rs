@@ -30,8 +30,14 @@ fn cpu_seconds(only_self: bool) -> f64 {
     if only_self {
         return thread_ns("/proc/thread-self/schedstat".as_ref()) / 1e9;
     }
-    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
-    tasks.map(|t| thread_ns(&t.path().join("schedstat"))).sum::<f64>() / 1e9
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten();
+    tasks
+        .map(|t| thread_ns(&t.path().join("schedstat")))
+        .sum::<f64>()
+        / 1e9
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,7 +46,9 @@ fn main() -> anyhow::Result<()> {
     let (mut batch, mut steps) = (64usize, 5usize);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
             "--net" => net = value,
             "--batch" => batch = value.parse()?,
@@ -53,18 +61,24 @@ fn main() -> anyhow::Result<()> {
     cfg.aux_head = false;
     cfg.drop_path_keep_prob = 1.0;
     let varmap = VarMap::new();
-    let model = NasNet::new(&nasnet_a(), &cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let mut sgd = Sgd::new(&varmap, SgdConfig { clip_norm: None, ..SgdConfig::default() })?;
+    let model = NasNet::new(
+        &nasnet_a(),
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+    )?;
+    let mut sgd = Sgd::new(
+        &varmap,
+        SgdConfig {
+            clip_norm: None,
+            ..SgdConfig::default()
+        },
+    )?;
     let x = Tensor::randn(0f32, 1f32, (batch, 3, 32, 32), &dev)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     let labels = Tensor::from_vec(labels, batch, &dev)?;
     let (mut cpu_ms, mut serial_ms) = (Vec::new(), Vec::new());
     for i in 0..=steps {
-        let (cpu0, main0, wall0) = (
-            cpu_seconds(false),
-            cpu_seconds(true),
-            Instant::now(),
-        );
+        let (cpu0, main0, wall0) = (cpu_seconds(false), cpu_seconds(true), Instant::now());
         let out = model.forward_t(&x, true)?;
         let loss = cross_entropy(&out.logits, &labels, 0.0)?;
         let grads = loss.backward()?;

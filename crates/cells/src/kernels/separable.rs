@@ -111,7 +111,11 @@ mod tests {
                 let fused = relu_separable_conv2d(&x, &kd, &kp, stride, 1, pad).unwrap();
                 let mid = relu_depthwise_conv2d(&x, &kd, stride, 1, pad).unwrap();
                 let composed = pointwise_conv2d(&mid, &kp).unwrap();
-                assert_eq!(max_diff(&fused, &composed), 0.0, "forward, k {k} s {stride}");
+                assert_eq!(
+                    max_diff(&fused, &composed),
+                    0.0,
+                    "forward, k {k} s {stride}"
+                );
                 let r = var(fused.dims4().unwrap(), dtype).as_detached_tensor();
                 let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let (gf, gc) = (grads(&fused), grads(&composed));

@@ -487,12 +487,25 @@ mod tests {
             let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let (got_g, want_g) = (grads(&y), grads(&want));
             let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
-                (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
             };
-            assert!(max_diff(&y, &want) < 1e-12, "forward, k {k} dilation {dilation}");
+            assert!(
+                max_diff(&y, &want) < 1e-12,
+                "forward, k {k} dilation {dilation}"
+            );
             for v in [x.as_tensor(), weight.as_tensor()] {
                 let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
-                assert!(max_diff(a, b) < 1e-12, "gradient, k {k} dilation {dilation}");
+                assert!(
+                    max_diff(a, b) < 1e-12,
+                    "gradient, k {k} dilation {dilation}"
+                );
             }
         }
     }
@@ -516,7 +529,14 @@ mod tests {
                 let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let (got_g, want_g) = (grads(&got), grads(&want));
                 let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
-                    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+                    (a - b)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar()
+                        .unwrap()
                 };
                 assert_eq!(max_diff(&got, &want), 0.0, "forward, relu {relu}, {h}x{w}");
                 for v in [x.as_tensor(), &fr.path_1.weight, &fr.path_2.weight] {
