@@ -294,11 +294,13 @@ impl CpuKernel<2> for ReluBackward {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    /// Largest absolute difference of two tensors of one shape, in f64 (also used by the
+    /// other kernels' tests).
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b)
             .unwrap()
             .abs()

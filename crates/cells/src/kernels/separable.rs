@@ -82,12 +82,7 @@ mod tests {
 
     use super::super::{pointwise_conv2d, relu_depthwise_conv2d, relu_separable_conv2d, Padding2d};
 
-    /// Largest absolute difference of two tensors, in f64.
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
-            .expect("same shapes")
-    }
+    use crate::fused::tests::max_diff;
 
     /// A random variable of `dims` in `dtype`.
     fn var(dims: (usize, usize, usize, usize), dtype: DType) -> Var {

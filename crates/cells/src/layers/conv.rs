@@ -443,6 +443,14 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
 
+    use crate::fused::tests::max_diff;
+
+    /// The gradients of `sum(y * r)`: every output element weighted differently, so that a
+    /// wrong pixel or channel order shows (a plain sum would hide it).
+    fn weighted_grads(y: &Tensor, r: &Tensor) -> candle_core::backprop::GradStore {
+        (y * r).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     #[test]
     fn same_padding_conv_matches_tf_sizes() {
         let dev = Device::Cpu;
@@ -484,18 +492,7 @@ mod tests {
             let p = (k - 1) * dilation / 2;
             let want = x.conv2d(&weight, p, 1, dilation, 1).unwrap();
             let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
-            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let (got_g, want_g) = (grads(&y), grads(&want));
-            let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
+            let (got_g, want_g) = (weighted_grads(&y, &r), weighted_grads(&want, &r));
             assert!(
                 max_diff(&y, &want) < 1e-12,
                 "forward, k {k} dilation {dilation}"
@@ -526,18 +523,7 @@ mod tests {
                 let got = cat(fr.paths_as_picks(&x).unwrap());
                 let want = cat(fr.paths_composed(&x).unwrap());
                 let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
-                let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let (got_g, want_g) = (grads(&got), grads(&want));
-                let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
-                    (a - b)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar()
-                        .unwrap()
-                };
+                let (got_g, want_g) = (weighted_grads(&got, &r), weighted_grads(&want, &r));
                 assert_eq!(max_diff(&got, &want), 0.0, "forward, relu {relu}, {h}x{w}");
                 for v in [x.as_tensor(), &fr.path_1.weight, &fr.path_2.weight] {
                     let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
