@@ -49,6 +49,12 @@ pub(crate) struct Arg<'a> {
 }
 
 impl<'a> Arg<'a> {
+    /// An operand from storage the caller holds (a kernel running another kernel on data of
+    /// its own).
+    pub fn new(storage: &'a CpuStorage, layout: &'a Layout) -> Self {
+        Arg { storage, layout }
+    }
+
     /// The operand's shape.
     pub fn shape(&self) -> &'a Shape {
         self.layout.shape()

@@ -130,7 +130,7 @@ impl CpuKernel<3> for BnTrainHandle {
         let mean: Vec<f64> = per_channel.iter().map(|p| p.0).collect();
         let var: Vec<f64> = per_channel.iter().map(|p| p.1).collect();
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.0.eps).sqrt()).collect();
-        let mut y = vec![T::ZERO; x.len()];
+        let mut y = crate::kernels::zeroed::<T>(x.len());
         y.par_chunks_mut(hw.max(1))
             .zip(x.par_chunks(hw.max(1)))
             .enumerate()
@@ -207,7 +207,7 @@ impl CpuKernel<3> for BnBackward {
             })
             .collect();
         let count = st.count as f64;
-        let mut dx = vec![T::ZERO; dy.len()];
+        let mut dx = crate::kernels::zeroed::<T>(dy.len());
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, out)| {
@@ -254,7 +254,7 @@ impl CpuKernel<1> for Relu {
 
     fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
         let x = xa.slice::<T>("relu input")?;
-        let mut y = vec![T::ZERO; x.len()];
+        let mut y = crate::kernels::zeroed::<T>(x.len());
         y.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
             .for_each(|(o, i)| {
@@ -281,7 +281,7 @@ impl CpuKernel<2> for ReluBackward {
         same_shape("relu backward", dya, xa)?;
         let dy = dya.slice::<T>("relu output gradient")?;
         let x = xa.slice::<T>("relu input")?;
-        let mut dx = vec![T::ZERO; x.len()];
+        let mut dx = crate::kernels::zeroed::<T>(x.len());
         dx.par_chunks_mut(1 << 14)
             .zip(dy.par_chunks(1 << 14).zip(x.par_chunks(1 << 14)))
             .for_each(|(o, (g, i))| {
@@ -294,11 +294,13 @@ impl CpuKernel<2> for ReluBackward {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    /// Largest absolute difference of two tensors of one shape, in f64 (also used by the
+    /// other kernels' tests).
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b)
             .unwrap()
             .abs()

@@ -60,7 +60,7 @@ fn forward<T: Real>(x: &[T], k: &[T], g: &Geom, fuse_relu: bool) -> Vec<T> {
     let b = block_width::<T>(g.ow);
     let plan = Plan::new(*g, b);
     let (inp, outp, taps) = (g.in_plane(), g.out_plane(), g.kh * g.kw);
-    let mut out = vec![T::ZERO; g.n * g.c * outp];
+    let mut out = super::zeroed::<T>(g.n * g.c * outp);
     for_each_chunk(&mut out, outp, Vec::new, |buf, p, o| {
         let xp = &x[p * inp..(p + 1) * inp];
         plane::fill::<T>(xp, &plan, buf, T::ZERO, fuse_relu);
@@ -126,7 +126,7 @@ pub(crate) fn input_grad<T: Real>(
             &k[c * taps..(c + 1) * taps]
         }
     };
-    let mut gx = vec![T::ZERO; g.n * g.c * inp];
+    let mut gx = super::zeroed::<T>(g.n * g.c * inp);
     let finish = |p: usize, gxp: &mut [T]| {
         if let Some(x) = mask {
             // A select rather than a branch: the sign of activations is unpredictable.

@@ -19,9 +19,11 @@ mod depthwise;
 pub mod generic;
 mod geometry;
 mod parallel;
+pub(crate) use parallel::zeroed;
 mod plane;
 mod pointwise;
 mod pool;
+mod separable;
 
 use candle_core::{bail, CustomOp2, CustomOp3, DType, Result, Tensor};
 
@@ -31,6 +33,7 @@ use depthwise::DepthwiseFwd;
 pub use generic::{kernel_path, set_kernel_path, KernelPath};
 use pointwise::PointwiseFwd;
 use pool::{AvgPoolFwd, MaxPoolFwd, PoolParams};
+use separable::SeparableFwd;
 
 /// Explicit, possibly asymmetric padding of a 2-D op.
 ///
@@ -280,6 +283,35 @@ pub fn relu_depthwise_conv2d(
         return generic::relu_depthwise_conv2d(x, w, stride, dilation, pad);
     }
     depthwise_impl(x, w, stride, dilation, pad, true)
+}
+
+/// `pointwise_conv2d(relu_depthwise_conv2d(x, k, ...), w)`, one half of a separable conv, as a
+/// single graph node on the CPU's custom path: the two-node form costs a zero-filled gradient
+/// and an addition over the depthwise output in the backward (see `kernels::separable`). Other
+/// paths, devices and half types compose the two ops; the result is the same either way.
+pub fn relu_separable_conv2d(
+    x: &Tensor,
+    k: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+    pad: Padding2d,
+) -> Result<Tensor> {
+    if generic::selected(x) || is_half(x.dtype()) {
+        let mid = relu_depthwise_conv2d(x, k, stride, dilation, pad)?;
+        return pointwise_conv2d(&mid, w);
+    }
+    check_depthwise_args(x, k, stride, dilation, pad)?;
+    let depthwise = DepthwiseFwd {
+        stride,
+        dilation,
+        pad,
+        relu: true,
+    };
+    let (x, k, w) = (x.contiguous()?, k.contiguous()?, w.contiguous()?);
+    let op = SeparableFwd::new(depthwise, &x, &k)?;
+    check_pointwise_args(op.mid(), &w)?;
+    x.apply_op3(&k, &w, CpuOp(op))
 }
 
 fn pointwise_impl(x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {

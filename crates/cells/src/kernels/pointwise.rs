@@ -111,7 +111,7 @@ impl CpuKernel<2> for PointwiseFwd {
         );
         let (across, threads) = split(d.n);
         let (inp, outp) = (d.cin * d.hw, d.cout * d.hw);
-        let mut y = vec![T::ZERO; d.n * outp];
+        let mut y = super::zeroed::<T>(d.n * outp);
         per_example(&mut y, outp, across, |buf, i, yi| {
             let xi = &xs[i * inp..(i + 1) * inp];
             let xi = if self.relu {
@@ -151,7 +151,7 @@ impl CpuKernel<3> for PointwiseBwdInput {
         let xs = x.slice::<T>("pointwise input")?;
         let (across, threads) = split(d.n);
         let (inp, outp) = (d.cin * d.hw, d.cout * d.hw);
-        let mut gx = vec![T::ZERO; d.n * inp];
+        let mut gx = super::zeroed::<T>(d.n * inp);
         per_example(&mut gx, inp, across, |_, i, gxi| {
             let gyi = &gy[i * outp..(i + 1) * outp];
             let (a, b) = (

@@ -153,6 +153,9 @@ impl Conv {
         } else {
             x.clone()
         };
+        if self.im2col_pays(&x) {
+            return self.forward_im2col(&x, pad);
+        }
         let symmetric = pad.top == pad.bottom && pad.left == pad.right && pad.top == pad.left;
         if symmetric && self.stride == 1 {
             return x.conv2d(&self.weight, pad.top, 1, self.dilation, 1);
@@ -174,6 +177,65 @@ impl Conv {
         let x = if nh < hp { x.narrow(2, 0, nh)? } else { x };
         let x = if nw < wp { x.narrow(3, 0, nw)? } else { x };
         x.conv2d(&self.weight, 0, self.stride, self.dilation, 1)
+    }
+
+    /// Whether this dense conv runs as [`Conv::forward_im2col`]: stride 1, a kernel larger than
+    /// 1x1 over few input channels (the CIFAR stem's 3x3 conv over the image), on the custom
+    /// kernel path. candle's own conv runs on the calling thread in both directions and its
+    /// backward also computes the gradient of the image, which nothing needs.
+    fn im2col_pays(&self, x: &Tensor) -> bool {
+        /// Most stacked input channels (`C_in * kh * kw`) worth copying the input for.
+        const MAX_COLUMNS: usize = 81;
+        let columns = self.in_channels * self.kernel.0 * self.kernel.1;
+        self.stride == 1
+            && !self.depthwise
+            && self.kernel != (1, 1)
+            && columns <= MAX_COLUMNS
+            && !kernels::generic::selected(x)
+    }
+
+    /// A stride-1 dense conv as one 1x1 conv over the input's shifted copies stacked along the
+    /// channels (im2col): the copies are candle ops (pad, narrow, cat) that the backward skips
+    /// when the input needs no gradient, and the GEMMs run on every core.
+    fn forward_im2col(&self, x: &Tensor, pad: Padding2d) -> Result<Tensor> {
+        let (kh, kw) = self.kernel;
+        let d = self.dilation;
+        let x = pad_zeros(x, pad)?;
+        let (_, _, hp, wp) = x.dims4()?;
+        let oh = out_len(hp, kh, 1, d, Pad::Valid);
+        let ow = out_len(wp, kw, 1, d, Pad::Valid);
+        let mut taps = Vec::with_capacity(kh * kw);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                taps.push(x.narrow(2, ky * d, oh)?.narrow(3, kx * d, ow)?);
+            }
+        }
+        // Channel `tap * C_in + c` of the columns is input channel `c` shifted by `tap`.
+        let columns = Tensor::cat(&taps, 1)?;
+        let weight = self.weight.permute((0, 2, 3, 1))?.reshape((
+            self.out_channels,
+            kh * kw * self.in_channels,
+            1,
+            1,
+        ))?;
+        kernels::pointwise_conv2d(&columns, &weight)
+    }
+
+    /// `pw.forward(&self.forward(x))`, as one graph node when `self` is a ReLU-depthwise conv
+    /// and `pw` a plain 1x1 conv (a separable conv's half; see `kernels::relu_separable_conv2d`).
+    pub fn then_pointwise(&self, pw: &Conv, x: &Tensor) -> Result<Tensor> {
+        let fusable = self.depthwise
+            && self.relu_first
+            && pw.kernel == (1, 1)
+            && pw.stride == 1
+            && !pw.depthwise
+            && !pw.relu_first;
+        if !fusable {
+            return pw.forward(&self.forward(x)?);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let pad = self.padding(h, w);
+        kernels::relu_separable_conv2d(x, &self.weight, &pw.weight, self.stride, self.dilation, pad)
     }
 
     /// Output size and multiply-adds for an input of `hw`.
@@ -264,9 +326,9 @@ impl SepConv {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.pw1.forward(&self.dw1.forward(x)?)?;
+        let y = self.dw1.then_pointwise(&self.pw1, x)?;
         let y = self.bn1.forward_t(&y, train)?;
-        let y = self.pw2.forward(&self.dw2.forward(&y)?)?;
+        let y = self.dw2.then_pointwise(&self.pw2, &y)?;
         self.bn2.forward_t(&y, train)
     }
 
@@ -319,6 +381,16 @@ impl FactorizedReduction {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (p1, p2) = if kernels::generic::selected(x) {
+            self.paths_composed(x)?
+        } else {
+            self.paths_as_picks(x)?
+        };
+        self.bn.forward_t(&Tensor::cat(&[p1, p2], 1)?, train)
+    }
+
+    /// The two paths from candle ops: ReLU, subsample; pad, crop by one pixel, subsample.
+    fn paths_composed(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let x = if self.relu {
             crate::fused::relu(x)?
         } else {
@@ -332,7 +404,29 @@ impl FactorizedReduction {
             .narrow(2, 1, h)?
             .narrow(3, 1, w)?;
         let p2 = self.path_2.forward(&subsample2(&shifted)?)?;
-        self.bn.forward_t(&Tensor::cat(&[p1, p2], 1)?, train)
+        Ok((p1, p2))
+    }
+
+    /// The two paths with each pixel pick (`x[2i][2j]`, and `x[2i+1][2j+1]` or 0 past the edge)
+    /// as a stride-2 depthwise conv with a constant one-hot kernel and the ReLU fused in: one
+    /// graph node per path where ReLU, pad, crop and subsample are five, each copying the
+    /// cell's widest tensor on the calling thread in both directions. Multiplying by 1 and
+    /// adding products with 0 is exact, so the result is the five-node form's.
+    fn paths_as_picks(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (_, c, h, w) = x.dims4()?;
+        let pick = |taps: &[f64], k: usize| -> Result<Tensor> {
+            let one_hot = Tensor::new(taps, x.device())?.to_dtype(x.dtype())?;
+            let kernel = one_hot.reshape((1, 1, k, k))?.repeat((c, 1, 1, 1))?;
+            let pad = Padding2d::same(h, w, k, k, 2, 1);
+            if self.relu {
+                kernels::relu_depthwise_conv2d(x, &kernel, 2, 1, pad)
+            } else {
+                kernels::depthwise_conv2d(x, &kernel, 2, 1, pad)
+            }
+        };
+        let even = pick(&[1.0], 1)?;
+        let odd = pick(&[0.0, 0.0, 0.0, 1.0], 2)?;
+        Ok((self.path_1.forward(&even)?, self.path_2.forward(&odd)?))
     }
 
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
@@ -348,6 +442,14 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
+
+    use crate::fused::tests::max_diff;
+
+    /// The gradients of `sum(y * r)`: every output element weighted differently, so that a
+    /// wrong pixel or channel order shows (a plain sum would hide it).
+    fn weighted_grads(y: &Tensor, r: &Tensor) -> candle_core::backprop::GradStore {
+        (y * r).unwrap().sum_all().unwrap().backward().unwrap()
+    }
 
     #[test]
     fn same_padding_conv_matches_tf_sizes() {
@@ -368,6 +470,66 @@ mod tests {
             // Backward works on non-square inputs and kernels with any parity.
             let g = y.sum_all().unwrap().backward().unwrap();
             assert_eq!(g.get(x.as_tensor()).unwrap().dims(), x.dims());
+        }
+    }
+
+    /// The im2col route of a small dense conv (the CIFAR stem's) gives candle's conv2d result
+    /// and gradients, for the input and the kernel, in f64.
+    #[test]
+    fn im2col_conv_matches_candle_conv() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::zeros(DType::F64, &dev);
+        let ctx = Ctx::new(vb, 1e-3, 0.1);
+        for (k, dilation, (h, w)) in [(3, 1, (6, 5)), (5, 1, (7, 7)), (3, 2, (8, 6))] {
+            let mut spec = ConvSpec::dense(3, 4, (k, k), 1);
+            spec.dilation = dilation;
+            let mut conv = Conv::new(&ctx, spec).unwrap();
+            let weight = candle_core::Var::randn(0f64, 1.0, (4, 3, k, k), &dev).unwrap();
+            conv.weight = weight.as_tensor().clone();
+            let x = candle_core::Var::randn(0f64, 1.0, (2, 3, h, w), &dev).unwrap();
+            assert!(conv.im2col_pays(&x));
+            let y = conv.forward(&x).unwrap();
+            let p = (k - 1) * dilation / 2;
+            let want = x.conv2d(&weight, p, 1, dilation, 1).unwrap();
+            let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
+            let (got_g, want_g) = (weighted_grads(&y, &r), weighted_grads(&want, &r));
+            assert!(
+                max_diff(&y, &want) < 1e-12,
+                "forward, k {k} dilation {dilation}"
+            );
+            for v in [x.as_tensor(), weight.as_tensor()] {
+                let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
+                assert!(
+                    max_diff(a, b) < 1e-12,
+                    "gradient, k {k} dilation {dilation}"
+                );
+            }
+        }
+    }
+
+    /// The factorized reduction's two paths as one-hot depthwise picks equal the composed
+    /// form (ReLU, pad, crop, subsample) exactly, in value and in the gradients of the input
+    /// and of both 1x1 kernels, for even and odd sizes, with and without the ReLU.
+    #[test]
+    fn factorized_reduction_picks_match_the_composed_paths() {
+        let dev = Device::Cpu;
+        for relu in [true, false] {
+            for (h, w) in [(6, 6), (5, 7)] {
+                let varmap = candle_nn::VarMap::new();
+                let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
+                let fr = FactorizedReduction::new(&Ctx::new(vb, 1e-3, 0.1), 3, 4, relu).unwrap();
+                let x = candle_core::Var::randn(0f64, 1.0, (2, 3, h, w), &dev).unwrap();
+                let cat = |(a, b): (Tensor, Tensor)| Tensor::cat(&[a, b], 1).unwrap();
+                let got = cat(fr.paths_as_picks(&x).unwrap());
+                let want = cat(fr.paths_composed(&x).unwrap());
+                let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
+                let (got_g, want_g) = (weighted_grads(&got, &r), weighted_grads(&want, &r));
+                assert_eq!(max_diff(&got, &want), 0.0, "forward, relu {relu}, {h}x{w}");
+                for v in [x.as_tensor(), &fr.path_1.weight, &fr.path_2.weight] {
+                    let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
+                    assert_eq!(max_diff(a, b), 0.0, "gradient, relu {relu}, {h}x{w}");
+                }
+            }
         }
     }
 }
