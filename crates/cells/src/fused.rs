@@ -67,18 +67,62 @@ pub(crate) fn batch_norm_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, BnStats)> {
-    let op = Arc::new(BnTrain {
-        eps,
-        stats: Mutex::new(None),
-    });
+    let op = BnTrain::new(eps);
     let x = x.contiguous()?;
     let gamma = gamma.to_dtype(x.dtype())?.contiguous()?;
     let beta = beta.to_dtype(x.dtype())?.contiguous()?;
     let y = x.apply_op3(&gamma, &beta, CpuOp(BnTrainHandle(op.clone())))?;
-    let stats = lock(&op.stats, "batch-norm statistics")?
-        .clone()
-        .ok_or_else(|| candle_core::Error::Msg("batch-norm forward stored no statistics".into()))?;
-    Ok((y, stats))
+    Ok((y, op.stats()?))
+}
+
+impl BnTrain {
+    /// A BN with no statistics yet, shared between the op that runs it and its caller.
+    pub(crate) fn new(eps: f64) -> Arc<Self> {
+        Arc::new(BnTrain {
+            eps,
+            stats: Mutex::new(None),
+        })
+    }
+
+    /// The forward on operands `(x, gamma, beta)`, storing the batch statistics: for a node
+    /// that ends in a BN (`kernels::separable`).
+    pub(crate) fn forward_cpu<T: Real>(
+        self: &Arc<Self>,
+        args: [Arg<'_>; 3],
+    ) -> Result<(Vec<T>, Shape)> {
+        BnTrainHandle(self.clone()).cpu(args)
+    }
+
+    /// The statistics of the last forward.
+    pub(crate) fn stats(&self) -> Result<BnStats> {
+        lock(&self.stats, "batch-norm statistics")?
+            .clone()
+            .ok_or_else(|| {
+                candle_core::Error::Msg("batch-norm forward stored no statistics".into())
+            })
+    }
+
+    /// The backward from `dy` of the forward on `x` with weight `gamma`: the gradients of `x`,
+    /// `gamma` and `beta` (the last two in `gamma`'s dtype).
+    pub(crate) fn backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let op = CpuOp(BnBackward {
+            stats: self.stats()?,
+            sums: Mutex::new(None),
+        });
+        let dx = dy.contiguous()?.apply_op3_no_bwd(x, gamma, &op)?;
+        let (dgamma, dbeta) = lock(&op.0.sums, "batch-norm gradient")?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("batch-norm backward stored no sums".into()))?;
+        let c = dgamma.len();
+        let dgamma = Tensor::from_vec(dgamma, c, x.device())?.to_dtype(gamma.dtype())?;
+        let dbeta = Tensor::from_vec(dbeta, c, x.device())?.to_dtype(gamma.dtype())?;
+        Ok((dx, dgamma, dbeta))
+    }
 }
 
 /// The op as registered in the graph (shares the statistics with the caller).
@@ -154,20 +198,7 @@ impl CpuKernel<3> for BnTrainHandle {
 
     fn backward(&self, b: Backward<'_, 3>) -> Result<[Option<Tensor>; 3]> {
         let [x, gamma, _beta] = b.args;
-        let stats = lock(&self.0.stats, "batch-norm statistics")?
-            .clone()
-            .ok_or_else(|| candle_core::Error::Msg("batch-norm backward before forward".into()))?;
-        let op = CpuOp(BnBackward {
-            stats,
-            sums: Mutex::new(None),
-        });
-        let dx = b.grad.contiguous()?.apply_op3_no_bwd(x, gamma, &op)?;
-        let (dgamma, dbeta) = lock(&op.0.sums, "batch-norm gradient")?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("batch-norm backward stored no sums".into()))?;
-        let c = dgamma.len();
-        let dgamma = Tensor::from_vec(dgamma, c, x.device())?.to_dtype(gamma.dtype())?;
-        let dbeta = Tensor::from_vec(dbeta, c, x.device())?.to_dtype(gamma.dtype())?;
+        let (dx, dgamma, dbeta) = self.0.backward(b.grad, x, gamma)?;
         Ok([Some(dx), Some(dgamma), Some(dbeta)])
     }
 }

@@ -33,6 +33,7 @@ use depthwise::DepthwiseFwd;
 pub use generic::{kernel_path, set_kernel_path, KernelPath};
 use pointwise::PointwiseFwd;
 use pool::{AvgPoolFwd, MaxPoolFwd, PoolParams};
+pub(crate) use separable::relu_separable_conv2d_bn;
 use separable::SeparableFwd;
 
 /// Explicit, possibly asymmetric padding of a 2-D op.

@@ -221,21 +221,53 @@ impl Conv {
         kernels::pointwise_conv2d(&columns, &weight)
     }
 
-    /// `pw.forward(&self.forward(x))`, as one graph node when `self` is a ReLU-depthwise conv
-    /// and `pw` a plain 1x1 conv (a separable conv's half; see `kernels::relu_separable_conv2d`).
-    pub fn then_pointwise(&self, pw: &Conv, x: &Tensor) -> Result<Tensor> {
-        let fusable = self.depthwise
+    /// Whether `self` then `pw` is a separable conv's half: a ReLU-depthwise conv and a plain
+    /// 1x1 conv.
+    fn fuses_with(&self, pw: &Conv) -> bool {
+        self.depthwise
             && self.relu_first
             && pw.kernel == (1, 1)
             && pw.stride == 1
             && !pw.depthwise
-            && !pw.relu_first;
-        if !fusable {
+            && !pw.relu_first
+    }
+
+    /// `pw.forward(&self.forward(x))`, as one graph node when `self` is a ReLU-depthwise conv
+    /// and `pw` a plain 1x1 conv (a separable conv's half; see `kernels::relu_separable_conv2d`).
+    pub fn then_pointwise(&self, pw: &Conv, x: &Tensor) -> Result<Tensor> {
+        if !self.fuses_with(pw) {
             return pw.forward(&self.forward(x)?);
         }
         let (_, _, h, w) = x.dims4()?;
         let pad = self.padding(h, w);
         kernels::relu_separable_conv2d(x, &self.weight, &pw.weight, self.stride, self.dilation, pad)
+    }
+
+    /// `bn.forward_t(&self.then_pointwise(pw, x)?, train)`, a whole separable half, as one
+    /// graph node in training on the CPU's custom path (see `kernels::separable`): one input
+    /// edge, one zero-filled gradient and one addition less in candle's backward. Eval mode,
+    /// other paths and devices compose the two nodes.
+    pub fn then_pointwise_bn(
+        &self,
+        pw: &Conv,
+        bn: &BatchNorm,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        if !(train && self.fuses_with(pw) && crate::fused::supported(x)) {
+            return bn.forward_t(&self.then_pointwise(pw, x)?, train);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let pad = self.padding(h, w);
+        let params = [&pw.weight, &bn.weight, &bn.bias];
+        let geometry = (self.stride, self.dilation, pad);
+        let (y, stats) =
+            kernels::relu_separable_conv2d_bn(x, &self.weight, params, bn.eps, geometry)?;
+        let c = stats.mean.len();
+        let mean = Tensor::from_vec(stats.mean, c, x.device())?;
+        let var = Tensor::from_vec(stats.var, c, x.device())?;
+        bn.update_running(&mean, &var, stats.count)?;
+        Ok(y)
     }
 
     /// Output size and multiply-adds for an input of `hw`.
@@ -326,10 +358,8 @@ impl SepConv {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.dw1.then_pointwise(&self.pw1, x)?;
-        let y = self.bn1.forward_t(&y, train)?;
-        let y = self.dw2.then_pointwise(&self.pw2, &y)?;
-        self.bn2.forward_t(&y, train)
+        let y = self.dw1.then_pointwise_bn(&self.pw1, &self.bn1, x, train)?;
+        self.dw2.then_pointwise_bn(&self.pw2, &self.bn2, &y, train)
     }
 
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
@@ -529,6 +559,85 @@ mod tests {
                     let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
                     assert_eq!(max_diff(a, b), 0.0, "gradient, relu {relu}, {h}x{w}");
                 }
+            }
+        }
+    }
+
+    /// A training pass of a separable conv with each half's BN fused into its node gives the
+    /// composed form's output, gradients for every parameter and running statistics, to the
+    /// bit, in f64 and f32 (BN weights and biases randomised first).
+    #[test]
+    fn separable_halves_with_batch_norm_match_the_composed_form() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F64, DType::F32] {
+            let varmap = candle_nn::VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+            let sep = SepConv::new(&Ctx::new(vb, 1e-3, 0.1), 3, 4, 3, 2).unwrap();
+            for v in varmap.all_vars() {
+                v.set(
+                    &Tensor::randn(0f32, 1.0, v.shape(), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap();
+            }
+            let bns = [&sep.bn1, &sep.bn2];
+            let stats = || -> Vec<Tensor> {
+                bns.iter()
+                    .flat_map(|b| {
+                        [
+                            b.running_mean.as_tensor().copy().unwrap(),
+                            b.running_var.as_tensor().copy().unwrap(),
+                        ]
+                    })
+                    .collect()
+            };
+            let before = stats();
+            let x = Tensor::randn(0f32, 1.0, (2, 3, 7, 6), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let got = sep.forward_t(&x, true).unwrap();
+            let got_stats = stats();
+            for (b, s) in bns.iter().zip(before.chunks(2)) {
+                b.running_mean.set(&s[0]).unwrap();
+                b.running_var.set(&s[1]).unwrap();
+            }
+            let y = sep.dw1.then_pointwise(&sep.pw1, &x).unwrap();
+            let y = sep.bn1.forward_t(&y, true).unwrap();
+            let y = sep.dw2.then_pointwise(&sep.pw2, &y).unwrap();
+            let want = sep.bn2.forward_t(&y, true).unwrap();
+            assert_eq!(max_diff(&got, &want), 0.0, "{dtype:?} forward");
+            for (a, b) in got_stats.iter().zip(&stats()) {
+                assert_eq!(max_diff(a, b), 0.0, "{dtype:?} running statistics");
+            }
+            for (a, b) in got_stats.iter().zip(&before) {
+                assert!(
+                    max_diff(a, b) > 0.0,
+                    "{dtype:?} running statistics did not move"
+                );
+            }
+            let r = Tensor::randn(0f32, 1.0, want.shape(), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let (got_g, want_g) = (weighted_grads(&got, &r), weighted_grads(&want, &r));
+            let params = [
+                &sep.dw1.weight,
+                &sep.pw1.weight,
+                &sep.bn1.weight,
+                &sep.bn1.bias,
+            ];
+            let params = params.into_iter().chain([
+                &sep.dw2.weight,
+                &sep.pw2.weight,
+                &sep.bn2.weight,
+                &sep.bn2.bias,
+            ]);
+            for v in params {
+                let (a, b) = (got_g.get(v).unwrap(), want_g.get(v).unwrap());
+                assert_eq!(max_diff(a, b), 0.0, "{dtype:?} parameter gradient");
             }
         }
     }

@@ -54,13 +54,6 @@ impl BatchNorm {
                 .broadcast_div(&(var + self.eps)?.sqrt()?.to_dtype(dtype)?)?;
             return scale_shift(y);
         }
-        let count = (n * h * w) as f64;
-        let m = self.momentum;
-        let unbias = if count > 1.0 {
-            count / (count - 1.0)
-        } else {
-            1.0
-        };
         let (y, mean, var) = if crate::fused::supported(x) {
             let (y, stats) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
             let mean = Tensor::from_vec(stats.mean, c, x.device())?;
@@ -68,14 +61,28 @@ impl BatchNorm {
         } else {
             crate::kernels::generic::batch_norm_train(x, &self.weight, &self.bias, self.eps)?
         };
+        self.update_running(&mean, &var, n * h * w)?;
+        Ok(y)
+    }
+
+    /// Moves the running statistics towards a training batch's `mean` and biased `var` (per
+    /// channel, over `count` elements each): `running = (1 - m) running + m batch`, the variance
+    /// unbiased. Also for nodes that end in this BN (`Conv::then_pointwise_bn`).
+    pub(crate) fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+        let count = count as f64;
+        let m = self.momentum;
+        let unbias = if count > 1.0 {
+            count / (count - 1.0)
+        } else {
+            1.0
+        };
         let stat_dtype = self.running_mean.dtype();
         let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))?
             + (mean.to_dtype(stat_dtype)? * m)?)?;
         let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))?
             + (var.to_dtype(stat_dtype)? * (m * unbias))?)?;
         self.running_mean.set(&new_mean)?;
-        self.running_var.set(&new_var)?;
-        Ok(y)
+        self.running_var.set(&new_var)
     }
 }
 
