@@ -494,3 +494,15 @@ pub fn max_pool2d_candle(
 ) -> Result<Tensor> {
     pad_with_value(x, pad, f64::NEG_INFINITY)?.max_pool2d_with_stride(kernel, (stride, stride))
 }
+
+/// Whether the generic path is selected, saying on stderr that `route` (a custom-CPU-only route
+/// such as a fused node) is therefore skipped: its tests have nothing to run under
+/// `NASNET_KERNELS=generic`, where the generic path's equality is tested instead.
+#[cfg(test)]
+pub(crate) fn skipped_on_generic_path(route: &str) -> bool {
+    let generic = kernel_path() == KernelPath::Generic;
+    if generic {
+        eprintln!("skipped: the generic kernel path (NASNET_KERNELS=generic) has no {route}");
+    }
+    generic
+}

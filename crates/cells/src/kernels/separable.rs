@@ -277,10 +277,7 @@ mod tests {
     /// f32. gamma and beta are random so that a swapped or misplaced parameter gradient shows.
     #[test]
     fn fused_half_with_batch_norm_matches_the_two_node_form() {
-        if super::super::kernel_path() == super::super::KernelPath::Generic {
-            eprintln!(
-                "skipped: the generic kernel path (NASNET_KERNELS=generic) has no fused node"
-            );
+        if crate::kernels::skipped_on_generic_path("fused node") {
             return;
         }
         for dtype in [DType::F64, DType::F32] {

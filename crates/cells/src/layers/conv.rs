@@ -507,10 +507,7 @@ mod tests {
     /// and gradients, for the input and the kernel, in f64.
     #[test]
     fn im2col_conv_matches_candle_conv() {
-        if crate::kernels::kernel_path() == crate::kernels::KernelPath::Generic {
-            eprintln!(
-                "skipped: the generic kernel path (NASNET_KERNELS=generic) has no im2col route"
-            );
+        if crate::kernels::skipped_on_generic_path("im2col route") {
             return;
         }
         let dev = Device::Cpu;
