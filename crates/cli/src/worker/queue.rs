@@ -22,7 +22,7 @@ use nasnet_trainer::{ChildSpec, DeviceChoice};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Connection, RedisResult};
 
-use crate::redis_backend::{
+use crate::search::redis_backend::{
     connect, ensure_group, is_transient, relocate_data, split_hash, value_text, QueueJob,
     QueueKeys, QueueProgress, QueueResult, GROUP,
 };

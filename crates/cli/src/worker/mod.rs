@@ -16,7 +16,9 @@ use nasnet_controller::search_loop::{write_atomic, TrialOutcome, TrialSpec, Tria
 use nasnet_trainer::progress::{ProgressHook, RunInfo, StepInfo};
 use nasnet_trainer::{train_child, ChildSpec, DeviceChoice};
 
-use crate::process_backend::{WorkerJob, WorkerProgress};
+use crate::search::process_backend::{WorkerJob, WorkerProgress};
+
+mod queue;
 
 /// Arguments of `nasnet worker`.
 #[derive(Debug, Args)]
@@ -153,7 +155,7 @@ fn apply_kill_hook(job: &WorkerJob) {
 /// Runs `nasnet worker`.
 pub fn run(args: &WorkerArgs) -> Result<()> {
     let (Some(path), None) = (&args.job, &args.queue) else {
-        return crate::queue_worker::run(crate::queue_worker::QueueWorkerConfig {
+        return queue::run(queue::QueueWorkerConfig {
             url: args.queue.clone().unwrap_or_default(),
             name: args.queue_name.clone(),
             device: args.device,

@@ -18,8 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::choices::{net_size, DatasetArg, StrategyArg};
 use crate::input::user_error;
-use crate::process_backend::{ProcessBackend, WorkerProgress};
+use crate::search::process_backend::{ProcessBackend, WorkerProgress};
 use crate::space::SpaceName;
+
+pub(crate) mod process_backend;
+pub(crate) mod redis_backend;
+mod sharing;
 
 /// Everything that defines a run; written to `RUN_DIR/config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +42,7 @@ pub struct SearchConfig {
     pub child: ChildSpec,
     /// Set for a weight-sharing run (`--sharing`): the shared weights' settings and budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sharing: Option<crate::sharing::SharingConfig>,
+    pub sharing: Option<crate::search::sharing::SharingConfig>,
 }
 
 /// Arguments of `nasnet search`.
@@ -116,7 +120,7 @@ pub struct SearchArgs {
     pub steps_per_update: Option<u64>,
     /// Multi-machine search through a Redis queue (see docs/distributed.md).
     #[command(flatten)]
-    pub queue: crate::redis_backend::QueueArgs,
+    pub queue: crate::search::redis_backend::QueueArgs,
 }
 
 /// Settings presets of `nasnet search`.
@@ -186,8 +190,8 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
             ));
         }
         config.space = nasnet_cells::sharing_space(&config.space);
-        config.strategy_config.controller = crate::sharing::enas_controller();
-        config.sharing = Some(crate::sharing::config(
+        config.strategy_config.controller = crate::search::sharing::enas_controller();
+        config.sharing = Some(crate::search::sharing::config(
             args.child_net,
             args.child_batch_size,
             args.child_lr,
@@ -280,7 +284,7 @@ fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
 pub fn run(args: &SearchArgs) -> Result<()> {
     let workers = match (args.workers, &args.queue.queue) {
         (Some(n), _) => n,
-        (None, Some(_)) => crate::redis_backend::DEFAULT_QUEUE_DEPTH,
+        (None, Some(_)) => crate::search::redis_backend::DEFAULT_QUEUE_DEPTH,
         (None, None) => default_workers(),
     };
     if workers == 0 {
@@ -292,7 +296,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         create_run(args)?
     };
     if let Some(sharing) = &config.sharing {
-        return crate::sharing::run(&run, &config, sharing, args.quiet);
+        return crate::search::sharing::run(&run, &config, sharing, args.quiet);
     }
     // The search loop restores the strategy from the run's checkpoint when there is one.
     let mut strategy = make_strategy(
@@ -341,7 +345,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         let _ = std::io::stderr().flush();
     });
     let mut backend: Box<dyn Backend> = match &args.queue.queue {
-        Some(url) => Box::new(crate::redis_backend::RedisBackend::connect(
+        Some(url) => Box::new(crate::search::redis_backend::RedisBackend::connect(
             &args.queue,
             url,
             &run,

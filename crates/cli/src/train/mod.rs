@@ -8,7 +8,7 @@
 //! batch 64, flips only, no auxiliary head, no drop path). Every knob has a flag.
 //!
 //! `--weights FILE` fine-tunes a pretrained checkpoint on an image folder instead (see
-//! [`crate::finetune`]): lr 0.01 cosine, batch 32, the port's input transform with
+//! [`finetune`]): lr 0.01 cosine, batch 32, the port's input transform with
 //! random-resized crops and flips, BN momentum 0.1, and `--freeze-backbone` to train the
 //! classifier only.
 
@@ -30,6 +30,8 @@ use nasnet_trainer::{
 use crate::choices::{DatasetArg, NetArg, StemArg};
 use crate::console::ConsoleProgress;
 use crate::input::{load_architecture, user_error};
+
+mod finetune;
 
 /// The learning-rate decay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,7 +234,7 @@ pub(crate) fn train_config(
     image_size: usize,
 ) -> TrainConfig {
     let mut c = match args.weights {
-        Some(_) => crate::finetune::fine_tune_defaults(args.epochs),
+        Some(_) => finetune::fine_tune_defaults(args.epochs),
         None => TrainConfig::for_source(source, args.epochs, image_size),
     };
     if let Some(b) = args.batch_size {
@@ -326,13 +328,13 @@ fn train_in(args: &TrainArgs, out: &Path, device: &Device) -> Result<()> {
     let (mut trainer, splits) = if args.resume {
         resume_run(out, device)?
     } else if args.weights.is_some() {
-        crate::finetune::new_run(args, out, device)?
+        finetune::new_run(args, out, device)?
     } else {
         new_run(args, out, device)?
     };
     if !args.quiet {
         if let Some(start) = trainer.fine_tune_info() {
-            eprintln!("{}", crate::finetune::describe(start));
+            eprintln!("{}", finetune::describe(start));
         }
         eprintln!("output folder: {}", out.display());
     }
