@@ -3,7 +3,7 @@
 //! the strategy learns. Resumable after a kill at any moment (`--resume`).
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +17,11 @@ use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DeviceChoice, SpecError}
 use serde::{Deserialize, Serialize};
 
 use crate::choices::{net_size, DatasetArg, StrategyArg};
+use crate::console::{clear_status_line, show_status_line};
 use crate::input::user_error;
-use crate::search::process_backend::{ProcessBackend, WorkerProgress};
+use crate::search::process_backend::ProcessBackend;
 use crate::space::SpaceName;
+use crate::worker::progress::WorkerProgress;
 
 pub(crate) mod process_backend;
 pub(crate) mod redis_backend;
@@ -327,22 +329,8 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         }
         let mut ids: Vec<&u64> = running.keys().collect();
         ids.sort();
-        let parts: Vec<String> = ids
-            .iter()
-            .map(|id| {
-                let p = &running[id];
-                format!(
-                    "#{} epoch {}/{} {:>3.0}% loss {:.3}",
-                    id,
-                    p.epoch,
-                    p.epochs,
-                    p.fraction * 100.0,
-                    p.loss
-                )
-            })
-            .collect();
-        eprint!("\r\x1b[2K  training: {}", parts.join(" | "));
-        let _ = std::io::stderr().flush();
+        let parts: Vec<String> = ids.iter().map(|id| running[id].summary()).collect();
+        show_status_line(&parts.join(" | "));
     });
     let mut backend: Box<dyn Backend> = match &args.queue.queue {
         Some(url) => Box::new(crate::search::redis_backend::RedisBackend::connect(
@@ -382,7 +370,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                     best,
                 } => {
                     if terminal {
-                        eprint!("\r\x1b[2K");
+                        clear_status_line();
                     }
                     let best = best.as_ref().map_or("none yet".into(), |b| {
                         format!("{:.4} (trial {})", b.reward, b.trial)

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nasnet_controller::search_loop::{TrialOutcome, TrialStatus};
-use nasnet_trainer::progress::{ProgressHook, RunInfo, StepInfo};
 use nasnet_trainer::{ChildSpec, DeviceChoice};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Connection, RedisResult};
@@ -26,6 +25,12 @@ use crate::search::redis_backend::{
     connect, ensure_group, is_transient, relocate_data, split_hash, value_text, QueueJob,
     QueueKeys, QueueProgress, QueueResult, GROUP,
 };
+use crate::worker::progress::{ProgressSink, ThrottledProgress, WorkerProgress};
+use crate::worker::trial::run_trial;
+
+/// How often a progress line is written to Redis (one round trip each), for the search's
+/// status line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How a queue worker runs.
 #[derive(Debug, Clone)]
@@ -303,7 +308,7 @@ impl Worker {
     fn train_with_heartbeat(&mut self, id: &str, job: &QueueJob) -> Result<Option<TrialOutcome>> {
         let (tx, rx) = channel();
         let job_copy = job.clone();
-        let progress = ProgressSink::new(&self.client, job, &self.consumer);
+        let progress = RedisProgress::new(&self.client, job, &self.consumer);
         thread::spawn(move || {
             let _ = tx.send(train(&job_copy, progress));
         });
@@ -449,13 +454,15 @@ fn wait(rx: &Receiver<TrialOutcome>, trial: u64, timeout: Duration) -> Option<Tr
 }
 
 /// Trains the job's child (or the synthetic child); errors are failed outcomes.
-fn train(job: &QueueJob, mut progress: ProgressSink) -> TrialOutcome {
+fn train(job: &QueueJob, progress: RedisProgress) -> TrialOutcome {
     let start = Instant::now();
     if let Some(ms) = job.synthetic_ms {
         thread::sleep(Duration::from_millis(ms));
         return synthetic_outcome(job, start.elapsed().as_secs_f64());
     }
-    let mut outcome = crate::worker::train_child_outcome(&job.child, &job.spec, &mut progress);
+    let mut hook =
+        ThrottledProgress::new(job.spec.trial, job.child.epochs, PROGRESS_EVERY, progress);
+    let mut outcome = run_trial(&job.child, &job.spec, &mut hook);
     outcome.seconds = start.elapsed().as_secs_f64();
     outcome
 }
@@ -475,57 +482,37 @@ fn synthetic_outcome(job: &QueueJob, seconds: f64) -> TrialOutcome {
     }
 }
 
-/// Sends the training progress to the run's progress hash every second or so.
-struct ProgressSink {
+/// Writes each progress line, with this worker's name, to the run's progress hash.
+struct RedisProgress {
     conn: Option<Connection>,
     key: String,
     line: QueueProgress,
-    steps_per_epoch: usize,
-    last: Instant,
 }
 
-impl ProgressSink {
+impl RedisProgress {
     fn new(client: &redis::Client, job: &QueueJob, consumer: &str) -> Self {
-        ProgressSink {
+        RedisProgress {
             conn: client
                 .get_connection_with_timeout(Duration::from_secs(1))
                 .ok(),
             key: job.progress.clone(),
             line: QueueProgress {
-                trial: job.spec.trial,
-                epoch: 0,
-                epochs: job.child.epochs,
-                fraction: 0.0,
-                loss: 0.0,
+                progress: WorkerProgress::default(),
                 worker: consumer.to_string(),
             },
-            steps_per_epoch: 1,
-            last: Instant::now(),
         }
     }
 }
 
-impl ProgressHook for ProgressSink {
-    fn on_start(&mut self, info: &RunInfo) {
-        self.line.epochs = info.epochs;
-        self.steps_per_epoch = info.steps_per_epoch.max(1);
-    }
-
-    fn on_step(&mut self, step: &StepInfo) {
-        if self.last.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        self.last = Instant::now();
-        let total = (self.line.epochs * self.steps_per_epoch).max(1);
-        self.line.epoch = step.epoch + 1;
-        self.line.fraction = (step.global_step as f64 / total as f64).min(1.0);
-        self.line.loss = step.epoch_loss;
+impl ProgressSink for RedisProgress {
+    fn send(&mut self, line: &WorkerProgress) {
+        self.line.progress = line.clone();
         let (Some(conn), Ok(text)) = (self.conn.as_mut(), serde_json::to_string(&self.line)) else {
             return;
         };
         let sent: RedisResult<()> = redis::cmd("HSET")
             .arg(&self.key)
-            .arg(self.line.trial)
+            .arg(line.trial)
             .arg(text)
             .query(conn);
         if sent.is_err() {
