@@ -13,10 +13,10 @@ use nasnet_cells::NetSize;
 use nasnet_controller::search_loop::{run_search, Backend, RunDir, SearchEvent};
 use nasnet_controller::{make_strategy, StrategyConfig, StrategyKind};
 use nasnet_searchspace::SearchSpace;
-use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DeviceChoice, SpecError};
+use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DatasetKind, DeviceChoice, SpecError};
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{net_size, DatasetArg, StrategyArg};
+use crate::choices::{dataset_parser, dataset_source, net_size, StrategyArg};
 use crate::console::{clear_status_line, show_status_line};
 use crate::input::user_error;
 use crate::search::process_backend::ProcessBackend;
@@ -72,8 +72,8 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = SpaceName::Nasnet)]
     pub space: SpaceName,
     /// Dataset (all but `embedded` read --data-dir).
-    #[arg(long, value_enum, ignore_case = true, default_value_t = DatasetArg::Embedded)]
-    pub dataset: DatasetArg,
+    #[arg(long, value_parser = dataset_parser(), ignore_case = true, default_value_t = DatasetKind::Embedded)]
+    pub dataset: DatasetKind,
     /// Folder holding the dataset's files (all but `embedded`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -165,7 +165,7 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
     data.split_seed = args.seed;
     match args.preset {
         None if args.sharing => {}
-        None if dataset == DatasetArg::Embedded && data.train_limit.is_none() => {
+        None if dataset == DatasetKind::Embedded && data.train_limit.is_none() => {
             data.train_limit = Some(DEFAULT_TRAIN_LIMIT);
         }
         None => {}
@@ -179,7 +179,7 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
             config.trials = args.trials.unwrap_or(20_000);
             data.val_size = 5000;
             data.train_limit = None;
-            dataset = DatasetArg::Cifar10;
+            dataset = DatasetKind::Cifar10;
         }
     }
     if config.trials == 0 {
@@ -214,7 +214,7 @@ fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
     {
         return Err(user_error("--updates must be at least 1"));
     }
-    data.source = dataset.source(args.data_dir.as_deref(), None)?;
+    data.source = dataset_source(dataset, args.data_dir.as_deref(), None)?;
     config.child.data = data;
     Ok(config)
 }
