@@ -6,85 +6,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use nasnet_controller::make_strategy;
 use nasnet_controller::search_loop::sharing::{
-    run_sharing_search, SharedModel, SharingBudget, SharingEvent, SharingRun,
+    run_sharing_search, SharedModel, SharingEvent, SharingRun, SharingSummary,
 };
 use nasnet_controller::search_loop::RunDir;
-use nasnet_controller::{make_strategy, ControllerConfig, StrategyConfig};
 use nasnet_searchspace::Genotype;
-use nasnet_trainer::{SharedSpec, SharedTrainer};
-use serde::{Deserialize, Serialize};
+use nasnet_trainer::SharedTrainer;
 
-use crate::search::SearchConfig;
-
-/// What a weight-sharing run adds to the search configuration (`config.json`'s `sharing`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SharingConfig {
-    /// How the shared weights are trained and children scored.
-    pub spec: SharedSpec,
-    /// Steps and updates.
-    pub budget: SharingBudget,
-}
-
-/// Strategy updates of a default sharing search, calibrated in CPU time (which a busy machine
-/// does not inflate): a training step of 64 images on the default 1@96 network costs about
-/// 0.6 CPU-seconds, a held-out minibatch of 128 about 0.15, so an update of 10 steps and
-/// 2 x 10 scored children about 9 CPU-seconds, and 110 updates about 1,000 CPU-seconds: about
-/// 15 minutes on 2 cores, which tiny tensors do not keep fully busy.
-pub const DEFAULT_UPDATES: u64 = 110;
-/// Shared-weight training minibatches per strategy update (ENAS: about one epoch of shared
-/// training per 30 controller steps, i.e. about 10 minibatches per step).
-pub const DEFAULT_STEPS_PER_UPDATE: u64 = 10;
-/// Images of the held-out minibatch a reward is measured on.
-pub const EVAL_BATCH: usize = 128;
-/// Distinct best architectures re-scored on the whole validation split at the end.
-pub const RESCORE_TOP: usize = 5;
-
-/// The controller settings of a sharing search: the paper's where ENAS agrees, ENAS's where
-/// they differ (docs/search.md#weight-sharing says why): Adam learning rate 0.0035, entropy
-/// weight 1e-4, baseline decay 0.99, logits divided by a temperature of 5 and squashed by
-/// 2.5 tanh, 10 samples per update.
-pub fn enas_controller() -> ControllerConfig {
-    ControllerConfig {
-        learning_rate: 0.0035,
-        entropy_weight: 1e-4,
-        baseline_decay: 0.99,
-        temperature: Some(5.0),
-        tanh_constant: Some(2.5),
-        batch_size: 10,
-        ..ControllerConfig::default()
-    }
-}
-
-/// The sharing part of a new run's configuration from the flags.
-pub fn config(
-    net: nasnet_cells::NetSize,
-    batch_size: usize,
-    lr: f64,
-    seed: u64,
-    updates: Option<u64>,
-    steps_per_update: Option<u64>,
-    strategy: &StrategyConfig,
-) -> SharingConfig {
-    SharingConfig {
-        spec: SharedSpec {
-            net,
-            batch_size,
-            eval_batch_size: EVAL_BATCH,
-            lr,
-            min_lr: lr / 100.0,
-            weight_decay: 1e-4,
-            seed,
-        },
-        budget: SharingBudget {
-            updates: updates.unwrap_or(DEFAULT_UPDATES),
-            steps_per_update: steps_per_update.unwrap_or(DEFAULT_STEPS_PER_UPDATE),
-            samples_per_update: strategy.controller.batch_size,
-            rescore_top: RESCORE_TOP,
-        },
-    }
-}
+use crate::search::config::{SearchConfig, SharingMode};
+use crate::search::output::{print_run_files, print_table};
 
 /// The trainer's shared weights as the loop's [`SharedModel`].
 struct Shared(SharedTrainer);
@@ -119,22 +50,9 @@ impl SharedModel for Shared {
     }
 }
 
-/// Runs (or resumes) the sharing search of `run`, whose configuration is `config`.
-pub fn run(
-    run: &RunDir,
-    config: &SearchConfig,
-    sharing: &SharingConfig,
-    quiet: bool,
-) -> Result<()> {
-    let splits = config.child.load_data().context("dataset")?;
-    let device = config.child.device.open()?;
-    let trainer = SharedTrainer::new(
-        &config.space,
-        &sharing.spec,
-        &splits,
-        sharing.budget.total_steps(),
-        &device,
-    )?;
+/// Runs (or resumes) the sharing search of `run`, whose configuration is `config` in `mode`.
+pub fn run(run: &RunDir, config: &SearchConfig, mode: &SharingMode, quiet: bool) -> Result<()> {
+    let trainer = shared_trainer(config, mode)?;
     let shared_params = trainer.supernet().parameter_count();
     let mut model = Shared(trainer);
     let mut strategy = make_strategy(
@@ -143,26 +61,14 @@ pub fn run(
         &config.strategy_config,
         config.seed,
     )?;
-    let budget = sharing.budget;
     if !quiet {
-        eprintln!(
-            "search --sharing: {} strategy, {} updates of {} steps x {} images, {} samples per update, \
-             network {} ({} shared parameters), run folder {}",
-            config.strategy.name(),
-            budget.updates,
-            budget.steps_per_update,
-            sharing.spec.batch_size,
-            budget.samples_per_update,
-            sharing.spec.net,
-            shared_params,
-            run.root().display()
-        );
+        announce(run, config, mode, shared_params);
     }
     let started = Instant::now();
     let ctx = SharingRun {
         run,
         space: &config.space,
-        budget,
+        budget: mode.sharing.budget,
         seed: config.seed,
     };
     let summary = run_sharing_search(strategy.as_mut(), &mut model, &ctx, &mut |event| {
@@ -170,8 +76,43 @@ pub fn run(
             print_event(event, started);
         }
     })?;
-    println!();
-    print!("{}", crate::report::table(&summary.trials, 5));
+    finish(run, &summary)
+}
+
+/// The shared weights of the run, on its data and device.
+fn shared_trainer(config: &SearchConfig, mode: &SharingMode) -> Result<SharedTrainer> {
+    let splits = mode.as_child().load_data().context("dataset")?;
+    let device = mode.device.open()?;
+    let trainer = SharedTrainer::new(
+        &config.space,
+        &mode.sharing.spec,
+        &splits,
+        mode.sharing.budget.total_steps(),
+        &device,
+    )?;
+    Ok(trainer)
+}
+
+/// The opening line: strategy, budget, network and run folder.
+fn announce(run: &RunDir, config: &SearchConfig, mode: &SharingMode, shared_params: u64) {
+    let budget = &mode.sharing.budget;
+    eprintln!(
+        "search --sharing: {} strategy, {} updates of {} steps x {} images, {} samples per update, \
+         network {} ({} shared parameters), run folder {}",
+        config.strategy.name(),
+        budget.updates,
+        budget.steps_per_update,
+        mode.sharing.spec.batch_size,
+        budget.samples_per_update,
+        mode.sharing.spec.net,
+        shared_params,
+        run.root().display()
+    );
+}
+
+/// The closing table, the re-scored architectures, the report and the file list.
+fn finish(run: &RunDir, summary: &SharingSummary) -> Result<()> {
+    print_table(&summary.trials);
     let Some(best) = summary.rescored.first() else {
         bail!("no architecture was scored, so there is no best.json");
     };
@@ -193,7 +134,7 @@ pub fn run(
         "trial {}, val accuracy under shared weights {:.4}",
         best.trial, best.val_accuracy
     );
-    crate::search::print_run_files(run.root(), "updates", "sharing.jsonl", &scored, &written);
+    print_run_files(run.root(), "updates", "sharing.jsonl", &scored, &written);
     Ok(())
 }
 
