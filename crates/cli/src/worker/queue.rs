@@ -221,50 +221,13 @@ impl Worker {
             .and_then(value_text)
             .and_then(|t| serde_json::from_str::<QueueJob>(&t).ok());
         let Some(mut job) = job else {
-            eprintln!(
-                "worker {}: dropping malformed entry {}",
-                self.consumer, entry.id
-            );
-            let id = entry.id.clone();
-            return self.retry(|w, c| {
-                redis::cmd("XACK")
-                    .arg(&w.keys.trials)
-                    .arg(GROUP)
-                    .arg(&id)
-                    .query(c)
-            });
+            return self.drop_malformed(&entry.id);
         };
-        relocate_data(&mut job.child, self.config.data_dir.as_ref());
-        if let Some(device) = self.config.device {
-            job.child.device = device;
-        }
-        if job.synthetic_ms.is_none() {
-            self.check_data(&job.child, &job.data_hash)?;
-        }
-        let id = entry.id.clone();
-        let attempts: u32 = self.retry(|w, c| {
-            redis::cmd("HINCRBY")
-                .arg(&w.keys.attempts)
-                .arg(&id)
-                .arg(1)
-                .query(c)
-        })?;
+        self.localise(&mut job)?;
+        let attempts = self.count_start(&entry.id)?;
         let trial = job.spec.trial;
         if attempts > job.max_attempts {
-            eprintln!(
-                "worker {}: trial {trial} failed on {} workers",
-                self.consumer,
-                attempts - 1
-            );
-            let outcome = TrialOutcome::failed(
-                trial,
-                0.0,
-                format!(
-                    "the trial was started {} time(s) and no worker finished it",
-                    attempts - 1
-                ),
-            );
-            return self.finish(&entry.id, &job, outcome);
+            return self.give_up(&entry.id, &job, attempts - 1);
         }
         eprintln!(
             "worker {}: trial {trial} started (entry {}, attempt {attempts})",
@@ -277,6 +240,57 @@ impl Worker {
             }
             None => self.hand_back(&entry.id, &job),
         }
+    }
+
+    /// Acknowledges an entry that holds no job, so no worker takes it again.
+    fn drop_malformed(&mut self, id: &str) -> Result<()> {
+        eprintln!("worker {}: dropping malformed entry {id}", self.consumer);
+        self.retry(|w, c| {
+            redis::cmd("XACK")
+                .arg(&w.keys.trials)
+                .arg(GROUP)
+                .arg(id)
+                .query(c)
+        })
+    }
+
+    /// Points the job at this machine's data folder and device (when given), and refuses it
+    /// when this machine's data is not the run's.
+    fn localise(&mut self, job: &mut QueueJob) -> Result<()> {
+        relocate_data(&mut job.child, self.config.data_dir.as_ref());
+        if let Some(device) = self.config.device {
+            job.child.device = device;
+        }
+        if job.synthetic_ms.is_none() {
+            self.check_data(&job.child, &job.data_hash)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one more start of entry `id`; returns the starts so far, this one included.
+    fn count_start(&mut self, id: &str) -> Result<u32> {
+        self.retry(|w, c| {
+            redis::cmd("HINCRBY")
+                .arg(&w.keys.attempts)
+                .arg(id)
+                .arg(1)
+                .query(c)
+        })
+    }
+
+    /// Records a trial that `starts` workers started and none finished as failed.
+    fn give_up(&mut self, id: &str, job: &QueueJob, starts: u32) -> Result<()> {
+        let trial = job.spec.trial;
+        eprintln!(
+            "worker {}: trial {trial} failed on {starts} workers",
+            self.consumer
+        );
+        let outcome = TrialOutcome::failed(
+            trial,
+            0.0,
+            format!("the trial was started {starts} time(s) and no worker finished it"),
+        );
+        self.finish(id, job, outcome)
     }
 
     /// Refuses a job whose data differs from the run's (hashing each data configuration once).
