@@ -10,14 +10,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nasnet_searchspace::named::nasnet_a;
 use nasnet_trainer::{ChildSpec, DataConfig, DataSource, DeviceChoice};
 use serde_json::{json, Value};
 
-use common::redis_server::{have_redis, worker, Proc, Redis};
+use common::redis_server::{have_redis, search, worker, Proc, Redis};
 use common::{nasnet, temp_dir, wait_for};
 
 /// A one-epoch child of several seconds' training (the default 1@96 network on 3,000 embedded
@@ -119,18 +118,8 @@ fn a_queue_worker_reports_the_first_epoch_as_epoch_1() {
     let redis = Redis::start(&base);
     let _worker = worker(&redis, &base.join("worker.log"), 30_000);
     let run = base.join("run");
-    let mut search = Proc(
-        nasnet()
-            .args(["search", "--queue", &redis.url(), "--strategy", "random"])
-            .args(["--trials", "1", "--workers", "1", "--quiet"])
-            .args(CHILD_FLAGS)
-            .arg("--run-dir")
-            .arg(&run)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let flags = [&["--trials", "1", "--workers", "1"][..], &CHILD_FLAGS].concat();
+    let mut search = Proc(search(&redis, &run, &flags).spawn().unwrap());
     let mut conn = redis::Client::open(redis.url())
         .unwrap()
         .get_connection()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis_server::{have_redis, worker, Proc, Redis};
+use common::redis_server::{have_redis, search, worker, Proc, Redis};
 use common::{nasnet, temp_dir, wait_for};
 
 /// `n` workers with a 30 s lease, logging to `base/wI.log`.
@@ -20,24 +20,6 @@ fn workers(redis: &Redis, base: &Path, n: usize) -> Vec<Proc> {
     (0..n)
         .map(|i| worker(redis, &base.join(format!("w{i}.log")), 30_000))
         .collect()
-}
-
-fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = nasnet();
-    cmd.args([
-        "search",
-        "--queue",
-        &redis.url(),
-        "--strategy",
-        "random",
-        "--quiet",
-    ])
-    .arg("--run-dir")
-    .arg(run)
-    .args(extra)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    cmd
 }
 
 fn trial_ids(run: &Path) -> Vec<u64> {

@@ -107,3 +107,23 @@ pub fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
             .unwrap(),
     )
 }
+
+/// A `nasnet search --queue` on `redis` (random strategy, quiet) in run folder `run`, with
+/// `extra` flags; its stderr is piped, for the test to read on failure.
+pub fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = nasnet();
+    cmd.args([
+        "search",
+        "--queue",
+        &redis.url(),
+        "--strategy",
+        "random",
+        "--quiet",
+    ])
+    .arg("--run-dir")
+    .arg(run)
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
