@@ -117,14 +117,20 @@ impl SearchConfig {
 /// they never used.
 #[derive(Serialize, Deserialize)]
 pub struct ConfigFile {
+    /// [`SearchConfig::strategy`].
     strategy: StrategyKind,
+    /// [`SearchConfig::strategy_config`].
     strategy_config: StrategyConfig,
+    /// [`SearchConfig::space`].
     space: SearchSpace,
+    /// The trials mode's budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trials: Option<u64>,
+    /// [`SearchConfig::seed`].
     seed: u64,
     /// The children's training (a weight-sharing run: its data, device and checks).
     child: ChildSpec,
+    /// The weight-sharing mode's shared weights and budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sharing: Option<SharingConfig>,
 }
@@ -362,4 +368,112 @@ pub fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
     let value = serde_json::to_value(&config)?;
     let run = RunDir::create(&dir, &value)?;
     Ok((run, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child() -> ChildSpec {
+        let mut data = DataConfig::new(DataSource::Embedded);
+        data.val_size = 128;
+        ChildSpec {
+            net: NetSize {
+                cells_per_stack: 1,
+                filters: 4,
+            },
+            epochs: 1,
+            batch_size: 64,
+            lr: 0.05,
+            data,
+            seed: 7,
+            device: DeviceChoice::Cpu,
+            no_memory_check: false,
+        }
+    }
+
+    fn config(mode: SearchMode) -> SearchConfig {
+        SearchConfig {
+            strategy: StrategyKind::Random,
+            strategy_config: StrategyConfig::default(),
+            space: SearchSpace::nasnet(),
+            seed: 7,
+            mode,
+        }
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn a_trials_config_keeps_the_shape_of_config_json() {
+        let trials = config(SearchMode::Trials {
+            trials: 40,
+            child: child(),
+        });
+        let value = serde_json::to_value(&trials).unwrap();
+        let expected = [
+            "child",
+            "seed",
+            "space",
+            "strategy",
+            "strategy_config",
+            "trials",
+        ];
+        assert_eq!(keys(&value), expected);
+        assert_eq!(value["trials"], 40);
+        assert_eq!(
+            serde_json::from_value::<SearchConfig>(value).unwrap(),
+            trials
+        );
+    }
+
+    #[test]
+    fn a_sharing_config_reads_back_from_the_shape_older_runs_wrote() {
+        let c = child();
+        let spec = SharedSpec::new(c.net, c.batch_size, c.lr, c.seed);
+        let sharing = config(SearchMode::Sharing(SharingMode {
+            data: c.data.clone(),
+            device: c.device,
+            no_memory_check: false,
+            sharing: SharingConfig {
+                spec,
+                budget: SharingBudget::default(),
+            },
+        }));
+        let mut value = serde_json::to_value(&sharing).unwrap();
+        assert_eq!(value["child"]["data"]["val_size"], 128);
+        assert!(value["sharing"]["budget"]["updates"].is_u64());
+        assert_eq!(
+            serde_json::from_value::<SearchConfig>(value.clone()).unwrap(),
+            sharing
+        );
+        // Older weight-sharing runs also wrote a `trials` and the --child-epochs they were given.
+        value["trials"] = 40.into();
+        value["child"]["epochs"] = 3.into();
+        assert_eq!(
+            serde_json::from_value::<SearchConfig>(value).unwrap(),
+            sharing
+        );
+    }
+
+    #[test]
+    fn a_trials_config_without_trials_is_refused() {
+        let trials = config(SearchMode::Trials {
+            trials: 40,
+            child: child(),
+        });
+        let mut value = serde_json::to_value(&trials).unwrap();
+        value.as_object_mut().unwrap().remove("trials");
+        let e = serde_json::from_value::<SearchConfig>(value).unwrap_err();
+        assert!(e.to_string().contains("needs `trials`"), "{e}");
+    }
 }
