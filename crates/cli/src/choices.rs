@@ -6,65 +6,63 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::Result;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::ValueEnum;
 use nasnet_cells::{parse_net, NetSize, StemKind};
 use nasnet_controller::StrategyKind;
-use nasnet_trainer::{DataSource, TrainError};
+use nasnet_trainer::{DataSource, DatasetKind, TrainError};
 
 use crate::input::user_error;
 
-/// A dataset by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DatasetArg {
-    /// The Fashion-MNIST subset built into the binary (no download).
-    Embedded,
-    /// Fashion-MNIST IDX files in --data-dir.
-    #[value(alias = "fashionmnist", alias = "fashion_mnist")]
-    FashionMnist,
-    /// MNIST IDX files in --data-dir.
-    Mnist,
-    /// CIFAR-10 binary files in --data-dir.
-    #[value(alias = "cifar-10")]
-    Cifar10,
-    /// CIFAR-100 binary files in --data-dir.
-    #[value(alias = "cifar-100")]
-    Cifar100,
-    /// A class-per-sub-folder image tree in --data-dir.
-    Folder,
+/// The `--dataset` parser: the trainer's dataset names (and their aliases, in any case) as
+/// clap's possible values, each with its help line, parsed into a [`DatasetKind`].
+pub fn dataset_parser() -> impl TypedValueParser<Value = DatasetKind> {
+    let values = DatasetKind::ALL.map(|kind| {
+        PossibleValue::new(kind.name())
+            .aliases(kind.aliases().iter().copied())
+            .help(dataset_help(kind))
+    });
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<DatasetKind>())
 }
 
-impl DatasetArg {
-    /// The canonical name, as listed by `--help`.
-    pub fn name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+/// What `--help` says of a dataset.
+fn dataset_help(kind: DatasetKind) -> &'static str {
+    match kind {
+        DatasetKind::Embedded => "The Fashion-MNIST subset built into the binary (no download)",
+        DatasetKind::FashionMnist => "Fashion-MNIST IDX files in --data-dir",
+        DatasetKind::Mnist => "MNIST IDX files in --data-dir",
+        DatasetKind::Cifar10 => "CIFAR-10 binary files in --data-dir",
+        DatasetKind::Cifar100 => "CIFAR-100 binary files in --data-dir",
+        DatasetKind::Folder => "A class-per-sub-folder image tree in --data-dir",
     }
+}
 
-    /// The data source, with the folder canonicalised (so a resume from another working folder
-    /// finds it); every dataset but `embedded` needs the folder. An image size is for `folder`
-    /// only (the others have a fixed size): given for another dataset it is an error, not
-    /// silently ignored.
-    pub fn source(self, dir: Option<&Path>, image_size: Option<usize>) -> Result<DataSource> {
-        if image_size.is_some() && self != DatasetArg::Folder {
-            return Err(user_error(format!(
-                "--image-size applies to --dataset folder only; {} images have a fixed size",
-                self.name()
-            )));
-        }
-        if image_size == Some(0) {
-            return Err(user_error("--image-size must be at least 1"));
-        }
-        let dir = match dir {
-            Some(d) => Some(
-                std::fs::canonicalize(d)
-                    .map_err(|e| user_error(format!("data folder {}: {e}", d.display())))?,
-            ),
-            None => None,
-        };
-        DataSource::from_name(&self.name(), dir.as_deref(), image_size)
-            .map_err(|e| anyhow::Error::new(TrainError::Data(e)))
+/// The data source of `--dataset kind`, with the folder canonicalised (so a resume from another
+/// working folder finds it); every dataset but `embedded` needs the folder. An image size is for
+/// `folder` only (the others have a fixed size): given for another dataset it is an error, not
+/// silently ignored.
+pub fn dataset_source(
+    kind: DatasetKind,
+    dir: Option<&Path>,
+    image_size: Option<usize>,
+) -> Result<DataSource> {
+    if image_size.is_some() && kind != DatasetKind::Folder {
+        return Err(user_error(format!(
+            "--image-size applies to --dataset folder only; {kind} images have a fixed size"
+        )));
     }
+    if image_size == Some(0) {
+        return Err(user_error("--image-size must be at least 1"));
+    }
+    let dir = match dir {
+        Some(d) => Some(
+            std::fs::canonicalize(d)
+                .map_err(|e| user_error(format!("data folder {}: {e}", d.display())))?,
+        ),
+        None => None,
+    };
+    DataSource::from_kind(kind, dir.as_deref(), image_size)
+        .map_err(|e| anyhow::Error::new(TrainError::Data(e)))
 }
 
 /// Which stem to put before the cells.

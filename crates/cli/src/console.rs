@@ -1,8 +1,9 @@
 //! The console display of a training run: an indicatif progress bar per epoch on a terminal,
 //! plain lines otherwise, and one summary line per epoch, all on stderr so stdout stays
 //! machine-readable. It is a [`ProgressHook`] of the trainer library, which draws nothing itself.
+//! Also the one status line a search shows of its running trials.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -161,4 +162,16 @@ impl ProgressHook for ConsoleProgress {
         ));
         eprintln!("{line}");
     }
+}
+
+/// Shows `text` as the search's one status line of running trials on stderr (a terminal),
+/// replacing the previous one.
+pub(crate) fn show_status_line(text: &str) {
+    eprint!("\r\x1b[2K  training: {text}");
+    let _ = std::io::stderr().flush();
+}
+
+/// Clears the status line, so a line printed next starts on an empty one.
+pub(crate) fn clear_status_line() {
+    eprint!("\r\x1b[2K");
 }

@@ -26,6 +26,12 @@ pub fn user_error(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UserInputError(message.into()))
 }
 
+/// A trainer error for the CLI, keeping its type (the exit code comes from
+/// [`TrainError::is_user_error`]).
+pub fn train_error(e: TrainError) -> anyhow::Error {
+    anyhow::Error::new(e)
+}
+
 /// 2 when the error (or anything in its chain) is the user's to fix: a user-input error, a
 /// genotype error (genotypes always come from user input here), a child specification the
 /// search rejects, or a trainer or search-folder error of the user's kind; 1 otherwise.

@@ -1,8 +1,10 @@
 //! `nasnet`: the command line of nasnet-rs.
 //!
 //! One module per subcommand; each exposes an `Args` struct (clap derive) and a
-//! `run(args) -> anyhow::Result<()>`. To add a subcommand: write `src/NAME.rs`, then add
-//! `mod NAME;` and one variant to [`Command`] plus its arm in [`run`].
+//! `run(args) -> anyhow::Result<()>`. A subcommand with modes is a folder of them: `train/`
+//! (from scratch, fine-tuning), `search/` (trials on local processes or a Redis queue, weight
+//! sharing) and `worker/` (one job file, or a queue). To add a subcommand: write
+//! `src/NAME.rs`, then add `mod NAME;` and one variant to [`Command`] plus its arm in [`run`].
 //!
 //! Exit codes: 0 success; 2 a usage or user-input error (clap's own errors, an unknown name, a
 //! malformed or invalid file); 1 anything else. Errors are printed as one line on stderr.
@@ -13,15 +15,10 @@ mod choices;
 mod classify;
 mod console;
 mod eval;
-mod finetune;
 mod info;
 mod input;
-mod process_backend;
-mod queue_worker;
-mod redis_backend;
 mod report;
 mod search;
-mod sharing;
 mod show;
 mod space;
 mod train;

@@ -3,19 +3,11 @@
 //! models too large for the machine. Each is a one-line error (or a recorded failure), never a
 //! wrapped number, a panic, an abort or a silently ignored flag.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Output};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-bad-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -102,7 +94,6 @@ fn absurd_sizes_are_refused_not_wrapped() {
     assert!(big.status.success() && small.status.success());
     let ratio = parse_mult_adds(&big) / parse_mult_adds(&small);
     assert!((ratio - 100.0).abs() < 0.01, "mult-adds ratio {ratio}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -119,7 +110,6 @@ fn a_diverging_train_fails_with_the_epoch_counted_from_one() {
 
     let o = tiny_train(&dir.join("run2"), "1", &["--lr", "0.1", "--min-lr", "0.2"]);
     assert_user_error(&o, "--min-lr", "--min-lr above --lr");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -135,7 +125,6 @@ fn a_search_records_diverging_children_as_failed() {
         record["error"].as_str().unwrap_or("").contains("diverged"),
         "{trials}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -156,7 +145,6 @@ fn settings_that_cannot_mean_anything_are_errors_not_ignored() {
         .output()
         .unwrap();
     assert_user_error(&o, "--dataset folder only", "eval --image-size");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -181,7 +169,6 @@ fn a_failed_start_leaves_no_empty_folder_and_errors_say_it_once() {
     let o = tiny_train(&dir.join("keep"), "1", &["--drop-path-keep", "2"]);
     assert_user_error(&o, "drop_path_keep_prob", "--drop-path-keep 2");
     assert_eq!(stderr(&o).matches("invalid configuration").count(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A 2x2 grayscale PNG (a valid file, written by hand so the test needs no image encoder).
@@ -259,5 +246,4 @@ fn models_too_large_for_the_machine_are_refused_before_allocating() {
     assert_user_error(&eval(&[]), "--no-memory-check", "eval --batch-size 1e8");
     let o = eval(&["--no-memory-check"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }

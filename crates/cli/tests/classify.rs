@@ -3,27 +3,27 @@
 //! the logits the library computes for the same files; without weights it says the model is
 //! untrained; a file that is not an image is a one-line user error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::{DType, Device, Tensor};
 use nasnet_cells::preprocess::{load_rgb, EvalTransform};
 use nasnet_cells::{load_state_dict, NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 
-fn cells_data(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../cells/tests/data")).join(rel)
-}
+use common::{cells_fixture, nasnet};
 
 fn images() -> [PathBuf; 2] {
     [
-        cells_data("preprocess/grace_hopper.jpg"),
-        cells_data("preprocess/Minduka_Present_Blue_Pack.png"),
+        cells_fixture("preprocess/grace_hopper.jpg"),
+        cells_fixture("preprocess/Minduka_Present_Blue_Pack.png"),
     ]
 }
 
 fn classify(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let out = nasnet()
         .arg("classify")
         .args(images())
         .args(args)
@@ -65,7 +65,7 @@ fn json_lines_carry_the_models_softmax() {
 }
 
 fn json_lines_match_the_library(extra: &[&str]) {
-    let weights = cells_data("nasnet-a-mobile-tiny/weights.pth");
+    let weights = cells_fixture("nasnet-a-mobile-tiny/weights.pth");
     let mut args = vec![
         "--model",
         "mobile",
@@ -125,7 +125,7 @@ fn json_lines_match_the_library(extra: &[&str]) {
 
 #[test]
 fn text_output_lists_the_top_five_of_each_image() {
-    let weights = cells_data("nasnet-a-large-tiny/weights-legacy.pth");
+    let weights = cells_fixture("nasnet-a-large-tiny/weights-legacy.pth");
     let out = classify(&["--model", "large", "--weights", weights.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -157,7 +157,7 @@ fn text_output_lists_the_top_five_of_each_image() {
 
 #[test]
 fn without_weights_it_says_the_model_is_untrained() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let out = nasnet()
         .args(["classify", "--model", "mobile", "--top", "1"])
         .arg(&images()[1])
         .output()
@@ -185,11 +185,11 @@ fn without_weights_it_says_the_model_is_untrained() {
 
 #[test]
 fn a_file_that_is_not_an_image_is_a_user_error() {
-    let weights = cells_data("nasnet-a-mobile-tiny/weights.pth");
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let weights = cells_fixture("nasnet-a-mobile-tiny/weights.pth");
+    let out = nasnet()
         .args(["classify", "--model", "mobile", "--weights"])
         .arg(&weights)
-        .arg(cells_data("nasnet-a-mobile-tiny/config.json"))
+        .arg(cells_fixture("nasnet-a-mobile-tiny/config.json"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -199,7 +199,7 @@ fn a_file_that_is_not_an_image_is_a_user_error() {
         "{stderr}"
     );
     // Mobile weights under --model large are refused with the fix.
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let out = nasnet()
         .args(["classify", "--model", "large", "--weights"])
         .arg(&weights)
         .arg(&images()[1])

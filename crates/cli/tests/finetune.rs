@@ -5,31 +5,21 @@
 //! classifier and nothing else; weights of another size are one error naming the tensors that
 //! do not fit.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-finetune-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{cells_fixture, nasnet, temp_dir};
 
 /// The fixture checkpoint (pretrainedmodels' NASNet-A Mobile layout, 4@192, stem 16, 10
 /// classes).
 fn weights() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../cells/tests/data/nasnet-a-mobile-tiny/weights.pth"
-    ))
+    cells_fixture("nasnet-a-mobile-tiny/weights.pth")
 }
 
 /// The model flags that match the fixture, at a 32-pixel crop so a step takes milliseconds.
@@ -193,7 +183,6 @@ fn a_fine_tune_starts_from_the_checkpoint_resumes_and_freezes() {
     assert!((e["accuracy"].as_f64().unwrap() - measured).abs() < 1e-9);
 
     a_frozen_backbone_trains_the_classifier_only(&base, &data, &out.join("model.safetensors"));
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// Fine-tunes `weights` for one epoch with a frozen backbone on `data` into `out`; returns the
@@ -275,5 +264,4 @@ fn weights_of_another_size_name_the_tensors_that_do_not_fit() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(!out.exists(), "a failed start left {}", out.display());
     }
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -2,149 +2,24 @@
 //! with its append-only file on) and real `nasnet worker --queue` processes: every trial is
 //! recorded exactly once when workers, the search or Redis itself are killed mid-run.
 //!
-//! Skipped, with a message, when `redis-server` is not on PATH (CI installs it).
+//! Skipped, with a message, when `redis-server` is not on PATH; a failure instead under
+//! `NASNET_REQUIRE_ALL=1` (CI installs it and sets that).
+
+mod common;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-redis-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-fn have_redis() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!(
-            "SKIPPED: redis-server is not on PATH (CI installs it; apt-get install redis-server)"
-        );
-    }
-    found
-}
-
-/// A process killed when dropped, so a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A redis-server on a loopback port, with its append-only file in `dir`.
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis {
-            port,
-            dir: dir.to_path_buf(),
-            proc: None,
-        };
-        r.launch();
-        r
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.proc = Some(Proc(child));
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the server as an operator would (SIGTERM: it flushes its append-only file).
-    fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
-            unsafe {
-                libc::kill(p.0.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let _ = p.0.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
-    let stderr = std::fs::File::create(log).unwrap();
-    Proc(
-        nasnet()
-            .args(["worker", "--queue", &redis.url(), "--lease-ms"])
-            .arg(lease_ms.to_string())
-            .env("RAYON_NUM_THREADS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap(),
-    )
-}
+use common::redis_server::{have_redis, search, worker, Proc, Redis};
+use common::{nasnet, temp_dir, wait_for};
 
 /// `n` workers with a 30 s lease, logging to `base/wI.log`.
 fn workers(redis: &Redis, base: &Path, n: usize) -> Vec<Proc> {
     (0..n)
         .map(|i| worker(redis, &base.join(format!("w{i}.log")), 30_000))
         .collect()
-}
-
-fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = nasnet();
-    cmd.args([
-        "search",
-        "--queue",
-        &redis.url(),
-        "--strategy",
-        "random",
-        "--quiet",
-    ])
-    .arg("--run-dir")
-    .arg(run)
-    .args(extra)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    cmd
 }
 
 fn trial_ids(run: &Path) -> Vec<u64> {
@@ -193,14 +68,6 @@ fn finish(cmd: &mut Command, limit: Duration) {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn three_workers_train_eight_real_children_once_each() {
     if !have_redis() {
@@ -231,7 +98,6 @@ fn three_workers_train_eight_real_children_once_each() {
         "every tiny child trains: {:?}",
         std::fs::read_to_string(run.join("trials.jsonl"))
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// A search of one 1.5 s synthetic trial and a worker (lease `lease_ms`) that has started it.
@@ -295,7 +161,6 @@ fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
         rescued.contains("trial 0 started") && rescued.contains("attempt 2"),
         "the rescuer took over the trial: {rescued}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -332,7 +197,6 @@ fn a_killed_search_resumes_on_the_same_queue() {
         .map(|log| log.matches(" started (").count())
         .sum();
     assert_eq!(starts, 12, "every trial trained once");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -366,7 +230,6 @@ fn a_redis_restart_mid_run_loses_nothing() {
     assert!(search_proc.0.wait().unwrap().success());
     assert_each_once(&run, 10);
     assert!(statuses(&run).iter().all(|s| s == "ok"));
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -383,7 +246,6 @@ fn a_trial_started_more_than_max_attempts_times_is_recorded_failed() {
     one_trial_finishes_as(&mut t, "failed");
     let text = std::fs::read_to_string(t.run.join("trials.jsonl")).unwrap();
     assert!(text.contains("started 1 time(s)"), "{text}");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -407,7 +269,6 @@ fn a_worker_stopped_with_sigterm_hands_its_trial_back_at_once() {
     assert!(log.contains("handed trial 0 back"), "{log}");
     let _second = worker(&redis, &base.join("second.log"), 600_000);
     one_trial_finishes_as(&mut t, "ok");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// Writes a tiny Fashion-MNIST-layout folder (uncompressed IDX files) whose labels are shifted
@@ -503,5 +364,4 @@ fn a_worker_with_other_data_refuses_the_trial_and_a_right_one_trains_it() {
     assert!(search_proc.0.wait().unwrap().success());
     assert_each_once(&run, 1);
     assert_eq!(statuses(&run), ["ok"]);
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -3,23 +3,19 @@
 //! weight-sharing run (`sharing.jsonl`) the learning curves (`learning.svg`) and a summary of
 //! the last fifth of updates, with a torn last line skipped and a bad line elsewhere refused.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use nasnet_searchspace::named::nasnet_a;
 use nasnet_searchspace::{Genotype, Op};
 use serde_json::json;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("report-pictures-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir, TempDir};
 
 fn report(run: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    nasnet()
         .arg("report")
         .arg(run)
         .output()
@@ -51,7 +47,7 @@ fn trial_line(trial: u64, genotype: &Genotype, reward: f64, ok: bool) -> String 
 
 /// A run folder: trial 1 is the best (a 1x7+7x1 conv in its normal cell), trials 0 and 2 are
 /// NASNet-A (2 the better), trial 3 failed (its 7x7 max pool must not be drawn).
-fn run_folder(tag: &str) -> PathBuf {
+fn run_folder(tag: &str) -> TempDir {
     let run = temp_dir(tag);
     std::fs::write(
         run.join("config.json"),
@@ -117,7 +113,6 @@ fn report_draws_the_best_distinct_cells_and_never_a_failed_one() {
             run.join("report").join(name).display()
         )));
     }
-    let _ = std::fs::remove_dir_all(&run);
 }
 
 #[test]
@@ -176,7 +171,6 @@ fn a_sharing_run_gets_learning_curves_and_a_summary_of_its_last_fifth() {
         polylines.iter().map(|l| points(l)).collect::<Vec<_>>(),
         vec![20, 20, 19]
     );
-    let _ = std::fs::remove_dir_all(&run);
 }
 
 #[test]
@@ -188,5 +182,4 @@ fn a_bad_line_inside_sharing_jsonl_is_an_error_naming_it() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sharing.jsonl line 2"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&run);
 }

@@ -3,20 +3,13 @@
 //! files included), a folder holding a run's files is never overwritten by a new run, and
 //! `--resume` on a folder with no checkpoint is an error rather than a fresh start.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-folders-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 /// NASNet-A 1@24 on 128 embedded images, batches of 32, a checkpoint every step.
 fn tiny_train(epochs: &str) -> Command {
@@ -57,7 +50,8 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn eval_polling_a_running_train_never_breaks_it() {
-    let out = temp_dir("poll").join("run");
+    let base = temp_dir("poll");
+    let out = base.join("run");
     let mut train = tiny_train("6")
         .arg("--out")
         .arg(&out)
@@ -94,7 +88,8 @@ fn eval_polling_a_running_train_never_breaks_it() {
 
 #[test]
 fn eval_changes_nothing_in_a_folder_with_stale_tmp_files() {
-    let out = temp_dir("stale").join("run");
+    let base = temp_dir("stale");
+    let out = base.join("run");
     let train = tiny_train("1").arg("--out").arg(&out).output().unwrap();
     assert!(train.status.success());
     // What a crash mid-save leaves: a half-written tensor file and an unfinished commit record.
@@ -116,7 +111,8 @@ fn eval_changes_nothing_in_a_folder_with_stale_tmp_files() {
 
 #[test]
 fn a_folder_with_run_files_but_no_state_is_never_overwritten() {
-    let out = temp_dir("nostate").join("run");
+    let base = temp_dir("nostate");
+    let out = base.join("run");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("model.safetensors"), b"somebody's weights").unwrap();
     std::fs::write(out.join("metrics.jsonl"), b"{\"epoch\": 1}\n").unwrap();
@@ -146,7 +142,8 @@ fn a_folder_with_run_files_but_no_state_is_never_overwritten() {
 
 #[test]
 fn resume_of_an_empty_folder_is_an_error() {
-    let out = temp_dir("empty").join("run");
+    let base = temp_dir("empty");
+    let out = base.join("run");
     std::fs::create_dir_all(&out).unwrap();
     let run = tiny_train("1")
         .arg("--resume")

@@ -3,24 +3,14 @@
 //! `report` on a run with no finished trial; a worker killed by a signal is retried, and a trial
 //! killed on every attempt is recorded failed with its attempts while the search goes on.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "nasnet-search-folders-{tag}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 /// A tiny search in `run` (one worker, random strategy, 1@24 children on 256 images), with
 /// `extra` flags after the defaults.
@@ -170,7 +160,6 @@ fn a_second_search_on_a_running_folder_exits_at_once_and_changes_nothing() {
         "the first search was disturbed"
     );
     drop(first);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -190,7 +179,6 @@ fn report_on_a_run_with_no_finished_trial_counts_zero_seconds() {
         summary, "0 trials finished (0 failed), 0 child-seconds in all",
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 fn trial_lines(run: &Path) -> Vec<serde_json::Value> {
@@ -236,5 +224,4 @@ fn a_worker_killed_by_a_signal_is_retried_and_a_trial_killed_every_time_fails() 
     assert!(first.contains("trial 0 FAILED"), "{first}");
     assert!(first.contains("best none yet"), "{first}");
     assert!(!err.contains("(trial 0)"), "trial 0 shown as best: {err}");
-    let _ = std::fs::remove_dir_all(&base);
 }

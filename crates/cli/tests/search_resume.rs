@@ -1,21 +1,14 @@
 //! A real (tiny) search killed with SIGKILL mid-run and resumed: every trial id appears once,
 //! trials finished before the kill keep their records, and the budget is met exactly.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 fn trial_lines(run: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
@@ -114,7 +107,6 @@ fn a_killed_search_resumes_without_losing_or_repeating_trials() {
     assert!(String::from_utf8_lossy(&report.stdout).contains("5 trials finished"));
     assert!(run.join("report/reward.svg").is_file());
     assert!(run.join("report/best.dot").is_file());
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -137,5 +129,4 @@ fn bad_search_flags_are_one_line_errors_with_exit_2() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -1,20 +1,13 @@
 //! `nasnet search --sharing` end to end at a tiny budget: the run folder's files, and a run
 //! killed with SIGKILL and resumed that ends exactly as an uninterrupted run with the same seed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -129,7 +122,6 @@ fn a_sharing_search_writes_its_run_folder() {
     assert!(lines(&random.join("sharing.jsonl"))
         .iter()
         .all(|u| u["entropy"].is_null()));
-    std::fs::remove_dir_all(&base).unwrap();
 }
 
 #[test]
@@ -171,5 +163,4 @@ fn a_killed_sharing_search_resumes_bit_for_bit() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(outcome(&run), outcome(&straight));
-    std::fs::remove_dir_all(&base).unwrap();
 }

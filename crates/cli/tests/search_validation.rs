@@ -3,19 +3,12 @@
 //! folder, so the corrected command runs in the same folder; and a search whose children all
 //! fail writes no `best.json` and says so.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
+use std::path::Path;
+use std::process::Output;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-validate-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 /// A tiny search (one worker, 1@24 children on 256 images) in `run`; `extra` flags (`--flag
 /// value` or `--flag=value`) replace the defaults of the same name.
@@ -77,7 +70,6 @@ fn configuration_errors_stop_the_search_before_the_first_child() {
         let o = search(&run, &flags);
         assert_rejected(&o, &run, needle, &flags.join(" "));
     }
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -93,7 +85,6 @@ fn a_rejected_search_leaves_no_run_folder_and_the_retry_runs() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(run.join("config.json").is_file());
     assert!(run.join("best.json").is_file());
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -118,5 +109,4 @@ fn a_search_whose_children_all_fail_writes_no_best_cell() {
     );
     assert!(!run.join("best_trial.json").exists());
     assert!(!String::from_utf8_lossy(&o.stdout).contains("train it"));
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -1,13 +1,17 @@
 //! Runs the built `nasnet` binary: `show` (text, json, dot, svg, files, errors) and `space`.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use nasnet_searchspace::BigUint;
 use serde_json::{json, Value};
 
+use common::nasnet as nasnet_command;
+
 fn nasnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    nasnet_command()
         .args(args)
         .output()
         .expect("the nasnet binary runs")

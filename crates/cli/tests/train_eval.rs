@@ -2,20 +2,13 @@
 //! mid-epoch checkpoint resumes to the same end as an uninterrupted run would, `nasnet eval`
 //! reads the result back, and user-input errors exit with status 2 on one line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("nasnet-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+use common::{nasnet, temp_dir};
 
 fn state_step(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("state.json")).ok()?;
@@ -127,7 +120,6 @@ fn a_killed_run_resumes_and_evaluates() {
     assert_eq!(r["accuracy"], e["accuracy"]);
     let (loss, ref_loss) = (e["loss"].as_f64().unwrap(), r["loss"].as_f64().unwrap());
     assert!((loss - ref_loss).abs() <= 1e-4 * ref_loss.abs().max(1.0));
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -159,5 +151,4 @@ fn user_errors_exit_2_on_one_line() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such checkpoint folder"));
-    let _ = std::fs::remove_dir_all(&base);
 }

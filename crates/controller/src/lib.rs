@@ -30,6 +30,8 @@ pub mod rng;
 pub mod search_loop;
 pub mod strategy;
 
+mod enas;
+
 pub use config::{ControllerConfig, EvolutionConfig, HeadSharing, StrategyConfig, StrategyKind};
 pub use controller::{Controller, Evaluation, Sampled};
 pub use error::ControllerError;

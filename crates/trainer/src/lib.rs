@@ -60,14 +60,20 @@ pub mod schedule;
 pub mod shared;
 pub mod trainer;
 
+mod finetune_defaults;
+mod shared_defaults;
+
 pub use augment::AugmentConfig;
 pub use child::{train_child, ChildError, ChildResult, ChildSpec, SpecError};
 pub use config::{parse_device, TestEval, TrainConfig};
-pub use data::{DataConfig, DataSource, Dataset, Normalization, PretrainedInput, Splits};
+pub use data::{
+    DataConfig, DataSource, Dataset, DatasetKind, Normalization, PretrainedInput, Splits,
+};
 pub use device::DeviceChoice;
 pub use divergence::{check_loss, divergence_limit, Divergence};
 pub use error::{DataError, DeviceError, Result, TrainError};
 pub use finetune::FineTune;
+pub use finetune_defaults::FINE_TUNE_BN_MOMENTUM;
 pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};
 pub use progress::{ProgressHook, Quiet};

@@ -8,6 +8,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+mod kind;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+
+pub use kind::DatasetKind;
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_CLASSES: [&str; 10] = [
@@ -263,60 +266,20 @@ pub enum DataSource {
     },
 }
 
-/// The dataset names the command line accepts.
-pub const DATASET_NAMES: &str = "embedded, fashion-mnist, mnist, cifar10, cifar100, folder";
-
 impl DataSource {
-    /// Builds a source from a dataset name and a folder (required by all but `embedded`).
+    /// Builds a source from a dataset name (see [`DatasetKind`]) and a folder (required by all
+    /// but `embedded`).
     pub fn from_name(
         name: &str,
         dir: Option<&Path>,
         image_size: Option<usize>,
     ) -> Result<Self, DataError> {
-        let key = name.to_ascii_lowercase().replace('_', "-");
-        if key == "embedded" {
-            return Ok(DataSource::Embedded);
-        }
-        let known = [
-            "fashion-mnist",
-            "fashionmnist",
-            "mnist",
-            "cifar10",
-            "cifar-10",
-            "cifar100",
-            "cifar-100",
-            "folder",
-        ];
-        if !known.contains(&key.as_str()) {
-            return Err(DataError::UnknownDataset {
-                name: name.to_string(),
-                known: DATASET_NAMES.into(),
-            });
-        }
-        let dir = dir
-            .ok_or_else(|| {
-                DataError::Split(format!("dataset `{name}` needs a data folder (--data-dir)"))
-            })?
-            .to_path_buf();
-        Ok(match key.as_str() {
-            "fashion-mnist" | "fashionmnist" => DataSource::FashionMnist { dir },
-            "mnist" => DataSource::Mnist { dir },
-            "cifar10" | "cifar-10" => DataSource::Cifar10 { dir },
-            "cifar100" | "cifar-100" => DataSource::Cifar100 { dir },
-            _ => DataSource::Folder { dir, image_size },
-        })
+        DataSource::from_kind(name.parse()?, dir, image_size)
     }
 
     /// The short name used in messages and metrics.
     pub fn name(&self) -> &'static str {
-        match self {
-            DataSource::Embedded => "embedded",
-            DataSource::FashionMnist { .. } => "fashion-mnist",
-            DataSource::Mnist { .. } => "mnist",
-            DataSource::Cifar10 { .. } => "cifar10",
-            DataSource::Cifar100 { .. } => "cifar100",
-            DataSource::Folder { .. } => "folder",
-        }
+        self.kind().name()
     }
 
     /// Whether this is CIFAR-10/100, for which the paper's recipe is the default.

@@ -17,15 +17,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nasnet_controller::search_loop::{TrialOutcome, TrialStatus};
-use nasnet_trainer::progress::{ProgressHook, RunInfo, StepInfo};
 use nasnet_trainer::{ChildSpec, DeviceChoice};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Connection, RedisResult};
 
-use crate::redis_backend::{
+use crate::search::redis_backend::{
     connect, ensure_group, is_transient, relocate_data, split_hash, value_text, QueueJob,
     QueueKeys, QueueProgress, QueueResult, GROUP,
 };
+use crate::worker::progress::{ProgressSink, ThrottledProgress, WorkerProgress};
+use crate::worker::trial::run_trial;
+
+/// How often a progress line is written to Redis (one round trip each), for the search's
+/// status line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How a queue worker runs.
 #[derive(Debug, Clone)]
@@ -216,50 +221,13 @@ impl Worker {
             .and_then(value_text)
             .and_then(|t| serde_json::from_str::<QueueJob>(&t).ok());
         let Some(mut job) = job else {
-            eprintln!(
-                "worker {}: dropping malformed entry {}",
-                self.consumer, entry.id
-            );
-            let id = entry.id.clone();
-            return self.retry(|w, c| {
-                redis::cmd("XACK")
-                    .arg(&w.keys.trials)
-                    .arg(GROUP)
-                    .arg(&id)
-                    .query(c)
-            });
+            return self.drop_malformed(&entry.id);
         };
-        relocate_data(&mut job.child, self.config.data_dir.as_ref());
-        if let Some(device) = self.config.device {
-            job.child.device = device;
-        }
-        if job.synthetic_ms.is_none() {
-            self.check_data(&job.child, &job.data_hash)?;
-        }
-        let id = entry.id.clone();
-        let attempts: u32 = self.retry(|w, c| {
-            redis::cmd("HINCRBY")
-                .arg(&w.keys.attempts)
-                .arg(&id)
-                .arg(1)
-                .query(c)
-        })?;
+        self.localise(&mut job)?;
+        let attempts = self.count_start(&entry.id)?;
         let trial = job.spec.trial;
         if attempts > job.max_attempts {
-            eprintln!(
-                "worker {}: trial {trial} failed on {} workers",
-                self.consumer,
-                attempts - 1
-            );
-            let outcome = TrialOutcome::failed(
-                trial,
-                0.0,
-                format!(
-                    "the trial was started {} time(s) and no worker finished it",
-                    attempts - 1
-                ),
-            );
-            return self.finish(&entry.id, &job, outcome);
+            return self.give_up(&entry.id, &job, attempts - 1);
         }
         eprintln!(
             "worker {}: trial {trial} started (entry {}, attempt {attempts})",
@@ -272,6 +240,57 @@ impl Worker {
             }
             None => self.hand_back(&entry.id, &job),
         }
+    }
+
+    /// Acknowledges an entry that holds no job, so no worker takes it again.
+    fn drop_malformed(&mut self, id: &str) -> Result<()> {
+        eprintln!("worker {}: dropping malformed entry {id}", self.consumer);
+        self.retry(|w, c| {
+            redis::cmd("XACK")
+                .arg(&w.keys.trials)
+                .arg(GROUP)
+                .arg(id)
+                .query(c)
+        })
+    }
+
+    /// Points the job at this machine's data folder and device (when given), and refuses it
+    /// when this machine's data is not the run's.
+    fn localise(&mut self, job: &mut QueueJob) -> Result<()> {
+        relocate_data(&mut job.child, self.config.data_dir.as_ref());
+        if let Some(device) = self.config.device {
+            job.child.device = device;
+        }
+        if job.synthetic_ms.is_none() {
+            self.check_data(&job.child, &job.data_hash)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one more start of entry `id`; returns the starts so far, this one included.
+    fn count_start(&mut self, id: &str) -> Result<u32> {
+        self.retry(|w, c| {
+            redis::cmd("HINCRBY")
+                .arg(&w.keys.attempts)
+                .arg(id)
+                .arg(1)
+                .query(c)
+        })
+    }
+
+    /// Records a trial that `starts` workers started and none finished as failed.
+    fn give_up(&mut self, id: &str, job: &QueueJob, starts: u32) -> Result<()> {
+        let trial = job.spec.trial;
+        eprintln!(
+            "worker {}: trial {trial} failed on {starts} workers",
+            self.consumer
+        );
+        let outcome = TrialOutcome::failed(
+            trial,
+            0.0,
+            format!("the trial was started {starts} time(s) and no worker finished it"),
+        );
+        self.finish(id, job, outcome)
     }
 
     /// Refuses a job whose data differs from the run's (hashing each data configuration once).
@@ -303,7 +322,7 @@ impl Worker {
     fn train_with_heartbeat(&mut self, id: &str, job: &QueueJob) -> Result<Option<TrialOutcome>> {
         let (tx, rx) = channel();
         let job_copy = job.clone();
-        let progress = ProgressSink::new(&self.client, job, &self.consumer);
+        let progress = RedisProgress::new(&self.client, job, &self.consumer);
         thread::spawn(move || {
             let _ = tx.send(train(&job_copy, progress));
         });
@@ -449,13 +468,15 @@ fn wait(rx: &Receiver<TrialOutcome>, trial: u64, timeout: Duration) -> Option<Tr
 }
 
 /// Trains the job's child (or the synthetic child); errors are failed outcomes.
-fn train(job: &QueueJob, mut progress: ProgressSink) -> TrialOutcome {
+fn train(job: &QueueJob, progress: RedisProgress) -> TrialOutcome {
     let start = Instant::now();
     if let Some(ms) = job.synthetic_ms {
         thread::sleep(Duration::from_millis(ms));
         return synthetic_outcome(job, start.elapsed().as_secs_f64());
     }
-    let mut outcome = crate::worker::train_child_outcome(&job.child, &job.spec, &mut progress);
+    let mut hook =
+        ThrottledProgress::new(job.spec.trial, job.child.epochs, PROGRESS_EVERY, progress);
+    let mut outcome = run_trial(&job.child, &job.spec, &mut hook);
     outcome.seconds = start.elapsed().as_secs_f64();
     outcome
 }
@@ -475,57 +496,37 @@ fn synthetic_outcome(job: &QueueJob, seconds: f64) -> TrialOutcome {
     }
 }
 
-/// Sends the training progress to the run's progress hash every second or so.
-struct ProgressSink {
+/// Writes each progress line, with this worker's name, to the run's progress hash.
+struct RedisProgress {
     conn: Option<Connection>,
     key: String,
     line: QueueProgress,
-    steps_per_epoch: usize,
-    last: Instant,
 }
 
-impl ProgressSink {
+impl RedisProgress {
     fn new(client: &redis::Client, job: &QueueJob, consumer: &str) -> Self {
-        ProgressSink {
+        RedisProgress {
             conn: client
                 .get_connection_with_timeout(Duration::from_secs(1))
                 .ok(),
             key: job.progress.clone(),
             line: QueueProgress {
-                trial: job.spec.trial,
-                epoch: 0,
-                epochs: job.child.epochs,
-                fraction: 0.0,
-                loss: 0.0,
+                progress: WorkerProgress::default(),
                 worker: consumer.to_string(),
             },
-            steps_per_epoch: 1,
-            last: Instant::now(),
         }
     }
 }
 
-impl ProgressHook for ProgressSink {
-    fn on_start(&mut self, info: &RunInfo) {
-        self.line.epochs = info.epochs;
-        self.steps_per_epoch = info.steps_per_epoch.max(1);
-    }
-
-    fn on_step(&mut self, step: &StepInfo) {
-        if self.last.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        self.last = Instant::now();
-        let total = (self.line.epochs * self.steps_per_epoch).max(1);
-        self.line.epoch = step.epoch + 1;
-        self.line.fraction = (step.global_step as f64 / total as f64).min(1.0);
-        self.line.loss = step.epoch_loss;
+impl ProgressSink for RedisProgress {
+    fn send(&mut self, line: &WorkerProgress) {
+        self.line.progress = line.clone();
         let (Some(conn), Ok(text)) = (self.conn.as_mut(), serde_json::to_string(&self.line)) else {
             return;
         };
         let sent: RedisResult<()> = redis::cmd("HSET")
             .arg(&self.key)
-            .arg(self.line.trial)
+            .arg(line.trial)
             .arg(text)
             .query(conn);
         if sent.is_err() {

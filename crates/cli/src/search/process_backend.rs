@@ -1,6 +1,7 @@
 //! The search's default backend: every child trains in its own process (this binary re-invoked as
 //! `nasnet worker JOB.json`), so a crash or an out-of-memory in one child cannot take the search
-//! down. Children report progress as JSON lines on stdout and their result in `result.json`.
+//! down. Children report progress as JSON lines on stdout ([`WorkerProgress`]) and their result in
+//! `result.json`.
 //!
 //! A worker killed by a signal (the OOM killer's SIGKILL, an operator's kill) failed for a reason
 //! outside its architecture, so the trial is started again, up to [`MAX_ATTEMPTS`] times in all,
@@ -20,6 +21,8 @@ use nasnet_controller::search_loop::{
 };
 use nasnet_trainer::ChildSpec;
 use serde::{Deserialize, Serialize};
+
+use crate::worker::progress::WorkerProgress;
 
 /// What a worker process is asked to do: train one child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,21 +51,6 @@ struct Running {
     /// When the first attempt started: the trial's seconds count every attempt.
     started: Instant,
     attempt: u32,
-}
-
-/// A progress line a worker prints on stdout.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WorkerProgress {
-    /// Trial id.
-    pub trial: u64,
-    /// Epoch (1-based) being trained.
-    pub epoch: usize,
-    /// Epochs in all.
-    pub epochs: usize,
-    /// Fraction of the whole child done, in [0, 1].
-    pub fraction: f64,
-    /// Running training loss.
-    pub loss: f64,
 }
 
 enum Message {

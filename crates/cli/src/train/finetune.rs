@@ -6,35 +6,20 @@
 //! (0.875 bilinear as pretrainedmodels' Mobile, 0.911 bicubic as timm's Large) and the central
 //! square cropped when read, random-resized crops and flips in training, mean and std 0.5. The
 //! weights are read with `nasnet_cells::load_state_dict` (safetensors or either PyTorch format). The defaults (learning
-//! rate 0.01 with cosine decay, batch 32) are explained in docs/training.md#fine-tuning.
+//! rate 0.01 with cosine decay, batch 32: the trainer library's `TrainConfig::fine_tune`) are
+//! explained in docs/training.md#fine-tuning.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use nasnet_trainer::{AugmentConfig, FineTune, PretrainedInput, Splits, TrainConfig, Trainer};
+use nasnet_trainer::{DatasetKind, FineTune, PretrainedInput, Splits, Trainer};
 
-use crate::choices::{DatasetArg, NetArg};
-use crate::input::user_error;
-use crate::train::{plan_run, train_error, TrainArgs};
-
-/// The fine-tuning learning rate: TF-slim's rate for a new classifier on a pretrained backbone
-/// (`finetune_inception_v3_on_flowers.sh`), a tenth of the quick from-scratch preset's 0.1.
-pub const FINE_TUNE_LR: f64 = 0.01;
-
-/// Images per fine-tuning step (TF-slim's fine-tuning scripts use 32).
-pub const FINE_TUNE_BATCH: usize = 32;
-
-/// The training defaults of a fine-tune of `epochs` epochs: the quick preset with
-/// [`FINE_TUNE_LR`], [`FINE_TUNE_BATCH`] and the ports' training augmentation.
-pub fn fine_tune_defaults(epochs: usize) -> TrainConfig {
-    let mut c = TrainConfig::quick(epochs);
-    c.sgd.lr = FINE_TUNE_LR;
-    c.batch_size = FINE_TUNE_BATCH;
-    c.augment = AugmentConfig::fine_tune();
-    c
-}
+use crate::choices::NetArg;
+use crate::input::{train_error, user_error};
+use crate::train::args::TrainArgs;
+use crate::train::plan::plan_run;
 
 /// The port's input for `--net` at `--image-size`: the preset's size, crop_pct and resize
 /// filter (`nasnet_cells::preprocess::EvalTransform::mobile` / `large`).
@@ -53,7 +38,7 @@ fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
 
 /// Refuses flag combinations a fine-tune cannot honour.
 fn check_args(args: &TrainArgs) -> Result<()> {
-    if args.dataset != DatasetArg::Folder {
+    if args.dataset != DatasetKind::Folder {
         return Err(user_error(
             "--weights fine-tunes on an image folder: pass --dataset folder --data-dir DIR",
         ));

@@ -19,7 +19,6 @@
 //! finished while it was down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +32,9 @@ use nasnet_trainer::{ChildSpec, Splits};
 use redis::streams::StreamReadReply;
 use redis::Value;
 use serde::{Deserialize, Serialize};
+
+use crate::console::show_status_line;
+use crate::worker::progress::WorkerProgress;
 
 /// The consumer group every worker joins.
 pub const GROUP: &str = "workers";
@@ -116,19 +118,13 @@ pub struct QueueResult {
     pub worker: String,
 }
 
-/// A worker's latest progress on a trial (in the run's progress hash).
+/// A worker's latest progress on a trial (in the run's progress hash): the line every worker
+/// reports, and which worker sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueProgress {
-    /// Trial id.
-    pub trial: u64,
-    /// Epoch (1-based) being trained.
-    pub epoch: usize,
-    /// Epochs in all.
-    pub epochs: usize,
-    /// Fraction of the child done, in [0, 1].
-    pub fraction: f64,
-    /// Running training loss.
-    pub loss: f64,
+    /// Trial, epoch (1-based), share done and loss.
+    #[serde(flatten)]
+    pub progress: WorkerProgress,
     /// Which worker (host:pid) trains it.
     pub worker: String,
 }
@@ -369,14 +365,13 @@ impl RedisBackend {
         let mut lines: Vec<QueueProgress> = all
             .values()
             .filter_map(|t| serde_json::from_str::<QueueProgress>(t).ok())
-            .filter(|p| self.running.contains(&p.trial))
+            .filter(|p| self.running.contains(&p.progress.trial))
             .collect();
         if lines.is_empty() {
             return Ok(());
         }
-        lines.sort_by_key(|p| p.trial);
-        eprint!("\r\x1b[2K  training: {}", progress_line(&lines, 4));
-        let _ = std::io::stderr().flush();
+        lines.sort_by_key(|p| p.progress.trial);
+        show_status_line(&progress_line(&lines, 4));
         Ok(())
     }
 }
@@ -386,17 +381,7 @@ fn progress_line(lines: &[QueueProgress], most: usize) -> String {
     let mut parts: Vec<String> = lines
         .iter()
         .take(most)
-        .map(|p| {
-            format!(
-                "#{} epoch {}/{} {:>3.0}% loss {:.3} on {}",
-                p.trial,
-                p.epoch,
-                p.epochs,
-                p.fraction * 100.0,
-                p.loss,
-                p.worker
-            )
-        })
+        .map(|p| format!("{} on {}", p.progress.summary(), p.worker))
         .collect();
     if lines.len() > most {
         parts.push(format!("+{} more", lines.len() - most));
@@ -497,15 +482,17 @@ mod tests {
 
 #[cfg(test)]
 mod display_tests {
-    use super::{progress_line, QueueProgress};
+    use super::{progress_line, QueueProgress, WorkerProgress};
 
     fn line(trial: u64, worker: &str) -> QueueProgress {
         QueueProgress {
-            trial,
-            epoch: 2,
-            epochs: 3,
-            fraction: 0.5,
-            loss: 1.25,
+            progress: WorkerProgress {
+                trial,
+                epoch: 2,
+                epochs: 3,
+                fraction: 0.5,
+                loss: 1.25,
+            },
             worker: worker.into(),
         }
     }
