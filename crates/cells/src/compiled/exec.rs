@@ -17,6 +17,7 @@ use super::plan::{Mode, Plan, Step, StepKind, View};
 use super::team::run_in_order;
 use super::window::{window, Dot, Max, Mean};
 use crate::error::CellsError;
+use crate::kernels::gemm::{matmul_into_view, MatMut, MatRef, Threads};
 use crate::kernels::{AvgPoolCount, Padding2d};
 use crate::layers::Pad;
 
@@ -406,7 +407,10 @@ fn im2col(
 }
 
 /// `dst[i, j] += sum_p a[i, p] b[p, j]` for `m x n` outputs, rows `drs` / `ars` apart, `b`
-/// dense `k x n`.
+/// dense `k x n`, on the calling thread, through the one checked GEMM.
+///
+/// # Panics
+/// When an operand is too short for its rows (a planning error, never a user input).
 #[allow(clippy::too_many_arguments)]
 fn gemm_acc(
     m: usize,
@@ -418,41 +422,12 @@ fn gemm_acc(
     ars: usize,
     b: &[f32],
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    let fits = |len: usize, rs: usize, cols: usize| (m - 1) * rs + cols <= len;
-    assert!(
-        fits(dst.len(), drs, n) && fits(a.len(), ars, k) && b.len() >= k * n,
-        "compiled GEMM operands out of bounds"
-    );
-    // SAFETY: the assertion above checked that every element the product addresses (rows up to
-    // m - 1 at the given row strides, columns below n or k, column stride 1) lies inside `dst`,
-    // `a` and `b`; `dst` is an exclusive borrow so it overlaps neither operand; the strides come
-    // from slice lengths and so fit an isize.
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            drs as isize,
-            true,
-            a.as_ptr(),
-            1,
-            ars as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
-    }
+    let views = MatMut::new(dst, 0, (m, n), (drs, 1)).and_then(|d| {
+        let a = MatRef::new(a, 0, (m, k), (ars, 1))?;
+        Ok((d, a, MatRef::new(b, 0, (k, n), (n, 1))?))
+    });
+    let (d, a, b) = views.expect("compiled GEMM operands out of bounds");
+    matmul_into_view(d, a, b, true, Threads::One).expect("compiled GEMM shapes chain");
 }
 
 /// Window geometry: kernel, stride, dilation and padding.
