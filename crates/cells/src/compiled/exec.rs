@@ -19,7 +19,6 @@ use super::window::{window, Dot, Max, Mean};
 use crate::error::CellsError;
 use crate::kernels::gemm::{matmul_into_view, MatMut, MatRef, Threads};
 use crate::kernels::{AvgPoolCount, Padding2d};
-use crate::layers::Pad;
 
 type Result<T> = std::result::Result<T, CellsError>;
 
@@ -332,10 +331,7 @@ fn conv(c: &ConvNode, src: &[f32], sv: &View, part: Part, dv: &View, mode: Mode)
         return;
     }
     let k = c.kernel.0 * c.kernel.1 * c.cin;
-    let pad = match c.pad {
-        Pad::Same => Padding2d::same(sv.h, sv.w, c.kernel.0, c.kernel.1, c.stride, c.dilation),
-        Pad::Valid => Padding2d::valid(),
-    };
+    let pad = c.pad.padding((sv.h, sv.w), c.kernel, c.stride, c.dilation);
     let p0 = part.px.start;
     let dst = &mut part.out[dv.off..];
     if c.is_pointwise() && !c.relu_in {
