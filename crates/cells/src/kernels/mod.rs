@@ -56,6 +56,7 @@ pub use route::{
     cuda_kernels, kernel_path, set_cuda_kernels, set_kernel_path, KernelPath, CUDA_KERNELS_ENV,
     KERNELS_ENV,
 };
+pub(crate) use simd::has_avx2_fma;
 
 /// Depthwise conv: x (N,C,H,W), w (C,1,kh,kw) (PyTorch layout, groups = C, depth multiplier 1).
 ///
