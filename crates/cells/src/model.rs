@@ -254,7 +254,7 @@ impl NasNet {
     ) -> Result<Self, CellsError> {
         cfg.validate()?;
         genotype.validate()?;
-        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum);
+        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum).with_kernel_path(cfg.kernel_path);
         let drop_path = Arc::new(DropPathState::new());
         let conv0 = ConvBn::new(&ctx.pp("conv0"), stem_conv(cfg))?;
         let plan = CellPlan::new(cfg);

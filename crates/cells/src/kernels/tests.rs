@@ -108,3 +108,47 @@ fn fused_half_with_batch_norm_matches_the_two_node_form() {
         }
     }
 }
+
+/// A model runs the kernel path its config names, whatever the process default: built with
+/// the default's own path it repeats the default's training step to the bit, built with the
+/// other path it differs in the last bits (the generic path rounds f32 products separately and
+/// reduces BN statistics in f32) yet agrees to f32 rounding.
+#[cfg(feature = "reference")]
+#[test]
+fn a_model_runs_the_kernel_path_of_its_config() {
+    use super::{kernel_path, KernelPath};
+    use crate::config::{NasNetConfig, NetSize};
+    use crate::reference::{relative_l2, seeded_train_step, TrainStep};
+
+    let base = NasNetConfig::cifar_size(NetSize {
+        cells_per_stack: 1,
+        filters: 4,
+    })
+    .with_image_size(16);
+    let genotype = nasnet_searchspace::named::nasnet_a();
+    let step = |cfg: &NasNetConfig| {
+        seeded_train_step(&genotype, cfg, DType::F32, &Device::Cpu, 2, 5).expect("a step runs")
+    };
+    let bits = |s: &TrainStep| -> Vec<u64> {
+        let grads = s.grads.iter().flat_map(|(_, g)| {
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            g.into_iter().map(|v| u64::from(v.to_bits()))
+        });
+        std::iter::once(s.loss.to_bits()).chain(grads).collect()
+    };
+    let default = kernel_path();
+    let other = match default {
+        KernelPath::Custom => KernelPath::Generic,
+        KernelPath::Generic => KernelPath::Custom,
+    };
+    let unset = step(&base);
+    let same = step(&base.clone().with_kernel_path(default));
+    let different = step(&base.with_kernel_path(other));
+    assert_eq!(bits(&unset), bits(&same), "the default's own path");
+    assert_ne!(bits(&unset), bits(&different), "the other path ran the same kernels");
+    assert!((unset.loss - different.loss).abs() < 1e-4 * unset.loss.abs().max(1.0));
+    for ((name, a), (_, b)) in unset.grads.iter().zip(&different.grads) {
+        let err = relative_l2(b, a).unwrap();
+        assert!(err < 1e-3, "gradient of {name} off by {err:e}");
+    }
+}

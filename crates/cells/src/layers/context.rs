@@ -9,7 +9,7 @@ use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
 
 use super::norm::BatchNorm;
-use crate::kernels::Kernels;
+use crate::kernels::{KernelPath, Kernels};
 
 /// One tensor a model reads from its VarBuilder.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +58,13 @@ impl<'a> Ctx<'a> {
             bn_momentum: momentum,
             kernels: Kernels::process_default(),
         }
+    }
+
+    /// This context with the layers built through it running on the CPU kernel path `path`
+    /// (the process default when `None`): how a model's choice reaches every layer.
+    pub fn with_kernel_path(mut self, path: Option<KernelPath>) -> Self {
+        self.kernels = Kernels::new(path);
+        self
     }
 
     /// The kernels the layers built through this context run on, fixed at build time.
