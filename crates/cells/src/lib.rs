@@ -88,7 +88,7 @@ pub use error::CellsError;
 pub use kernels::{kernel_path, set_kernel_path, KernelPath};
 pub use layers::ParamInfo;
 pub use model::{ActivationValues, NasNet, NasNetOutput};
-pub use runtime::configure_cpu;
+pub use runtime::{candle_thread_env, configure_cpu};
 pub use supernet::{sharing_space, Supernet};
 pub use unit::{CellUnit, OpUnit};
 pub use weights::{detect_port, load_state_dict, Port};
