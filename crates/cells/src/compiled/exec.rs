@@ -34,8 +34,8 @@ const LARGE_STEP_WORK: usize = 8 << 20;
 const PART_ALIGN: usize = 8;
 
 /// f32 elements of the per-thread scratch one GEMM reads (an im2col block or a fused
-/// depthwise output): half a core's L2 here (measured against 32K and unbounded on Large b1,
-/// one thread: 557-570 ms against 580-597 and 574).
+/// depthwise output): half a core's L2, which beat both a smaller block and an unbounded one
+/// on Large at batch 1 (the timings are in BENCHMARKS.md).
 const SCRATCH_BUDGET: usize = 131_072;
 
 /// Runs every step of `plan` over `slots`, with `image` the NCHW input, on rayon's threads:
