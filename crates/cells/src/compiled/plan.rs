@@ -106,7 +106,10 @@ fn sizes(graph: &Graph, h: usize, w: usize) -> Vec<(usize, usize)> {
             NodeOp::Subsample { input, .. } => {
                 // TF's 1x1 average pool, stride 2, VALID.
                 let (ih, iw) = hw[*input];
-                (Pad::Valid.out_len(ih, 1, 2, 1), Pad::Valid.out_len(iw, 1, 2, 1))
+                (
+                    Pad::Valid.out_len(ih, 1, 2, 1),
+                    Pad::Valid.out_len(iw, 1, 2, 1),
+                )
             }
         };
         hw.push(s);

@@ -45,8 +45,8 @@ mod tests;
 
 use candle_core::{Result, Tensor};
 
-pub use geometry::{AvgPoolCount, Padding2d};
 pub(crate) use geometry::Pad;
+pub use geometry::{AvgPoolCount, Padding2d};
 #[cfg(feature = "reference")]
 pub use reference::{
     avg_pool2d_candle, depthwise_conv2d_candle, max_pool2d_candle, pointwise_conv2d_candle,

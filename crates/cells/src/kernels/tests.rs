@@ -145,7 +145,11 @@ fn a_model_runs_the_kernel_path_of_its_config() {
     let same = step(&base.clone().with_kernel_path(default));
     let different = step(&base.with_kernel_path(other));
     assert_eq!(bits(&unset), bits(&same), "the default's own path");
-    assert_ne!(bits(&unset), bits(&different), "the other path ran the same kernels");
+    assert_ne!(
+        bits(&unset),
+        bits(&different),
+        "the other path ran the same kernels"
+    );
     assert!((unset.loss - different.loss).abs() < 1e-4 * unset.loss.abs().max(1.0));
     for ((name, a), (_, b)) in unset.grads.iter().zip(&different.grads) {
         let err = relative_l2(b, a).unwrap();
