@@ -7,7 +7,7 @@
 use candle_core::{Result, Tensor};
 
 use super::generic::pad_zeros;
-use super::geometry::{AvgPoolCount, Pad, Padding2d};
+use super::geometry::{AvgPoolCount, ConvGeom, Pad, Padding2d};
 use super::route::{Kernels, Route};
 
 /// Most stacked input channels (`C_in * kh * kw`) worth an im2col copy of the input.
@@ -15,15 +15,9 @@ const MAX_IM2COL_COLUMNS: usize = 81;
 
 impl Kernels {
     /// Dense convolution (groups 1) of `x` (N, C_in, H, W) by `w` (C_out, C_in, kh, kw) with
-    /// `stride`, `dilation` and explicit padding `pad`.
-    pub(crate) fn conv2d(
-        self,
-        x: &Tensor,
-        w: &Tensor,
-        stride: usize,
-        dilation: usize,
-        pad: Padding2d,
-    ) -> Result<Tensor> {
+    /// `(stride, dilation, pad)`, the padding explicit (possibly asymmetric).
+    pub(crate) fn conv2d(self, x: &Tensor, w: &Tensor, geom: ConvGeom) -> Result<Tensor> {
+        let (stride, dilation, pad) = geom;
         if self.im2col_pays(x, w, stride)? {
             return self.conv2d_im2col(x, w, dilation, pad);
         }
@@ -89,7 +83,7 @@ impl Kernels {
         let weight = w
             .permute((0, 2, 3, 1))?
             .reshape((cout, kh * kw * cin, 1, 1))?;
-        self.pointwise_conv2d(&columns, &weight)
+        self.pointwise_conv2d(&columns, &weight, false)
     }
 
     /// The two pixel grids of a factorized reduction of `x` (N, C, H, W), through a ReLU when
@@ -128,11 +122,7 @@ impl Kernels {
             let one_hot = Tensor::new(taps, x.device())?.to_dtype(x.dtype())?;
             let kernel = one_hot.reshape((1, 1, k, k))?.repeat((c, 1, 1, 1))?;
             let pad = Padding2d::same(h, w, k, k, 2, 1);
-            if relu {
-                self.relu_depthwise_conv2d(x, &kernel, 2, 1, pad)
-            } else {
-                self.depthwise_conv2d(x, &kernel, 2, 1, pad)
-            }
+            self.depthwise_conv2d(x, &kernel, (2, 1, pad), relu)
         };
         Ok((pick(&[1.0], 1)?, pick(&[0.0, 0.0, 0.0, 1.0], 2)?))
     }

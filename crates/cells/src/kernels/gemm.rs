@@ -132,19 +132,25 @@ struct Strided {
 }
 
 impl Strided {
-    /// Checks that every addressed element (or, for an empty view, the offset) lies inside a
-    /// slice of `len` elements and that the strides fit a pointer offset.
-    fn checked(self, len: usize) -> Result<Self, GemmError> {
-        let Strided {
+    /// The view of `rows x cols` from `offset` with these strides over a slice of `len`
+    /// elements, refused unless every addressed element (or, for an empty view, the offset) lies
+    /// inside it and the strides fit a pointer offset.
+    fn checked(
+        offset: usize,
+        (rows, cols): (usize, usize),
+        (row_stride, col_stride): (usize, usize),
+        len: usize,
+    ) -> Result<Self, GemmError> {
+        let view = Strided {
             offset,
             rows,
             cols,
             row_stride,
             col_stride,
-        } = self;
+        };
         let strides_fit =
             isize::try_from(row_stride).is_ok() && isize::try_from(col_stride).is_ok();
-        let in_bounds = if self.is_empty() {
+        let in_bounds = if view.is_empty() {
             offset <= len
         } else {
             (rows - 1)
@@ -164,7 +170,7 @@ impl Strided {
                 len,
             });
         }
-        Ok(self)
+        Ok(view)
     }
 
     /// Whether no two elements are the same one: rows laid out one after the other (each row's
@@ -211,20 +217,11 @@ impl<'a, T> MatRef<'a, T> {
     pub fn new(
         data: &'a [T],
         offset: usize,
-        (rows, cols): (usize, usize),
-        (row_stride, col_stride): (usize, usize),
+        shape: (usize, usize),
+        strides: (usize, usize),
     ) -> Result<Self, GemmError> {
-        let view = Strided {
-            offset,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        };
-        Ok(MatRef {
-            data,
-            view: view.checked(data.len())?,
-        })
+        let view = Strided::checked(offset, shape, strides, data.len())?;
+        Ok(MatRef { data, view })
     }
 
     /// The whole of `data` as a dense row-major `rows x cols` matrix (its length must be
@@ -284,23 +281,16 @@ impl<'a, T> MatMut<'a, T> {
     pub fn new(
         data: &'a mut [T],
         offset: usize,
-        (rows, cols): (usize, usize),
-        (row_stride, col_stride): (usize, usize),
+        shape: (usize, usize),
+        strides: (usize, usize),
     ) -> Result<Self, GemmError> {
-        let view = Strided {
-            offset,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        }
-        .checked(data.len())?;
+        let view = Strided::checked(offset, shape, strides, data.len())?;
         if !view.is_injective() {
             return Err(GemmError::Overlapping {
-                rows,
-                cols,
-                row_stride,
-                col_stride,
+                rows: view.rows,
+                cols: view.cols,
+                row_stride: view.row_stride,
+                col_stride: view.col_stride,
             });
         }
         Ok(MatMut { data, view })

@@ -208,7 +208,8 @@ fn accumulate(acc: Option<Tensor>, term: Tensor) -> Result<Tensor> {
     }
 }
 
-fn depthwise(
+/// [`depthwise_conv2d`], or [`relu_depthwise_conv2d`] when `relu_first`.
+pub(crate) fn depthwise(
     x: &Tensor,
     w: &Tensor,
     stride: usize,
@@ -337,7 +338,8 @@ pub fn max_pool2d(
     best.ok_or_else(|| candle_core::Error::Msg("max pool with an empty kernel".into()))
 }
 
-fn pointwise(x: &Tensor, w: &Tensor, relu_first: bool) -> Result<Tensor> {
+/// [`pointwise_conv2d`], or [`relu_pointwise_conv2d`] when `relu_first`.
+pub(crate) fn pointwise(x: &Tensor, w: &Tensor, relu_first: bool) -> Result<Tensor> {
     check_pointwise_args(x, w)?;
     let (n, cin, h, wd) = x.dims4()?;
     let cout = w.dim(0)?;

@@ -76,6 +76,9 @@ impl Padding2d {
     }
 }
 
+/// A convolution's window on its input: stride, dilation and padding.
+pub(crate) type ConvGeom = (usize, usize, Padding2d);
+
 /// How a layer pads its input: the padding is computed from the input size at every call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pad {

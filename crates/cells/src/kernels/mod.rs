@@ -70,7 +70,7 @@ pub fn depthwise_conv2d(
     dilation: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
-    Kernels::process_default().depthwise_conv2d(x, w, stride, dilation, pad)
+    Kernels::process_default().depthwise_conv2d(x, w, (stride, dilation, pad), false)
 }
 
 /// `depthwise_conv2d(x.relu(), ...)` in one pass: NASNet always applies a ReLU right before a
@@ -83,7 +83,7 @@ pub fn relu_depthwise_conv2d(
     dilation: usize,
     pad: Padding2d,
 ) -> Result<Tensor> {
-    Kernels::process_default().relu_depthwise_conv2d(x, w, stride, dilation, pad)
+    Kernels::process_default().depthwise_conv2d(x, w, (stride, dilation, pad), true)
 }
 
 /// `pointwise_conv2d(relu_depthwise_conv2d(x, k, ...), w)`, one half of a separable conv, as a
@@ -108,13 +108,13 @@ pub fn relu_separable_conv2d(
 /// node in the backward: on NASNet, where half the convolutions are 1x1, that overhead rivalled
 /// the GEMMs themselves.
 pub fn pointwise_conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    Kernels::process_default().pointwise_conv2d(x, w)
+    Kernels::process_default().pointwise_conv2d(x, w, false)
 }
 
 /// `pointwise_conv2d(x.relu(), w)` in one node: TF-slim's ReLU-conv-BN units and the separable
 /// convs' second ReLU feed 1x1 convs. The backward masks the input gradient with `x > 0`.
 pub fn relu_pointwise_conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    Kernels::process_default().relu_pointwise_conv2d(x, w)
+    Kernels::process_default().pointwise_conv2d(x, w, true)
 }
 
 /// Padded average pool with a backward for any kernel and stride (candle's has neither), and

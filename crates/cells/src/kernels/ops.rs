@@ -8,11 +8,8 @@ use candle_core::{Result, Tensor};
 use super::checks::check_pointwise_args;
 use super::cpu;
 use super::generic;
-use super::geometry::{AvgPoolCount, Padding2d};
+use super::geometry::{AvgPoolCount, ConvGeom, Padding2d};
 use super::route::{route, Kernels, Route};
-
-/// A separable half's depthwise geometry: stride, dilation, padding.
-pub(crate) type DepthwiseGeom = (usize, usize, Padding2d);
 
 impl Kernels {
     /// The route of ops on `x`.
@@ -20,33 +17,21 @@ impl Kernels {
         route(self, x.device())
     }
 
-    /// Depthwise conv (see [`super::depthwise_conv2d`]).
+    /// Depthwise conv of `x`, or of `relu(x)` when `relu` (see [`super::depthwise_conv2d`] and
+    /// [`super::relu_depthwise_conv2d`]).
     pub(crate) fn depthwise_conv2d(
         self,
         x: &Tensor,
         w: &Tensor,
-        stride: usize,
-        dilation: usize,
-        pad: Padding2d,
+        geom: ConvGeom,
+        relu: bool,
     ) -> Result<Tensor> {
         match self.route_of(x) {
-            Route::Generic => generic::depthwise_conv2d(x, w, stride, dilation, pad),
-            Route::Cpu | Route::Cuda => cpu::depthwise_conv2d(x, w, stride, dilation, pad, false),
-        }
-    }
-
-    /// Depthwise conv of `relu(x)` (see [`super::relu_depthwise_conv2d`]).
-    pub(crate) fn relu_depthwise_conv2d(
-        self,
-        x: &Tensor,
-        w: &Tensor,
-        stride: usize,
-        dilation: usize,
-        pad: Padding2d,
-    ) -> Result<Tensor> {
-        match self.route_of(x) {
-            Route::Generic => generic::relu_depthwise_conv2d(x, w, stride, dilation, pad),
-            Route::Cpu | Route::Cuda => cpu::depthwise_conv2d(x, w, stride, dilation, pad, true),
+            Route::Generic => {
+                let (stride, dilation, pad) = geom;
+                generic::depthwise(x, w, stride, dilation, pad, relu)
+            }
+            Route::Cpu | Route::Cuda => cpu::depthwise_conv2d(x, w, geom, relu),
         }
     }
 
@@ -57,34 +42,27 @@ impl Kernels {
         x: &Tensor,
         k: &Tensor,
         w: &Tensor,
-        (stride, dilation, pad): DepthwiseGeom,
+        geom: ConvGeom,
     ) -> Result<Tensor> {
         if self.route_of(x) == Route::Cpu && !cpu::is_half(x.dtype()) {
-            return cpu::relu_separable_conv2d(x, k, w, stride, dilation, pad);
+            return cpu::relu_separable_conv2d(x, k, w, geom);
         }
-        let mid = self.relu_depthwise_conv2d(x, k, stride, dilation, pad)?;
-        self.pointwise_conv2d(&mid, w)
+        let mid = self.depthwise_conv2d(x, k, geom, true)?;
+        self.pointwise_conv2d(&mid, w, false)
     }
 
-    /// 1x1 conv (see [`super::pointwise_conv2d`]).
-    pub(crate) fn pointwise_conv2d(self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    /// 1x1 conv of `x`, or of `relu(x)` when `relu` (see [`super::pointwise_conv2d`] and
+    /// [`super::relu_pointwise_conv2d`]).
+    pub(crate) fn pointwise_conv2d(self, x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
         match self.route_of(x) {
-            Route::Cpu => self.cpu_pointwise(x, w, false),
-            Route::Cuda | Route::Generic => generic::pointwise_conv2d(x, w),
-        }
-    }
-
-    /// 1x1 conv of `relu(x)` (see [`super::relu_pointwise_conv2d`]).
-    pub(crate) fn relu_pointwise_conv2d(self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        match self.route_of(x) {
-            Route::Cpu => self.cpu_pointwise(x, w, true),
-            Route::Cuda | Route::Generic => generic::relu_pointwise_conv2d(x, w),
+            Route::Cpu => Self::cpu_pointwise(x, w, relu),
+            Route::Cuda | Route::Generic => generic::pointwise(x, w, relu),
         }
     }
 
     /// The CPU custom route of a 1x1 conv: the custom op, or for half types candle's ReLU and
     /// batched matmul (a GEMM in 16 bits is what candle offers; the custom op is f32/f64).
-    fn cpu_pointwise(self, x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
+    fn cpu_pointwise(x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
         if !cpu::is_half(x.dtype()) {
             return cpu::pointwise_conv2d(x, w, relu);
         }
@@ -156,7 +134,7 @@ impl Kernels {
         k: &Tensor,
         params: [&Tensor; 3],
         eps: f64,
-        geom: DepthwiseGeom,
+        geom: ConvGeom,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         if self.route_of(x) == Route::Cpu && cpu::batch_norm_supported(x) {
             let (y, stats) = cpu::relu_separable_conv2d_bn(x, k, params, eps, geom)?;

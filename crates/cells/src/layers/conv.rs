@@ -87,29 +87,17 @@ impl Conv {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let pad = self.padding(h, w);
-        let k = self.kernels;
+        let geom = (self.stride, self.dilation, self.padding(h, w));
+        let (k, relu) = (self.kernels, self.relu_first);
         if self.depthwise {
-            return if self.relu_first {
-                k.relu_depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
-            } else {
-                k.depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
-            };
+            return k.depthwise_conv2d(x, &self.weight, geom, relu);
         }
         if self.kernel == (1, 1) && self.stride == 1 {
             // candle's conv backward goes through a much slower transposed convolution.
-            return if self.relu_first {
-                k.relu_pointwise_conv2d(x, &self.weight)
-            } else {
-                k.pointwise_conv2d(x, &self.weight)
-            };
+            return k.pointwise_conv2d(x, &self.weight, relu);
         }
-        let x = if self.relu_first {
-            k.relu(x)?
-        } else {
-            x.clone()
-        };
-        k.conv2d(&x, &self.weight, self.stride, self.dilation, pad)
+        let x = if relu { k.relu(x)? } else { x.clone() };
+        k.conv2d(&x, &self.weight, geom)
     }
 
     /// Whether `self` then `pw` is a separable conv's half: a ReLU-depthwise conv and a plain

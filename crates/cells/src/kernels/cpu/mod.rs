@@ -28,7 +28,7 @@ mod separable;
 use candle_core::{DType, Result, Tensor};
 
 use super::checks::{check_depthwise_args, check_pointwise_args, check_pool_pad, check_window};
-use super::geometry::{AvgPoolCount, Padding2d};
+use super::geometry::{AvgPoolCount, ConvGeom, Padding2d};
 use depthwise::DepthwiseFwd;
 pub(crate) use fused::{batch_norm_train, relu, supported as batch_norm_supported, BnStats};
 use op::CpuOp;
@@ -47,23 +47,15 @@ pub(crate) fn is_half(dtype: DType) -> bool {
 pub(crate) fn depthwise_conv2d(
     x: &Tensor,
     w: &Tensor,
-    stride: usize,
-    dilation: usize,
-    pad: Padding2d,
+    geom: ConvGeom,
     relu: bool,
 ) -> Result<Tensor> {
+    let (stride, dilation, pad) = geom;
     check_depthwise_args(x, w, stride, dilation, pad)?;
     let dtype = x.dtype();
     if is_half(dtype) {
-        let y = depthwise_conv2d(
-            &x.to_dtype(DType::F32)?,
-            &w.to_dtype(DType::F32)?,
-            stride,
-            dilation,
-            pad,
-            relu,
-        )?;
-        return y.to_dtype(dtype);
+        let (x, w) = (x.to_dtype(DType::F32)?, w.to_dtype(DType::F32)?);
+        return depthwise_conv2d(&x, &w, geom, relu)?.to_dtype(dtype);
     }
     let op = DepthwiseFwd {
         stride,
@@ -80,9 +72,7 @@ pub(crate) fn relu_separable_conv2d(
     x: &Tensor,
     k: &Tensor,
     w: &Tensor,
-    stride: usize,
-    dilation: usize,
-    pad: Padding2d,
+    (stride, dilation, pad): ConvGeom,
 ) -> Result<Tensor> {
     check_depthwise_args(x, k, stride, dilation, pad)?;
     let depthwise = DepthwiseFwd {

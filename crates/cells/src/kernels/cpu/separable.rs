@@ -19,7 +19,7 @@ use super::fused::{BnStats, BnTrain};
 use super::op::{Arg, Backward, CpuKernel, CpuOp, Real};
 use super::pointwise::{PointwiseBwdInput, PointwiseBwdWeight, PointwiseFwd};
 use crate::kernels::checks::{check_depthwise_args, check_pointwise_args};
-use crate::kernels::geometry::Padding2d;
+use crate::kernels::geometry::ConvGeom;
 
 /// `pointwise(relu_depthwise(x, k), w)` with operands `(x, k, w)`; `mid` is the depthwise
 /// output, computed outside the graph by [`SeparableFwd::new`].
@@ -182,7 +182,7 @@ pub(crate) fn relu_separable_conv2d_bn(
     k: &Tensor,
     params: [&Tensor; 3],
     eps: f64,
-    (stride, dilation, pad): (usize, usize, Padding2d),
+    (stride, dilation, pad): ConvGeom,
 ) -> Result<(Tensor, BnStats)> {
     if !super::fused::supported(x) {
         bail!(
