@@ -17,7 +17,7 @@ use super::op::Real;
 use crate::kernels::geometry::Plan;
 use crate::kernels::simd::has_avx2_fma;
 
-/// How a loop computes `a * b + c`: chosen per compiled variant of [`multiversion!`], because an
+/// How a loop computes `a * b + c`: chosen per compiled variant of `multiversion!`, because an
 /// FMA is one instruction where the CPU has it and a slow library call where it does not.
 pub(crate) trait MulAdd {
     fn mul_add<T: Real>(a: T, b: T, c: T) -> T;
