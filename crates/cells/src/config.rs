@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CellsError;
+use crate::kernels::KernelPath;
 
 /// Number of reduction cells between the three stacks (fixed by the paper's design).
 pub const NUM_REDUCTION_CELLS: usize = 2;
@@ -115,6 +116,11 @@ pub struct NasNetConfig {
     /// timm-compatible mode: stride-2 average pools count their zero padding
     /// (docs/semantics.md#the-ports-stride-2-average-pool).
     pub avg_pool_count_pad_stride2: bool,
+    /// The CPU kernel path this model's layers run on, fixed when it is built; `None` (the
+    /// presets' value) takes the process default, `kernels::kernel_path()`. Not written when
+    /// `None`, so configs saved before the field existed and after read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_path: Option<KernelPath>,
 }
 
 impl NasNetConfig {
@@ -145,6 +151,7 @@ impl NasNetConfig {
             bn_eps: 1e-5,
             bn_momentum: 0.1,
             avg_pool_count_pad_stride2: false,
+            kernel_path: None,
         }
     }
 
@@ -168,6 +175,7 @@ impl NasNetConfig {
             bn_eps: 1e-3,
             bn_momentum: 0.0003,
             avg_pool_count_pad_stride2: false,
+            kernel_path: None,
         }
     }
 
@@ -258,6 +266,13 @@ impl NasNetConfig {
     /// Sets the training image size.
     pub fn with_image_size(mut self, image_size: usize) -> Self {
         self.image_size = image_size;
+        self
+    }
+
+    /// Runs this model's layers on the CPU kernel path `path` whatever the process default
+    /// (e.g. the generic path, to compare a model with the custom ops in one process).
+    pub fn with_kernel_path(mut self, path: KernelPath) -> Self {
+        self.kernel_path = Some(path);
         self
     }
 

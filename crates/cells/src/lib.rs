@@ -5,9 +5,9 @@
 //! reproduce their outputs (the `reference` module, behind the cargo feature of that name, checks
 //! that against stored fixtures).
 //!
-//! Besides the model, two building blocks are public for those who need them: [`kernels`], the
+//! Besides the model, one building block is public for those who need it: [`kernels`], the
 //! CPU kernels candle lacks (depthwise convolution, padded pooling, 1x1 convolution, each with
-//! its backward), and [`gemm`], the bounds-checked matrix product they run on.
+//! its backward), with [`kernels::gemm`], the bounds-checked matrix product they run on.
 //!
 //! Every op is relu-conv-BN as in TF-slim (docs/semantics.md#inside-a-cell). For the ops no
 //! released model uses,
@@ -23,9 +23,10 @@
 //!
 //! Devices: on the CPU the depthwise convs, pools, 1x1 convs, batch norm and ReLU run custom ops
 //! ([`kernels`]); on CUDA and Metal they run the device-generic path ([`kernels::generic`]),
-//! compositions of candle ops that all have a backward on every device. The environment
-//! variable `NASNET_KERNELS=generic` (read once per process) or [`set_kernel_path`] selects the
-//! generic path on the CPU too, e.g. to check it against the custom ops without a GPU.
+//! compositions of candle ops that all have a backward on every device. The generic path can
+//! run on the CPU too, e.g. to check it against the custom ops without a GPU: per model with
+//! [`NasNetConfig::kernel_path`], or as the process default with [`set_kernel_path`] or the
+//! environment variable `NASNET_KERNELS=generic` (read once per process).
 //!
 //! Inference: [`NasNet::compile`] gives a [`CompiledNasNet`], the fast CPU path for eval mode
 //! (batch norm folded into the convolutions, ReLUs fused into the kernels that read them,
@@ -65,11 +66,8 @@ mod cell;
 pub mod classes;
 mod compiled;
 pub mod config;
-mod cpu_op;
 pub mod durable;
 mod error;
-mod fused;
-pub mod gemm;
 pub mod kernels;
 mod layers;
 mod model;
@@ -90,7 +88,7 @@ pub use error::CellsError;
 pub use kernels::{kernel_path, set_kernel_path, KernelPath};
 pub use layers::ParamInfo;
 pub use model::{ActivationValues, NasNet, NasNetOutput};
-pub use runtime::configure_cpu;
+pub use runtime::{candle_thread_env, configure_cpu};
 pub use supernet::{sharing_space, Supernet};
 pub use unit::{CellUnit, OpUnit};
 pub use weights::{detect_port, load_state_dict, Port};

@@ -21,7 +21,7 @@ use nasnet_searchspace::{CellRole, Genotype};
 use crate::cell::{CellModule, CellSpec, TensorInfo};
 use crate::config::{NasNetConfig, StemKind};
 use crate::error::CellsError;
-use crate::kernels::{self, AvgPoolCount, Padding2d};
+use crate::kernels::{AvgPoolCount, Kernels, Padding2d};
 use crate::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
 
 /// What a forward pass returns.
@@ -141,6 +141,7 @@ struct AuxHead {
     proj: ConvBn,
     last: ConvBn,
     linear: Linear,
+    kernels: Kernels,
 }
 
 impl AuxHead {
@@ -163,19 +164,25 @@ impl AuxHead {
         last_spec.pad = Pad::Valid;
         let last = ConvBn::new(&ctx.pp("final"), last_spec)?;
         let linear = linear(&ctx.pp("linear"), 768, cfg.num_classes)?;
-        Ok(AuxHead { proj, last, linear })
+        Ok(AuxHead {
+            proj,
+            last,
+            linear,
+            kernels: ctx.kernels(),
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = kernels::avg_pool2d(
-            &crate::fused::relu(x)?,
+        let k = self.kernels;
+        let y = k.avg_pool2d(
+            &k.relu(x)?,
             (5, 5),
             3,
             Padding2d::valid(),
             AvgPoolCount::ExcludePadding,
         )?;
-        let y = crate::fused::relu(&self.proj.forward_t(&y, train)?)?;
-        let y = crate::fused::relu(&self.last.forward_t(&y, train)?)?;
+        let y = k.relu(&self.proj.forward_t(&y, train)?)?;
+        let y = k.relu(&self.last.forward_t(&y, train)?)?;
         self.linear.forward_t(&y.flatten_from(1)?, train)
     }
 }
@@ -194,6 +201,7 @@ pub struct NasNet {
     /// Initialiser of each tensor, by full name, for [`NasNet::seed`].
     inits: Vec<(String, Init)>,
     drop_path: Arc<DropPathState>,
+    kernels: Kernels,
 }
 
 /// Spatial size at resolution `level` for a `size` input: the stem conv, then a halving
@@ -246,7 +254,7 @@ impl NasNet {
     ) -> Result<Self, CellsError> {
         cfg.validate()?;
         genotype.validate()?;
-        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum);
+        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum).with_kernel_path(cfg.kernel_path);
         let drop_path = Arc::new(DropPathState::new());
         let conv0 = ConvBn::new(&ctx.pp("conv0"), stem_conv(cfg))?;
         let plan = CellPlan::new(cfg);
@@ -297,6 +305,7 @@ impl NasNet {
             params: ctx.params(),
             inits: ctx.inits(),
             drop_path,
+            kernels: ctx.kernels(),
         })
     }
 
@@ -561,7 +570,7 @@ impl NasNet {
         let features = tensors
             .last()
             .ok_or_else(|| candle_core::Error::Msg("model has no layers".into()))?;
-        let pooled = crate::fused::relu(features)?.mean((2, 3))?;
+        let pooled = self.kernels.relu(features)?.mean((2, 3))?;
         let keep = self.config.dense_dropout_keep_prob;
         let pooled = if train && keep < 1.0 {
             candle_nn::ops::dropout(&pooled, (1.0 - keep) as f32)?

@@ -11,7 +11,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
-use nasnet_cells::gemm::{matmul_into, MatRef, Threads};
+use nasnet_cells::kernels::gemm::{matmul_into, MatRef, Threads};
 
 /// `a (m, k) x b (k, n)` for f32 CPU tensors, differentiable in both arguments.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -17,8 +17,8 @@ use super::plan::{Mode, Plan, Step, StepKind, View};
 use super::team::run_in_order;
 use super::window::{window, Dot, Max, Mean};
 use crate::error::CellsError;
+use crate::kernels::gemm::{matmul_into_view, MatMut, MatRef, Threads};
 use crate::kernels::{AvgPoolCount, Padding2d};
-use crate::layers::Pad;
 
 type Result<T> = std::result::Result<T, CellsError>;
 
@@ -34,8 +34,8 @@ const LARGE_STEP_WORK: usize = 8 << 20;
 const PART_ALIGN: usize = 8;
 
 /// f32 elements of the per-thread scratch one GEMM reads (an im2col block or a fused
-/// depthwise output): half a core's L2 here (measured against 32K and unbounded on Large b1,
-/// one thread: 557-570 ms against 580-597 and 574).
+/// depthwise output): half a core's L2, which beat both a smaller block and an unbounded one
+/// on Large at batch 1 (the timings are in BENCHMARKS.md).
 const SCRATCH_BUDGET: usize = 131_072;
 
 /// Runs every step of `plan` over `slots`, with `image` the NCHW input, on rayon's threads:
@@ -331,10 +331,7 @@ fn conv(c: &ConvNode, src: &[f32], sv: &View, part: Part, dv: &View, mode: Mode)
         return;
     }
     let k = c.kernel.0 * c.kernel.1 * c.cin;
-    let pad = match c.pad {
-        Pad::Same => Padding2d::same(sv.h, sv.w, c.kernel.0, c.kernel.1, c.stride, c.dilation),
-        Pad::Valid => Padding2d::valid(),
-    };
+    let pad = c.pad.padding((sv.h, sv.w), c.kernel, c.stride, c.dilation);
     let p0 = part.px.start;
     let dst = &mut part.out[dv.off..];
     if c.is_pointwise() && !c.relu_in {
@@ -406,7 +403,10 @@ fn im2col(
 }
 
 /// `dst[i, j] += sum_p a[i, p] b[p, j]` for `m x n` outputs, rows `drs` / `ars` apart, `b`
-/// dense `k x n`.
+/// dense `k x n`, on the calling thread, through the one checked GEMM.
+///
+/// # Panics
+/// When an operand is too short for its rows (a planning error, never a user input).
 #[allow(clippy::too_many_arguments)]
 fn gemm_acc(
     m: usize,
@@ -418,41 +418,12 @@ fn gemm_acc(
     ars: usize,
     b: &[f32],
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    let fits = |len: usize, rs: usize, cols: usize| (m - 1) * rs + cols <= len;
-    assert!(
-        fits(dst.len(), drs, n) && fits(a.len(), ars, k) && b.len() >= k * n,
-        "compiled GEMM operands out of bounds"
-    );
-    // SAFETY: the assertion above checked that every element the product addresses (rows up to
-    // m - 1 at the given row strides, columns below n or k, column stride 1) lies inside `dst`,
-    // `a` and `b`; `dst` is an exclusive borrow so it overlaps neither operand; the strides come
-    // from slice lengths and so fit an isize.
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            drs as isize,
-            true,
-            a.as_ptr(),
-            1,
-            ars as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
-    }
+    let views = MatMut::new(dst, 0, (m, n), (drs, 1)).and_then(|d| {
+        let a = MatRef::new(a, 0, (m, k), (ars, 1))?;
+        Ok((d, a, MatRef::new(b, 0, (k, n), (n, 1))?))
+    });
+    let (d, a, b) = views.expect("compiled GEMM operands out of bounds");
+    matmul_into_view(d, a, b, true, Threads::One).expect("compiled GEMM shapes chain");
 }
 
 /// Window geometry: kernel, stride, dilation and padding.
@@ -730,7 +701,8 @@ pub(crate) fn to_nchw(data: &[f32], v: &View) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NasNet, NasNetConfig};
+    use crate::config::NasNetConfig;
+    use crate::model::NasNet;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 

@@ -11,8 +11,8 @@ use candle_core::{DType, Tensor};
 
 use crate::cell::{Adjust, CellModule, CombineModule, Prev};
 use crate::error::CellsError;
-use crate::kernels::AvgPoolCount;
-use crate::layers::{AffineNorm, BatchNorm, Conv, ConvBn, FactorizedReduction, OpKind, Pad, Pool};
+use crate::kernels::{AvgPoolCount, Pad};
+use crate::layers::{AffineNorm, BatchNorm, Conv, ConvBn, FactorizedReduction, OpKind, Pool};
 use crate::model::NasNet;
 
 /// Index of a node (and of the tensor it produces).

@@ -8,7 +8,7 @@
 //! run (greedy best fit), so the plan holds about the largest few cells, not the whole net.
 
 use super::graph::{Graph, NodeId, NodeOp};
-use crate::layers::Pad;
+use crate::kernels::Pad;
 
 /// Whether a step overwrites its destination or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,21 +73,6 @@ pub(crate) struct Plan {
     pub keep_stages: bool,
 }
 
-/// Output size of one dimension.
-fn out_len(input: usize, k: usize, stride: usize, dilation: usize, pad: Pad) -> usize {
-    match pad {
-        Pad::Same => input.div_ceil(stride),
-        Pad::Valid => {
-            let eff = dilation * (k - 1) + 1;
-            if input < eff {
-                0
-            } else {
-                (input - eff) / stride + 1
-            }
-        }
-    }
-}
-
 /// Spatial size of every node for an `h x w` input.
 fn sizes(graph: &Graph, h: usize, w: usize) -> Vec<(usize, usize)> {
     let mut hw: Vec<(usize, usize)> = Vec::with_capacity(graph.nodes.len());
@@ -100,21 +85,31 @@ fn sizes(graph: &Graph, h: usize, w: usize) -> Vec<(usize, usize)> {
             NodeOp::Conv(c) => {
                 let (ih, iw) = hw[c.input];
                 (
-                    out_len(ih, c.kernel.0, c.stride, c.dilation, c.pad),
-                    out_len(iw, c.kernel.1, c.stride, c.dilation, c.pad),
+                    c.pad.out_len(ih, c.kernel.0, c.stride, c.dilation),
+                    c.pad.out_len(iw, c.kernel.1, c.stride, c.dilation),
                 )
             }
             NodeOp::Depthwise(d) | NodeOp::DepthwisePointwise(d, _) => {
                 let (ih, iw) = hw[d.input];
-                (ih.div_ceil(d.stride), iw.div_ceil(d.stride))
+                (
+                    Pad::Same.out_len(ih, d.kernel.0, d.stride, d.dilation),
+                    Pad::Same.out_len(iw, d.kernel.1, d.stride, d.dilation),
+                )
             }
             NodeOp::Pool(p) => {
                 let (ih, iw) = hw[p.input];
-                (ih.div_ceil(p.stride), iw.div_ceil(p.stride))
+                (
+                    Pad::Same.out_len(ih, p.k, p.stride, 1),
+                    Pad::Same.out_len(iw, p.k, p.stride, 1),
+                )
             }
             NodeOp::Subsample { input, .. } => {
+                // TF's 1x1 average pool, stride 2, VALID.
                 let (ih, iw) = hw[*input];
-                (ih.div_ceil(2), iw.div_ceil(2))
+                (
+                    Pad::Valid.out_len(ih, 1, 2, 1),
+                    Pad::Valid.out_len(iw, 1, 2, 1),
+                )
             }
         };
         hw.push(s);

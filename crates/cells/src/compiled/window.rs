@@ -4,6 +4,7 @@
 //! throughput instead of its latency. A portable loop computes the same on other CPUs.
 
 use super::plan::Mode;
+use crate::kernels::has_avx2_fma;
 
 /// How taps combine.
 pub(crate) trait Reduce: Copy + Send + Sync {
@@ -145,19 +146,6 @@ impl Reduce for Mean {
     #[inline(always)]
     unsafe fn finish8(self, acc: __m256) -> __m256 {
         _mm256_mul_ps(acc, _mm256_set1_ps(self.scale))
-    }
-}
-
-/// Whether the AVX2 + FMA loop may run (checked once).
-pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

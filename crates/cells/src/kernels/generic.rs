@@ -2,8 +2,8 @@
 //! all have a backward on every candle device (CPU, CUDA, Metal), so that a NASNet trains
 //! wherever candle runs.
 //!
-//! The custom ops of this module's parent are CPU code ([`candle_core::CustomOp1`] and friends
-//! with only a `cpu_fwd`), and candle's own substitutes fall short off the CPU: its
+//! The custom ops (`kernels::cpu`) are CPU code (only the depthwise convs and pools also have
+//! opt-in CUDA kernels), and candle's own substitutes fall short off the CPU: its
 //! `avg_pool2d` / `max_pool2d` have no backward unless kernel == stride (the first backward
 //! through NASNet-A's stride-1 `avg_pool_3x3` fails) and its grouped convolution runs one
 //! convolution per channel. The functions here use only `narrow`, `reshape`, `squeeze`,
@@ -27,7 +27,7 @@
 //! candle's autograd keeps every node an output depends on until the backward, though, so a
 //! training forward keeps each window's product and partial sum (about `2 k^2` output-sized
 //! tensors per depthwise conv, `k^2` for a pool) until `backward` frees them; the custom CUDA
-//! kernels ([`super::cuda`], opt-in) keep one output per op instead.
+//! kernels (`kernels::cuda`, opt-in) keep one output per op instead.
 //!
 //! Numerics: in f64 the two paths agree to ~1e-14 (tests/generic_kernels.rs holds every op to
 //! 1e-12). In f32 each window's product and sum are rounded separately here (candle has no fused
@@ -39,8 +39,8 @@
 //!
 //! | device | depthwise conv, pools, 1x1 conv, BN, ReLU | dense convs, the rest |
 //! |--------|-------------------------------------------|------------------------|
-//! | CPU    | custom ops (default) or this path ([`KernelPath::Generic`], `NASNET_KERNELS=generic`) | candle |
-//! | CUDA   | this path (default); depthwise convs and pools: custom CUDA kernels with `NASNET_CUDA_KERNELS=1` ([`super::cuda`]) | candle |
+//! | CPU    | custom ops (default) or this path ([`crate::kernels::KernelPath::Generic`], `NASNET_KERNELS=generic`) | candle |
+//! | CUDA   | this path (default); depthwise convs and pools: custom CUDA kernels with `NASNET_CUDA_KERNELS=1` ([`crate::kernels::set_cuda_kernels`]) | candle |
 //! | Metal  | this path, always                        | candle |
 //!
 //! The controller's LSTM stays on the CPU on every device: it is tiny, and candle's CPU matmuls
@@ -49,93 +49,40 @@
 //! fixtures and through a training step; on CUDA and Metal it is correct by construction
 //! (only ops candle differentiates on every device) and not yet run: see `docs/devices.md`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use candle_core::{DType, Result, Tensor};
 
-use candle_core::{DType, Device, Result, Tensor};
+use super::checks::{check_depthwise_args, check_pointwise_args, check_pool_pad};
+use super::geometry::{out_len, AvgPoolCount, Padding2d};
 
-use super::geometry::out_len;
-use super::{
-    check_depthwise_args, check_pointwise_args, check_pool_pad, pad_with_value, AvgPoolCount,
-    Padding2d,
-};
-
-/// Which implementation the kernel functions of [`crate::kernels`] run on the CPU.
-///
-/// Exists so that the generic path, the only one off the CPU, can be exercised (and compared
-/// with the custom ops) on a machine without a GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelPath {
-    /// The hand-written CPU ops (the default: several times faster on the CPU).
-    Custom,
-    /// The compositions of candle ops in [`crate::kernels::generic`], as on CUDA and Metal.
-    Generic,
+/// Zero-pads the last two dims of an NCHW tensor.
+pub(crate) fn pad_zeros(x: &Tensor, p: Padding2d) -> Result<Tensor> {
+    x.pad_with_zeros(2, p.top, p.bottom)?
+        .pad_with_zeros(3, p.left, p.right)
 }
 
-/// The environment variable that selects the CPU kernel path: `generic` or `custom`.
-pub const KERNELS_ENV: &str = "NASNET_KERNELS";
-
-const UNSET: u8 = 0;
-const CUSTOM: u8 = 1;
-const GENERIC: u8 = 2;
-
-static PATH: AtomicU8 = AtomicU8::new(UNSET);
-
-impl KernelPath {
-    /// Parses `custom` / `generic` (any case), the values [`KERNELS_ENV`] takes.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "custom" => Some(KernelPath::Custom),
-            "generic" => Some(KernelPath::Generic),
-            _ => None,
+/// Pads the last two dims of an NCHW tensor with `value`, since candle's `pad_with_zeros` only
+/// pads with zeros and max pooling needs padding that never wins.
+pub(crate) fn pad_with_value(x: &Tensor, pad: Padding2d, value: f64) -> Result<Tensor> {
+    let side = |t: &Tensor, dim: usize, len: usize| -> Result<Tensor> {
+        let mut dims = t.dims().to_vec();
+        dims[dim] = len;
+        Tensor::full(value, dims, t.device())?.to_dtype(t.dtype())
+    };
+    let mut t = x.clone();
+    for (dim, before, after) in [(3, pad.left, pad.right), (2, pad.top, pad.bottom)] {
+        let mut parts = Vec::with_capacity(3);
+        if before > 0 {
+            parts.push(side(&t, dim, before)?);
+        }
+        parts.push(t.clone());
+        if after > 0 {
+            parts.push(side(&t, dim, after)?);
+        }
+        if parts.len() > 1 {
+            t = Tensor::cat(&parts, dim)?;
         }
     }
-
-    fn code(self) -> u8 {
-        match self {
-            KernelPath::Custom => CUSTOM,
-            KernelPath::Generic => GENERIC,
-        }
-    }
-}
-
-/// The process-wide CPU kernel path: what [`set_kernel_path`] chose, else what [`KERNELS_ENV`]
-/// says (read once, on the first call), else [`KernelPath::Custom`]. An unrecognised value of
-/// the variable counts as unset.
-pub fn kernel_path() -> KernelPath {
-    if PATH.load(Ordering::Relaxed) == UNSET {
-        let from_env = std::env::var(KERNELS_ENV)
-            .ok()
-            .and_then(|v| KernelPath::parse(&v))
-            .unwrap_or(KernelPath::Custom);
-        // A concurrent `set_kernel_path` wins over the environment.
-        let _ = PATH.compare_exchange(UNSET, from_env.code(), Ordering::Relaxed, Ordering::Relaxed);
-    }
-    match PATH.load(Ordering::Relaxed) {
-        GENERIC => KernelPath::Generic,
-        _ => KernelPath::Custom,
-    }
-}
-
-/// Chooses the CPU kernel path for the whole process (overrides [`KERNELS_ENV`]). Devices other
-/// than the CPU use [`KernelPath::Generic`] (on CUDA, depthwise convs and pools can run the
-/// custom CUDA kernels instead: [`super::cuda`]).
-pub fn set_kernel_path(path: KernelPath) {
-    PATH.store(path.code(), Ordering::Relaxed);
-}
-
-/// The path the kernel functions take for tensors on `device`: the generic one off the CPU,
-/// since the custom ops only have CPU code.
-pub fn path_for(device: &Device) -> KernelPath {
-    if device.is_cpu() {
-        kernel_path()
-    } else {
-        KernelPath::Generic
-    }
-}
-
-/// Whether the dispatch functions must route `x` through this module.
-pub(crate) fn selected(x: &Tensor) -> bool {
-    path_for(x.device()) == KernelPath::Generic
+    Ok(t)
 }
 
 /// Half types are computed in f32, as the custom ops do: window sums in 16 bits lose too much.
@@ -261,7 +208,8 @@ fn accumulate(acc: Option<Tensor>, term: Tensor) -> Result<Tensor> {
     }
 }
 
-fn depthwise(
+/// [`depthwise_conv2d`], or [`relu_depthwise_conv2d`] when `relu_first`.
+pub(crate) fn depthwise(
     x: &Tensor,
     w: &Tensor,
     stride: usize,
@@ -390,7 +338,8 @@ pub fn max_pool2d(
     best.ok_or_else(|| candle_core::Error::Msg("max pool with an empty kernel".into()))
 }
 
-fn pointwise(x: &Tensor, w: &Tensor, relu_first: bool) -> Result<Tensor> {
+/// [`pointwise_conv2d`], or [`relu_pointwise_conv2d`] when `relu_first`.
+pub(crate) fn pointwise(x: &Tensor, w: &Tensor, relu_first: bool) -> Result<Tensor> {
     check_pointwise_args(x, w)?;
     let (n, cin, h, wd) = x.dims4()?;
     let cout = w.dim(0)?;
@@ -445,7 +394,7 @@ pub fn batch_norm_train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
 
     fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
         let scale = b
@@ -470,8 +419,8 @@ mod tests {
         let r = Tensor::randn(0f64, 1.0, (n, c, h, w), &dev).unwrap();
         let (xt, gt, bt) = (x.as_tensor(), g.as_tensor(), b.as_tensor());
 
-        let (y_custom, stats) = crate::fused::batch_norm_train(xt, gt, bt, 1e-3).unwrap();
-        let y_custom = crate::fused::relu(&y_custom).unwrap();
+        let (y_custom, stats) = super::super::cpu::batch_norm_train(xt, gt, bt, 1e-3).unwrap();
+        let y_custom = super::super::cpu::relu(&y_custom).unwrap();
         let (y_gen, mean, var) = batch_norm_train(xt, gt, bt, 1e-3).unwrap();
         let y_gen = relu(&y_gen).unwrap();
         assert!(max_rel_diff(&y_gen, &y_custom) < 1e-12);
@@ -506,12 +455,5 @@ mod tests {
         let g = y.sum_all().unwrap().backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
         assert_eq!(gx, [0.0, 0.0, 1.0]);
-    }
-
-    #[test]
-    fn the_environment_value_parses() {
-        assert_eq!(KernelPath::parse("generic"), Some(KernelPath::Generic));
-        assert_eq!(KernelPath::parse(" Custom "), Some(KernelPath::Custom));
-        assert_eq!(KernelPath::parse("cuda"), None);
     }
 }

@@ -1,5 +1,7 @@
-//! Shape arithmetic shared by every kernel: output sizes, and the [`Plan`] that lays one input
-//! plane out in a padded, stride-deinterleaved buffer so the plane loops need no bounds tests.
+//! Shape arithmetic shared by every kernel, every path and the layers: the padding of a 2-D
+//! window op ([`Padding2d`], TF SAME or VALID as [`Pad`]), the one rule for output sizes
+//! ([`out_len`]), and the [`Plan`] that lays one input plane out in a padded,
+//! stride-deinterleaved buffer so the CPU plane loops need no bounds tests.
 //!
 //! Layout of a planned buffer: padded row `r` (0-based in the padded image) and padded column
 //! `px` live at `(r * s + px % s) * wp + px / s`. With stride `s`, output column `ox` reads padded
@@ -8,7 +10,122 @@
 
 use candle_core::{bail, Result};
 
-use super::Padding2d;
+/// Explicit, possibly asymmetric padding of a 2-D op.
+///
+/// TF's SAME padding puts the extra pixel after the input (bottom/right) when the total is odd,
+/// which a single symmetric padding number (all candle offers) cannot express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Padding2d {
+    /// Rows added above the input.
+    pub top: usize,
+    /// Rows added below the input.
+    pub bottom: usize,
+    /// Columns added left of the input.
+    pub left: usize,
+    /// Columns added right of the input.
+    pub right: usize,
+}
+
+/// TF SAME padding of one dimension, `(before, after)`: `out = ceil(in / stride)`,
+/// `pad = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`, `pad / 2` before and the
+/// rest after. A stride of 0 is treated as 1.
+fn same_split(input: usize, k: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let stride = stride.max(1);
+    let out = input.div_ceil(stride);
+    let need = (out.saturating_sub(1)) * stride + k.saturating_sub(1) * dilation + 1;
+    let total = need.saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+impl Padding2d {
+    /// TF SAME padding computed from the actual input size (docs/semantics.md#padding), so that
+    /// models reproduce TF/timm at any resolution rather than only the one a port hard-coded:
+    /// `out = ceil(in / stride)`, `pad = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`,
+    /// `pad / 2` before and the rest after. A stride of 0 is treated as 1.
+    pub fn same(
+        in_h: usize,
+        in_w: usize,
+        k_h: usize,
+        k_w: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Self {
+        let (top, bottom) = same_split(in_h, k_h, stride, dilation);
+        let (left, right) = same_split(in_w, k_w, stride, dilation);
+        Self {
+            top,
+            bottom,
+            left,
+            right,
+        }
+    }
+
+    /// The same padding `p` on all four sides (PyTorch-style `padding=p`).
+    pub fn symmetric(p: usize) -> Self {
+        Self {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
+    }
+
+    /// No padding (TF VALID).
+    pub fn valid() -> Self {
+        Self::default()
+    }
+}
+
+/// A convolution's window on its input: stride, dilation and padding.
+pub(crate) type ConvGeom = (usize, usize, Padding2d);
+
+/// How a layer pads its input: the padding is computed from the input size at every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pad {
+    /// TF SAME ([`Padding2d::same`]).
+    Same,
+    /// No padding.
+    Valid,
+}
+
+impl Pad {
+    /// The padding of an `h x w` input for a `kernel` window at `stride` and `dilation`.
+    pub fn padding(
+        self,
+        (h, w): (usize, usize),
+        kernel: (usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Padding2d {
+        match self {
+            Pad::Same => Padding2d::same(h, w, kernel.0, kernel.1, stride, dilation),
+            Pad::Valid => Padding2d::valid(),
+        }
+    }
+
+    /// Output length of one dimension of `input` pixels, by [`out_len`]; 0 when the window does
+    /// not fit (the layers' cost model and the compiled plan size tensors with this).
+    pub fn out_len(self, input: usize, k: usize, stride: usize, dilation: usize) -> usize {
+        let (before, after) = match self {
+            Pad::Same => same_split(input, k, stride, dilation),
+            Pad::Valid => (0, 0),
+        };
+        out_len(input, before, after, k, stride, dilation).unwrap_or(0)
+    }
+}
+
+/// Whether an average pool counts padded zeros in the divisor.
+///
+/// TF (and the paper) exclude them; timm's stride-2 average pools zero-pad first and so include
+/// them, which a model must reproduce to match timm's logits
+/// (docs/semantics.md#the-ports-stride-2-average-pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvgPoolCount {
+    /// Divide each window by the number of real input pixels it covers (TF SAME).
+    ExcludePadding,
+    /// Divide every window by `kh * kw` (zero-pad, then pool).
+    IncludePadding,
+}
 
 /// The fixed geometry of one windowed 2-D op applied to an (N, C, H, W) tensor.
 ///
@@ -29,8 +146,10 @@ pub(crate) struct Geom {
     pub ow: usize,
 }
 
-/// Output length of one dimension, or an error when the dilated kernel does not fit in the
-/// padded input (candle and PyTorch both refuse that case as well).
+/// Output length of one dimension with `before` / `after` padding: the one output-size rule of
+/// every kernel path, the layers and the compiled plan (through [`Pad::out_len`]). An error
+/// when the dilated kernel does not fit in the padded input (candle and PyTorch both refuse that
+/// case as well).
 pub(crate) fn out_len(
     input: usize,
     before: usize,

@@ -9,6 +9,7 @@ use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
 
 use super::norm::BatchNorm;
+use crate::kernels::{KernelPath, Kernels};
 
 /// One tensor a model reads from its VarBuilder.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,17 +44,32 @@ pub(crate) struct Ctx<'a> {
     reg: Rc<RefCell<Vec<(ParamInfo, Init)>>>,
     bn_eps: f64,
     bn_momentum: f64,
+    kernels: Kernels,
 }
 
 impl<'a> Ctx<'a> {
-    /// Wraps `vb`; BN layers use `eps` and `momentum`.
+    /// Wraps `vb`; BN layers use `eps` and `momentum`, every layer the process's default
+    /// kernels.
     pub fn new(vb: VarBuilder<'a>, eps: f64, momentum: f64) -> Self {
         Ctx {
             vb,
             reg: Rc::new(RefCell::new(Vec::new())),
             bn_eps: eps,
             bn_momentum: momentum,
+            kernels: Kernels::process_default(),
         }
+    }
+
+    /// This context with the layers built through it running on the CPU kernel path `path`
+    /// (the process default when `None`): how a model's choice reaches every layer.
+    pub fn with_kernel_path(mut self, path: Option<KernelPath>) -> Self {
+        self.kernels = Kernels::new(path);
+        self
+    }
+
+    /// The kernels the layers built through this context run on, fixed at build time.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// The context one name level down.
@@ -63,6 +79,7 @@ impl<'a> Ctx<'a> {
             reg: self.reg.clone(),
             bn_eps: self.bn_eps,
             bn_momentum: self.bn_momentum,
+            kernels: self.kernels,
         }
     }
 

@@ -5,45 +5,7 @@ use candle_core::{Result, Tensor};
 
 use super::context::{Ctx, CONV_INIT};
 use super::norm::BatchNorm;
-use crate::kernels::{self, AvgPoolCount, Padding2d};
-
-/// How a convolution pads its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pad {
-    /// TF SAME, computed from the actual input size at every call.
-    Same,
-    /// No padding.
-    Valid,
-}
-
-/// Output length of one dimension.
-pub(crate) fn out_len(input: usize, k: usize, stride: usize, dilation: usize, pad: Pad) -> usize {
-    match pad {
-        Pad::Same => input.div_ceil(stride),
-        Pad::Valid => {
-            let eff = dilation * (k - 1) + 1;
-            if input < eff {
-                0
-            } else {
-                (input - eff) / stride + 1
-            }
-        }
-    }
-}
-
-/// Pads `x` (N, C, H, W) with zeros.
-pub(crate) fn pad_zeros(x: &Tensor, p: Padding2d) -> Result<Tensor> {
-    let x = if p.top + p.bottom > 0 {
-        x.pad_with_zeros(2, p.top, p.bottom)?
-    } else {
-        x.clone()
-    };
-    if p.left + p.right > 0 {
-        x.pad_with_zeros(3, p.left, p.right)
-    } else {
-        Ok(x)
-    }
-}
+use crate::kernels::{Kernels, Pad, Padding2d};
 
 /// A convolution without bias: dense (groups 1) or depthwise.
 #[derive(Debug, Clone)]
@@ -57,6 +19,7 @@ pub(crate) struct Conv {
     pub(crate) pad: Pad,
     pub(crate) depthwise: bool,
     pub(crate) relu_first: bool,
+    kernels: Kernels,
 }
 
 /// What a [`Conv`] should be.
@@ -113,112 +76,28 @@ impl Conv {
             pad: spec.pad,
             depthwise: spec.depthwise,
             relu_first: spec.relu_first,
+            kernels: ctx.kernels(),
         })
     }
 
     fn padding(&self, h: usize, w: usize) -> Padding2d {
-        match self.pad {
-            Pad::Same => Padding2d::same(
-                h,
-                w,
-                self.kernel.0,
-                self.kernel.1,
-                self.stride,
-                self.dilation,
-            ),
-            Pad::Valid => Padding2d::valid(),
-        }
+        self.pad
+            .padding((h, w), self.kernel, self.stride, self.dilation)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let pad = self.padding(h, w);
+        let geom = (self.stride, self.dilation, self.padding(h, w));
+        let (k, relu) = (self.kernels, self.relu_first);
         if self.depthwise {
-            return if self.relu_first {
-                kernels::relu_depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
-            } else {
-                kernels::depthwise_conv2d(x, &self.weight, self.stride, self.dilation, pad)
-            };
+            return k.depthwise_conv2d(x, &self.weight, geom, relu);
         }
         if self.kernel == (1, 1) && self.stride == 1 {
             // candle's conv backward goes through a much slower transposed convolution.
-            return if self.relu_first {
-                kernels::relu_pointwise_conv2d(x, &self.weight)
-            } else {
-                kernels::pointwise_conv2d(x, &self.weight)
-            };
+            return k.pointwise_conv2d(x, &self.weight, relu);
         }
-        let x = if self.relu_first {
-            crate::fused::relu(x)?
-        } else {
-            x.clone()
-        };
-        if self.im2col_pays(&x) {
-            return self.forward_im2col(&x, pad);
-        }
-        let symmetric = pad.top == pad.bottom && pad.left == pad.right && pad.top == pad.left;
-        if symmetric && self.stride == 1 {
-            return x.conv2d(&self.weight, pad.top, 1, self.dilation, 1);
-        }
-        // Explicit (possibly asymmetric) padding, then trim the rows/columns no window reaches so
-        // that candle's conv backward, which infers one output padding from the height only,
-        // sees an exact fit in both dimensions.
-        let x = pad_zeros(&x, pad)?;
-        let (_, _, hp, wp) = x.dims4()?;
-        let (kh, kw) = self.kernel;
-        let fit = |len: usize, k: usize| -> usize {
-            let eff = self.dilation * (k - 1) + 1;
-            if len < eff {
-                return len;
-            }
-            ((len - eff) / self.stride) * self.stride + eff
-        };
-        let (nh, nw) = (fit(hp, kh), fit(wp, kw));
-        let x = if nh < hp { x.narrow(2, 0, nh)? } else { x };
-        let x = if nw < wp { x.narrow(3, 0, nw)? } else { x };
-        x.conv2d(&self.weight, 0, self.stride, self.dilation, 1)
-    }
-
-    /// Whether this dense conv runs as [`Conv::forward_im2col`]: stride 1, a kernel larger than
-    /// 1x1 over few input channels (the CIFAR stem's 3x3 conv over the image), on the custom
-    /// kernel path. candle's own conv runs on the calling thread in both directions and its
-    /// backward also computes the gradient of the image, which nothing needs.
-    fn im2col_pays(&self, x: &Tensor) -> bool {
-        /// Most stacked input channels (`C_in * kh * kw`) worth copying the input for.
-        const MAX_COLUMNS: usize = 81;
-        let columns = self.in_channels * self.kernel.0 * self.kernel.1;
-        self.stride == 1
-            && !self.depthwise
-            && self.kernel != (1, 1)
-            && columns <= MAX_COLUMNS
-            && !kernels::generic::selected(x)
-    }
-
-    /// A stride-1 dense conv as one 1x1 conv over the input's shifted copies stacked along the
-    /// channels (im2col): the copies are candle ops (pad, narrow, cat) that the backward skips
-    /// when the input needs no gradient, and the GEMMs run on every core.
-    fn forward_im2col(&self, x: &Tensor, pad: Padding2d) -> Result<Tensor> {
-        let (kh, kw) = self.kernel;
-        let d = self.dilation;
-        let x = pad_zeros(x, pad)?;
-        let (_, _, hp, wp) = x.dims4()?;
-        let oh = out_len(hp, kh, 1, d, Pad::Valid);
-        let ow = out_len(wp, kw, 1, d, Pad::Valid);
-        let mut taps = Vec::with_capacity(kh * kw);
-        for ky in 0..kh {
-            for kx in 0..kw {
-                taps.push(x.narrow(2, ky * d, oh)?.narrow(3, kx * d, ow)?);
-            }
-        }
-        // Channel `tap * C_in + c` of the columns is input channel `c` shifted by `tap`.
-        let columns = Tensor::cat(&taps, 1)?;
-        let weight = self.weight.permute((0, 2, 3, 1))?.reshape((
-            self.out_channels,
-            kh * kw * self.in_channels,
-            1,
-            1,
-        ))?;
-        kernels::pointwise_conv2d(&columns, &weight)
+        let x = if relu { k.relu(x)? } else { x.clone() };
+        k.conv2d(&x, &self.weight, geom)
     }
 
     /// Whether `self` then `pw` is a separable conv's half: a ReLU-depthwise conv and a plain
@@ -233,20 +112,22 @@ impl Conv {
     }
 
     /// `pw.forward(&self.forward(x))`, as one graph node when `self` is a ReLU-depthwise conv
-    /// and `pw` a plain 1x1 conv (a separable conv's half; see `kernels::relu_separable_conv2d`).
+    /// and `pw` a plain 1x1 conv on the CPU's custom path (a separable conv's half; see
+    /// `kernels::relu_separable_conv2d`).
     pub fn then_pointwise(&self, pw: &Conv, x: &Tensor) -> Result<Tensor> {
         if !self.fuses_with(pw) {
             return pw.forward(&self.forward(x)?);
         }
         let (_, _, h, w) = x.dims4()?;
-        let pad = self.padding(h, w);
-        kernels::relu_separable_conv2d(x, &self.weight, &pw.weight, self.stride, self.dilation, pad)
+        let geometry = (self.stride, self.dilation, self.padding(h, w));
+        self.kernels
+            .relu_separable_conv2d(x, &self.weight, &pw.weight, geometry)
     }
 
     /// `bn.forward_t(&self.then_pointwise(pw, x)?, train)`, a whole separable half, as one
-    /// graph node in training on the CPU's custom path (see `kernels::separable`): one input
-    /// edge, one zero-filled gradient and one addition less in candle's backward. Eval mode,
-    /// other paths and devices compose the two nodes.
+    /// graph node in training on the CPU's custom path (see `kernels::cpu::separable`): one
+    /// input edge, one zero-filled gradient and one addition less in candle's backward. Eval
+    /// mode composes the two nodes, and so do other paths and devices (inside `kernels`).
     pub fn then_pointwise_bn(
         &self,
         pw: &Conv,
@@ -254,26 +135,28 @@ impl Conv {
         x: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        if !(train && self.fuses_with(pw) && crate::fused::supported(x)) {
+        if !(train && self.fuses_with(pw)) {
             return bn.forward_t(&self.then_pointwise(pw, x)?, train);
         }
         let (_, _, h, w) = x.dims4()?;
-        let pad = self.padding(h, w);
         let params = [&pw.weight, &bn.weight, &bn.bias];
-        let geometry = (self.stride, self.dilation, pad);
-        let (y, stats) =
-            kernels::relu_separable_conv2d_bn(x, &self.weight, params, bn.eps, geometry)?;
-        let c = stats.mean.len();
-        let mean = Tensor::from_vec(stats.mean, c, x.device())?;
-        let var = Tensor::from_vec(stats.var, c, x.device())?;
-        bn.update_running(&mean, &var, stats.count)?;
+        let geometry = (self.stride, self.dilation, self.padding(h, w));
+        let (y, mean, var) =
+            self.kernels
+                .relu_separable_conv2d_bn(x, &self.weight, params, bn.eps, geometry)?;
+        let (n, _, oh, ow) = y.dims4()?;
+        bn.update_running(&mean, &var, n * oh * ow)?;
         Ok(y)
     }
 
     /// Output size and multiply-adds for an input of `hw`.
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
-        let oh = out_len(hw.0, self.kernel.0, self.stride, self.dilation, self.pad);
-        let ow = out_len(hw.1, self.kernel.1, self.stride, self.dilation, self.pad);
+        let oh = self
+            .pad
+            .out_len(hw.0, self.kernel.0, self.stride, self.dilation);
+        let ow = self
+            .pad
+            .out_len(hw.1, self.kernel.1, self.stride, self.dilation);
         // Saturating: a huge input or channel count gives u64::MAX, never a wrapped count.
         let window = (self.kernel.0 as u64).saturating_mul(self.kernel.1 as u64);
         let per_out = if self.depthwise {
@@ -371,17 +254,6 @@ impl SepConv {
     }
 }
 
-/// Takes every second pixel (TF's 1x1 average pool, stride 2, VALID): `ceil(h/2) x ceil(w/2)`.
-pub(crate) fn subsample2(x: &Tensor) -> Result<Tensor> {
-    kernels::avg_pool2d(
-        x,
-        (1, 1),
-        2,
-        Padding2d::valid(),
-        AvgPoolCount::ExcludePadding,
-    )
-}
-
 /// Factorized reduction to `f` filters at stride 2 (docs/semantics.md#factorized-reduction): two half-width paths, the
 /// second shifted by one pixel, concatenated, then BN; optionally preceded by ReLU. Names follow
 /// the ports: `path_1.conv`, `path_2.conv`, `final_path_bn`.
@@ -391,6 +263,7 @@ pub(crate) struct FactorizedReduction {
     pub(crate) path_1: Conv,
     pub(crate) path_2: Conv,
     pub(crate) bn: BatchNorm,
+    kernels: Kernels,
 }
 
 impl FactorizedReduction {
@@ -407,56 +280,17 @@ impl FactorizedReduction {
                 ConvSpec::dense(cin, f - half, (1, 1), 1),
             )?,
             bn: ctx.pp("final_path_bn").batch_norm(f)?,
+            kernels: ctx.kernels(),
         })
     }
 
+    /// The two half-width paths (`x[2i][2j]` and `x[2i+1][2j+1]`, after the optional ReLU,
+    /// through their 1x1 convs), concatenated, then BN.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (p1, p2) = if kernels::generic::selected(x) {
-            self.paths_composed(x)?
-        } else {
-            self.paths_as_picks(x)?
-        };
+        let (even, odd) = self.kernels.reduction_picks(x, self.relu)?;
+        let p1 = self.path_1.forward(&even)?;
+        let p2 = self.path_2.forward(&odd)?;
         self.bn.forward_t(&Tensor::cat(&[p1, p2], 1)?, train)
-    }
-
-    /// The two paths from candle ops: ReLU, subsample; pad, crop by one pixel, subsample.
-    fn paths_composed(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = if self.relu {
-            crate::fused::relu(x)?
-        } else {
-            x.clone()
-        };
-        let (_, _, h, w) = x.dims4()?;
-        let p1 = self.path_1.forward(&subsample2(&x)?)?;
-        let shifted = x
-            .pad_with_zeros(2, 0, 1)?
-            .pad_with_zeros(3, 0, 1)?
-            .narrow(2, 1, h)?
-            .narrow(3, 1, w)?;
-        let p2 = self.path_2.forward(&subsample2(&shifted)?)?;
-        Ok((p1, p2))
-    }
-
-    /// The two paths with each pixel pick (`x[2i][2j]`, and `x[2i+1][2j+1]` or 0 past the edge)
-    /// as a stride-2 depthwise conv with a constant one-hot kernel and the ReLU fused in: one
-    /// graph node per path where ReLU, pad, crop and subsample are five, each copying the
-    /// cell's widest tensor on the calling thread in both directions. Multiplying by 1 and
-    /// adding products with 0 is exact, so the result is the five-node form's.
-    fn paths_as_picks(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (_, c, h, w) = x.dims4()?;
-        let pick = |taps: &[f64], k: usize| -> Result<Tensor> {
-            let one_hot = Tensor::new(taps, x.device())?.to_dtype(x.dtype())?;
-            let kernel = one_hot.reshape((1, 1, k, k))?.repeat((c, 1, 1, 1))?;
-            let pad = Padding2d::same(h, w, k, k, 2, 1);
-            if self.relu {
-                kernels::relu_depthwise_conv2d(x, &kernel, 2, 1, pad)
-            } else {
-                kernels::depthwise_conv2d(x, &kernel, 2, 1, pad)
-            }
-        };
-        let even = pick(&[1.0], 1)?;
-        let odd = pick(&[0.0, 0.0, 0.0, 1.0], 2)?;
-        Ok((self.path_1.forward(&even)?, self.path_2.forward(&odd)?))
     }
 
     pub fn cost(&self, hw: (usize, usize)) -> ((usize, usize), u64) {
@@ -473,7 +307,7 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
 
-    use crate::fused::tests::max_diff;
+    use crate::kernels::testing::{max_diff, skipped_on_generic_path};
 
     /// The gradients of `sum(y * r)`: every output element weighted differently, so that a
     /// wrong pixel or channel order shows (a plain sum would hide it).
@@ -507,7 +341,7 @@ mod tests {
     /// and gradients, for the input and the kernel, in f64.
     #[test]
     fn im2col_conv_matches_candle_conv() {
-        if crate::kernels::skipped_on_generic_path("im2col route") {
+        if skipped_on_generic_path("im2col route") {
             return;
         }
         let dev = Device::Cpu;
@@ -520,7 +354,7 @@ mod tests {
             let weight = candle_core::Var::randn(0f64, 1.0, (4, 3, k, k), &dev).unwrap();
             conv.weight = weight.as_tensor().clone();
             let x = candle_core::Var::randn(0f64, 1.0, (2, 3, h, w), &dev).unwrap();
-            assert!(conv.im2col_pays(&x));
+            assert!(conv.kernels.im2col_pays(&x, &conv.weight, 1).unwrap());
             let y = conv.forward(&x).unwrap();
             let p = (k - 1) * dilation / 2;
             let want = x.conv2d(&weight, p, 1, dilation, 1).unwrap();
@@ -552,9 +386,13 @@ mod tests {
                 let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
                 let fr = FactorizedReduction::new(&Ctx::new(vb, 1e-3, 0.1), 3, 4, relu).unwrap();
                 let x = candle_core::Var::randn(0f64, 1.0, (2, 3, h, w), &dev).unwrap();
-                let cat = |(a, b): (Tensor, Tensor)| Tensor::cat(&[a, b], 1).unwrap();
-                let got = cat(fr.paths_as_picks(&x).unwrap());
-                let want = cat(fr.paths_composed(&x).unwrap());
+                let paths = |(even, odd): (Tensor, Tensor)| {
+                    let p1 = fr.path_1.forward(&even).unwrap();
+                    let p2 = fr.path_2.forward(&odd).unwrap();
+                    Tensor::cat(&[p1, p2], 1).unwrap()
+                };
+                let got = paths(fr.kernels.picks_one_hot(&x, relu).unwrap());
+                let want = paths(fr.kernels.picks_composed(&x, relu).unwrap());
                 let r = Tensor::randn(0f64, 1.0, want.shape(), &dev).unwrap();
                 let (got_g, want_g) = (weighted_grads(&got, &r), weighted_grads(&want, &r));
                 assert_eq!(max_diff(&got, &want), 0.0, "forward, relu {relu}, {h}x{w}");

@@ -11,9 +11,10 @@ mod conv;
 mod norm;
 mod ops;
 
+pub(crate) use crate::kernels::Pad;
 pub(crate) use crate::seed::DropPathState;
 pub use context::ParamInfo;
 pub(crate) use context::{Ctx, LINEAR_INIT};
-pub(crate) use conv::{Conv, ConvBn, ConvSpec, FactorizedReduction, Pad};
+pub(crate) use conv::{Conv, ConvBn, ConvSpec, FactorizedReduction};
 pub(crate) use norm::{AffineNorm, BatchNorm};
 pub(crate) use ops::{DropPath, OpContext, OpKind, OpModule, Pool};

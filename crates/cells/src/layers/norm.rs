@@ -1,10 +1,11 @@
-//! Normalisations: train/eval batch norm (fused on CPU) and the per-example layer and instance
-//! norms of the normalising combines.
+//! Normalisations: train/eval batch norm (its training statistics from `kernels`, fused on the
+//! CPU) and the per-example layer and instance norms of the normalising combines.
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::Init;
 
 use super::context::Ctx;
+use crate::kernels::Kernels;
 
 /// Batch normalisation over (N, H, W) per channel, PyTorch semantics: training normalises with
 /// the biased batch variance and updates `running = (1 - m) running + m batch` (unbiased
@@ -21,6 +22,7 @@ pub(crate) struct BatchNorm {
     pub(crate) bias: Tensor,
     pub(crate) eps: f64,
     momentum: f64,
+    pub(crate) kernels: Kernels,
 }
 
 impl BatchNorm {
@@ -35,6 +37,7 @@ impl BatchNorm {
             bias: ctx.get(c, "bias", Init::Const(0.0))?,
             eps,
             momentum,
+            kernels: ctx.kernels(),
         })
     }
 
@@ -54,13 +57,9 @@ impl BatchNorm {
                 .broadcast_div(&(var + self.eps)?.sqrt()?.to_dtype(dtype)?)?;
             return scale_shift(y);
         }
-        let (y, mean, var) = if crate::fused::supported(x) {
-            let (y, stats) = crate::fused::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
-            let mean = Tensor::from_vec(stats.mean, c, x.device())?;
-            (y, mean, Tensor::from_vec(stats.var, c, x.device())?)
-        } else {
-            crate::kernels::generic::batch_norm_train(x, &self.weight, &self.bias, self.eps)?
-        };
+        let (y, mean, var) =
+            self.kernels
+                .batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
         self.update_running(&mean, &var, n * h * w)?;
         Ok(y)
     }

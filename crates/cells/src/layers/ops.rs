@@ -7,9 +7,9 @@ use candle_core::{Result, Tensor};
 use nasnet_searchspace::Op;
 
 use super::context::Ctx;
-use super::conv::{Conv, ConvBn, ConvSpec, Pad, SepConv};
+use super::conv::{Conv, ConvBn, ConvSpec, SepConv};
 use super::norm::BatchNorm;
-use crate::kernels::{self, AvgPoolCount, Padding2d};
+use crate::kernels::{AvgPoolCount, Kernels, Pad, Padding2d};
 use crate::seed::DropPathState;
 
 /// A SAME pooling, followed by a 1x1 conv and BN (no ReLU) when the filter count must change.
@@ -20,6 +20,7 @@ pub(crate) struct Pool {
     pub(crate) stride: usize,
     pub(crate) count: AvgPoolCount,
     pub(crate) proj: Option<ConvBn>,
+    kernels: Kernels,
 }
 
 impl Pool {
@@ -27,9 +28,11 @@ impl Pool {
         let (_, _, h, w) = x.dims4()?;
         let pad = Padding2d::same(h, w, self.k, self.k, self.stride, 1);
         let y = if self.max {
-            kernels::max_pool2d(x, (self.k, self.k), self.stride, pad)?
+            self.kernels
+                .max_pool2d(x, (self.k, self.k), self.stride, pad)?
         } else {
-            kernels::avg_pool2d(x, (self.k, self.k), self.stride, pad, self.count)?
+            self.kernels
+                .avg_pool2d(x, (self.k, self.k), self.stride, pad, self.count)?
         };
         match &self.proj {
             Some(p) => p.forward_t(&y, train),
@@ -171,6 +174,7 @@ impl OpModule {
                 stride,
                 count,
                 proj,
+                kernels: ctx.kernels(),
             })
         };
         let pair = |k: usize| -> Result<OpKind> {

@@ -19,11 +19,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{grid, Program, Src, BLOCK};
-use crate::cpu_op::{CpuKernel, CpuOp};
-use crate::kernels::depthwise::{DepthwiseBwdInput, DepthwiseBwdWeight, DepthwiseFwd};
-use crate::kernels::geometry::Geom;
-use crate::kernels::pool::{AvgPoolBwd, AvgPoolFwd, MaxPoolBwd, MaxPoolFwd, PoolParams};
-use crate::kernels::{AvgPoolCount, Padding2d};
+use crate::kernels::cpu::depthwise::{DepthwiseBwdInput, DepthwiseBwdWeight, DepthwiseFwd};
+use crate::kernels::cpu::op::{CpuKernel, CpuOp};
+use crate::kernels::cpu::pool::{AvgPoolBwd, AvgPoolFwd, MaxPoolBwd, MaxPoolFwd, PoolParams};
+use crate::kernels::geometry::{AvgPoolCount, Geom, Padding2d};
 
 /// The compiled driver, in a scratch folder removed on drop.
 struct Driver {

@@ -1,5 +1,5 @@
 //! Custom CUDA kernels for the depthwise convolution and the pools (forward and backward), the
-//! GPU counterparts of this module's CPU custom ops.
+//! GPU counterparts of the CPU custom ops (`kernels::cpu`), run by the same candle ops.
 //!
 //! The kernel sources are `depthwise.cu` and `pool.cu` (each prefixed with `prelude.cuh`),
 //! compiled at run time by NVRTC through cudarc (`launch.rs`, with the `cuda` feature), so a
@@ -10,66 +10,21 @@
 //! and runs every block and thread id on the CPU: the kernels' index arithmetic and the launch
 //! descriptions are checked against the CPU ops without a GPU.
 //!
-//! They are opt-in ([`CUDA_KERNELS_ENV`] or [`set_cuda_kernels`]): no GPU has run them yet, so
-//! the device-generic path ([`super::generic`]) stays the CUDA default and the reference.
+//! They are opt-in (`NASNET_CUDA_KERNELS` or `kernels::set_cuda_kernels`, decided in
+//! `kernels::route`): no GPU has run them yet, so the device-generic path (`kernels::generic`)
+//! stays the CUDA default and the reference.
 
 // Without the `cuda` feature only the host test runs the kernel descriptions.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use candle_core::{bail, Device, Result, Shape};
+use candle_core::{bail, Result, Shape};
 
 use super::geometry::Geom;
 
 #[cfg(test)]
 mod host;
 #[cfg(feature = "cuda")]
-mod launch;
-#[cfg(feature = "cuda")]
-pub(crate) use launch::run;
-
-/// The environment variable that turns the custom CUDA kernels on (`1`, `true` or `on`; read
-/// once, on the first kernel call on a CUDA tensor). Anything else leaves them off.
-pub const CUDA_KERNELS_ENV: &str = "NASNET_CUDA_KERNELS";
-
-const UNSET: u8 = 0;
-const OFF: u8 = 1;
-const ON: u8 = 2;
-
-static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
-
-/// Whether the depthwise convolutions and pools on CUDA tensors run the custom CUDA kernels:
-/// what [`set_cuda_kernels`] chose, else what [`CUDA_KERNELS_ENV`] says, else off (the generic
-/// path, until a GPU run confirms the kernels).
-pub fn cuda_kernels() -> bool {
-    if ENABLED.load(Ordering::Relaxed) == UNSET {
-        let on = std::env::var(CUDA_KERNELS_ENV).is_ok_and(|v| switch_on(&v));
-        // A concurrent `set_cuda_kernels` wins over the environment.
-        let code = if on { ON } else { OFF };
-        let _ = ENABLED.compare_exchange(UNSET, code, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    ENABLED.load(Ordering::Relaxed) == ON
-}
-
-/// Whether a value of [`CUDA_KERNELS_ENV`] turns the kernels on.
-fn switch_on(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "on"
-    )
-}
-
-/// Turns the custom CUDA kernels on or off for the whole process (overrides
-/// [`CUDA_KERNELS_ENV`]); no effect on other devices.
-pub fn set_cuda_kernels(on: bool) {
-    ENABLED.store(if on { ON } else { OFF }, Ordering::Relaxed);
-}
-
-/// Whether a depthwise conv or pool on `device` runs the custom CUDA kernels.
-pub(crate) fn selected(device: &Device) -> bool {
-    device.is_cuda() && cuda_kernels()
-}
+pub(super) mod launch;
 
 const PRELUDE: &str = include_str!("prelude.cuh");
 
@@ -323,17 +278,6 @@ pub(crate) fn max_pool_bwd(g: &Geom) -> Result<Program> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_switch_parses_and_never_selects_the_cpu() {
-        assert!(switch_on(" 1") && switch_on("TRUE") && switch_on("on"));
-        assert!(!switch_on("0") && !switch_on("") && !switch_on("yes please"));
-        set_cuda_kernels(true);
-        assert!(cuda_kernels());
-        assert!(!selected(&Device::Cpu));
-        set_cuda_kernels(false);
-        assert!(!cuda_kernels());
-    }
 
     #[test]
     fn grids_cover_the_threads_within_cuda_limits() {

@@ -11,11 +11,11 @@
 use candle_core::{bail, Result, Shape, Tensor};
 
 use super::depthwise::input_grad;
-use super::geometry::{Geom, Plan};
-use super::parallel::for_each_chunk;
+use super::op::{Arg, Backward, CpuKernel, CpuOp, Real};
+use super::parallel::{for_each_chunk, zeroed};
 use super::plane::{self, block_width, with_block};
-use super::{cuda, AvgPoolCount, Padding2d};
-use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
+use crate::kernels::cuda;
+use crate::kernels::geometry::{AvgPoolCount, Geom, Padding2d, Plan};
 
 /// Window geometry shared by the pooling ops (no dilation).
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +83,7 @@ impl CpuKernel<1> for AvgPoolFwd {
         let ones = vec![T::ONE; g.kh * g.kw];
         let inv = inv_count::<T>(&g, self.count);
         let (inp, outp) = (g.in_plane(), g.out_plane());
-        let mut out = super::zeroed::<T>(g.n * g.c * outp);
+        let mut out = zeroed::<T>(g.n * g.c * outp);
         for_each_chunk(&mut out, outp, Vec::new, |buf, p, o| {
             plane::fill::<T>(&x[p * inp..(p + 1) * inp], &plan, buf, T::ZERO, false);
             with_block!(b, conv_fwd::<T>(buf, &ones, &plan, o));
@@ -143,7 +143,7 @@ impl CpuKernel<1> for MaxPoolFwd {
         let b = block_width::<T>(g.ow);
         let plan = Plan::new(g, b);
         let (inp, outp) = (g.in_plane(), g.out_plane());
-        let mut out = super::zeroed::<T>(g.n * g.c * outp);
+        let mut out = zeroed::<T>(g.n * g.c * outp);
         for_each_chunk(&mut out, outp, Vec::new, |buf, p, o| {
             plane::fill::<T>(&x[p * inp..(p + 1) * inp], &plan, buf, T::NEG_INF, false);
             with_block!(b, max_fwd::<T>(buf, &plan, o));
@@ -182,7 +182,7 @@ impl CpuKernel<3> for MaxPoolBwd {
         let b = block_width::<T>(g.ow);
         let plan = Plan::new(g, b);
         let (inp, outp) = (g.in_plane(), g.out_plane());
-        let mut gx = super::zeroed::<T>(g.n * g.c * inp);
+        let mut gx = zeroed::<T>(g.n * g.c * inp);
         for_each_chunk(
             &mut gx,
             inp,

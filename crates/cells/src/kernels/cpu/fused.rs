@@ -2,26 +2,25 @@
 //! are fast: train-mode batch normalisation and ReLU, each with a one-pass backward.
 //!
 //! Composed from candle's ops, a train-mode BN's backward reduces broadcast gradients over the
-//! (N, H, W) axes through candle's generic strided reduction; on a (16, 64, 32, 32) tensor that
-//! takes about 90 ms against 1.4 ms forward, and ReLU's backward makes four passes. Here each is
+//! (N, H, W) axes through candle's generic strided reduction, many times slower than the
+//! forward (BENCHMARKS.md), and ReLU's backward makes four passes. Here each is
 //! a custom op: BN computes its per-channel statistics with f64 accumulators (as PyTorch's CPU
 //! kernels do), normalises in one pass, and its backward is the closed form
 //! `dx = g / s * (dy - mean(dy) - x_hat * mean(dy * x_hat))`. They run on CPU f32/f64 tensors;
-//! other devices and dtypes, and the generic kernel path, use the composed ops
-//! (`kernels::generic`).
+//! for other devices and dtypes, and on the generic kernel path, `kernels` routes to the
+//! composed ops (`kernels::generic`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{bail, DType, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
+use super::op::{Arg, Backward, CpuKernel, CpuOp, Real};
+use super::parallel::zeroed;
 
-/// Whether the fused ops can run on `x`.
+/// Whether the fused BN can run on `x`: a CPU (N, C, H, W) tensor of f32 or f64 (the route to
+/// the custom ops is the caller's decision).
 pub(crate) fn supported(x: &Tensor) -> bool {
-    if crate::kernels::generic::selected(x) {
-        return false;
-    }
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4
 }
 
@@ -174,7 +173,7 @@ impl CpuKernel<3> for BnTrainHandle {
         let mean: Vec<f64> = per_channel.iter().map(|p| p.0).collect();
         let var: Vec<f64> = per_channel.iter().map(|p| p.1).collect();
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.0.eps).sqrt()).collect();
-        let mut y = crate::kernels::zeroed::<T>(x.len());
+        let mut y = zeroed::<T>(x.len());
         y.par_chunks_mut(hw.max(1))
             .zip(x.par_chunks(hw.max(1)))
             .enumerate()
@@ -238,7 +237,7 @@ impl CpuKernel<3> for BnBackward {
             })
             .collect();
         let count = st.count as f64;
-        let mut dx = crate::kernels::zeroed::<T>(dy.len());
+        let mut dx = zeroed::<T>(dy.len());
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, out)| {
@@ -269,11 +268,9 @@ impl CpuKernel<3> for BnBackward {
 /// ReLU with a one-pass backward (`dy * (x > 0)`, PyTorch's convention at 0).
 struct Relu;
 
-/// `max(x, 0)`; its gradient is `dy` where `x > 0`.
+/// `max(x, 0)`; its gradient is `dy` where `x > 0`. Tensors other than CPU f32/f64 ones take
+/// candle's own `relu`.
 pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
-    if crate::kernels::generic::selected(x) {
-        return crate::kernels::generic::relu(x);
-    }
     if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
         return x.relu();
     }
@@ -285,7 +282,7 @@ impl CpuKernel<1> for Relu {
 
     fn cpu<T: Real>(&self, [xa]: [Arg<'_>; 1]) -> Result<(Vec<T>, Shape)> {
         let x = xa.slice::<T>("relu input")?;
-        let mut y = crate::kernels::zeroed::<T>(x.len());
+        let mut y = zeroed::<T>(x.len());
         y.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
             .for_each(|(o, i)| {
@@ -312,7 +309,7 @@ impl CpuKernel<2> for ReluBackward {
         same_shape("relu backward", dya, xa)?;
         let dy = dya.slice::<T>("relu output gradient")?;
         let x = xa.slice::<T>("relu input")?;
-        let mut dx = crate::kernels::zeroed::<T>(x.len());
+        let mut dx = zeroed::<T>(x.len());
         dx.par_chunks_mut(1 << 14)
             .zip(dy.par_chunks(1 << 14).zip(x.par_chunks(1 << 14)))
             .for_each(|(o, (g, i))| {
@@ -325,24 +322,10 @@ impl CpuKernel<2> for ReluBackward {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::kernels::testing::max_diff;
     use candle_core::{Device, Var};
-
-    /// Largest absolute difference of two tensors of one shape, in f64 (also used by the
-    /// other kernels' tests).
-    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     #[test]
     fn batch_norm_matches_composed_ops_forward_and_backward() {

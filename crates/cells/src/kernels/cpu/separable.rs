@@ -15,10 +15,11 @@ use std::sync::Arc;
 use candle_core::{bail, Result, Shape, Storage, Tensor};
 
 use super::depthwise::DepthwiseFwd;
+use super::fused::{BnStats, BnTrain};
+use super::op::{Arg, Backward, CpuKernel, CpuOp, Real};
 use super::pointwise::{PointwiseBwdInput, PointwiseBwdWeight, PointwiseFwd};
-use super::Padding2d;
-use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
-use crate::fused::{BnStats, BnTrain};
+use crate::kernels::checks::{check_depthwise_args, check_pointwise_args};
+use crate::kernels::geometry::ConvGeom;
 
 /// `pointwise(relu_depthwise(x, k), w)` with operands `(x, k, w)`; `mid` is the depthwise
 /// output, computed outside the graph by [`SeparableFwd::new`].
@@ -124,7 +125,7 @@ impl SeparableBnFwd {
         let half = SeparableFwd::new(depthwise, x, k)?;
         let [w, gamma, beta] = [w, gamma, beta].map(|t| t.detach().contiguous());
         let (w, gamma, beta) = (w?, gamma?, beta?);
-        super::check_pointwise_args(half.mid(), &w)?;
+        check_pointwise_args(half.mid(), &w)?;
         let pre = half.mid.apply_op2_no_bwd(&w, &CpuOp(POINTWISE))?;
         Ok(SeparableBnFwd {
             half,
@@ -173,7 +174,7 @@ impl CpuKernel<3> for SeparableBnFwd {
 }
 
 /// `batch_norm_train(relu_separable_conv2d(x, k, w, ...), gamma, beta, eps)` as one graph node,
-/// for CPU f32/f64 tensors on the custom kernel path (the caller checks `fused::supported`):
+/// for CPU f32/f64 tensors on the custom kernel path (the caller routes; `fused::supported`):
 /// `params` is `[w, gamma, beta]`, `geometry` the depthwise `(stride, dilation, pad)`. Returns
 /// the output and the batch statistics (for the running statistics, as `batch_norm_train`).
 pub(crate) fn relu_separable_conv2d_bn(
@@ -181,15 +182,15 @@ pub(crate) fn relu_separable_conv2d_bn(
     k: &Tensor,
     params: [&Tensor; 3],
     eps: f64,
-    (stride, dilation, pad): (usize, usize, Padding2d),
+    (stride, dilation, pad): ConvGeom,
 ) -> Result<(Tensor, BnStats)> {
-    if !crate::fused::supported(x) {
+    if !super::fused::supported(x) {
         bail!(
             "{}: needs a CPU f32/f64 input on the custom kernel path",
             SeparableBnFwd::NAME
         )
     }
-    super::check_depthwise_args(x, k, stride, dilation, pad)?;
+    check_depthwise_args(x, k, stride, dilation, pad)?;
     let dtype = x.dtype();
     let [w, gamma, beta] = params.map(|t| t.to_dtype(dtype));
     let (w, gamma, beta) = (w?, gamma?, beta?);
@@ -205,115 +206,4 @@ pub(crate) fn relu_separable_conv2d_bn(
     let op = SeparableBnFwd::new(depthwise, &x, &k, [&w, &gamma, &beta], bn.clone())?;
     let y = x.apply_op3(&k, &packed, CpuOp(op))?;
     Ok((y, bn.stats()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::{DType, Device, Tensor, Var};
-
-    use super::super::{pointwise_conv2d, relu_depthwise_conv2d, relu_separable_conv2d, Padding2d};
-    use super::relu_separable_conv2d_bn;
-
-    use crate::fused::{batch_norm_train, tests::max_diff};
-
-    /// A random variable of `dims` in `dtype`.
-    fn var(dims: (usize, usize, usize, usize), dtype: DType) -> Var {
-        let t = Tensor::randn(0.0, 1.0, dims, &Device::Cpu).unwrap();
-        Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
-    }
-
-    /// One test case: an input, a depthwise and a 1x1 kernel (random variables), with the
-    /// depthwise kernel size, stride and SAME padding.
-    type Case = (Var, Var, Var, (usize, usize, Padding2d));
-
-    /// The shapes both tests run.
-    fn cases(dtype: DType) -> Vec<Case> {
-        [(3, 1, (7, 6)), (5, 2, (9, 8)), (3, 2, (4, 5))]
-            .into_iter()
-            .map(|(k, stride, (h, w))| {
-                let pad = Padding2d::same(h, w, k, k, stride, 1);
-                let x = var((2, 3, h, w), dtype);
-                (
-                    x,
-                    var((3, 1, k, k), dtype),
-                    var((4, 3, 1, 1), dtype),
-                    (k, stride, pad),
-                )
-            })
-            .collect()
-    }
-
-    /// The fused node and the two-node form give the same output and the same gradients for
-    /// the input and both kernels: the same loops run on the same data, so they agree to the
-    /// bit. The loss weights every output element differently (`sum(y * r)`, `r` random).
-    #[test]
-    fn fused_half_matches_the_two_node_form() {
-        for dtype in [DType::F64, DType::F32] {
-            for (x, kd, kp, (k, stride, pad)) in cases(dtype) {
-                let fused = relu_separable_conv2d(&x, &kd, &kp, stride, 1, pad).unwrap();
-                let mid = relu_depthwise_conv2d(&x, &kd, stride, 1, pad).unwrap();
-                let composed = pointwise_conv2d(&mid, &kp).unwrap();
-                assert_eq!(
-                    max_diff(&fused, &composed),
-                    0.0,
-                    "forward, k {k} s {stride}"
-                );
-                let r = var(fused.dims4().unwrap(), dtype).as_detached_tensor();
-                let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let (gf, gc) = (grads(&fused), grads(&composed));
-                for (name, v) in [("input", &x), ("depthwise", &kd), ("pointwise", &kp)] {
-                    let (a, b) = (gf.get(v).unwrap(), gc.get(v).unwrap());
-                    assert_eq!(max_diff(a, b), 0.0, "{name} gradient, k {k} s {stride}");
-                    let zero = a.zeros_like().unwrap();
-                    assert!(max_diff(a, &zero) > 0.0, "{name} gradient is all zero");
-                }
-            }
-        }
-    }
-
-    /// The half with its BN as one node equals the separable node followed by the BN node:
-    /// the same output, batch statistics and gradients for the input, both kernels, gamma and
-    /// beta (the last three through the packed operand's cat backward), to the bit, in f64 and
-    /// f32. gamma and beta are random so that a swapped or misplaced parameter gradient shows.
-    #[test]
-    fn fused_half_with_batch_norm_matches_the_two_node_form() {
-        if crate::kernels::skipped_on_generic_path("fused node") {
-            return;
-        }
-        for dtype in [DType::F64, DType::F32] {
-            for (x, kd, kp, (k, stride, pad)) in cases(dtype) {
-                let channel = |t: Tensor| Var::from_tensor(&t.flatten_all().unwrap()).unwrap();
-                let gamma = channel(var((4, 1, 1, 1), dtype).as_detached_tensor());
-                let beta = channel(var((4, 1, 1, 1), dtype).as_detached_tensor());
-                let eps = 1e-3;
-                let (fused, fused_stats) =
-                    relu_separable_conv2d_bn(&x, &kd, [&kp, &gamma, &beta], eps, (stride, 1, pad))
-                        .unwrap();
-                let half = relu_separable_conv2d(&x, &kd, &kp, stride, 1, pad).unwrap();
-                let (composed, stats) = batch_norm_train(&half, &gamma, &beta, eps).unwrap();
-                let case = format!("{dtype:?} k {k} s {stride}");
-                assert_eq!(max_diff(&fused, &composed), 0.0, "forward, {case}");
-                assert_eq!(fused_stats.mean, stats.mean, "batch mean, {case}");
-                assert_eq!(fused_stats.var, stats.var, "batch variance, {case}");
-                assert_eq!(fused_stats.count, stats.count, "count, {case}");
-                let r = var(fused.dims4().unwrap(), dtype).as_detached_tensor();
-                let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let (gf, gc) = (grads(&fused), grads(&composed));
-                let vars = [
-                    ("input", &x),
-                    ("depthwise", &kd),
-                    ("pointwise", &kp),
-                    ("gamma", &gamma),
-                    ("beta", &beta),
-                ];
-                for (name, v) in vars {
-                    let (a, b) = (gf.get(v).unwrap(), gc.get(v).unwrap());
-                    assert_eq!(a.dims(), v.dims(), "{name} gradient shape, {case}");
-                    assert_eq!(max_diff(a, b), 0.0, "{name} gradient, {case}");
-                    let zero = a.zeros_like().unwrap();
-                    assert!(max_diff(a, &zero) > 0.0, "{name} gradient is all zero");
-                }
-            }
-        }
-    }
 }

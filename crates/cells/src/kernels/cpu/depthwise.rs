@@ -11,11 +11,11 @@
 
 use candle_core::{bail, Result, Shape, Tensor};
 
-use super::geometry::{Geom, Plan};
-use super::parallel::for_each_chunk;
+use super::op::{conv_grads, Arg, Backward, CpuKernel, CpuOp, Real};
+use super::parallel::{for_each_chunk, zeroed};
 use super::plane::{self, block_width, with_block};
-use super::{cuda, Padding2d};
-use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
+use crate::kernels::cuda;
+use crate::kernels::geometry::{Geom, Padding2d, Plan};
 
 /// Forward depthwise conv, `x` (N, C, H, W) with `w` (C, 1, kh, kw).
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ fn forward<T: Real>(x: &[T], k: &[T], g: &Geom, fuse_relu: bool) -> Vec<T> {
     let b = block_width::<T>(g.ow);
     let plan = Plan::new(*g, b);
     let (inp, outp, taps) = (g.in_plane(), g.out_plane(), g.kh * g.kw);
-    let mut out = super::zeroed::<T>(g.n * g.c * outp);
+    let mut out = zeroed::<T>(g.n * g.c * outp);
     for_each_chunk(&mut out, outp, Vec::new, |buf, p, o| {
         let xp = &x[p * inp..(p + 1) * inp];
         plane::fill::<T>(xp, &plan, buf, T::ZERO, fuse_relu);
@@ -126,7 +126,7 @@ pub(crate) fn input_grad<T: Real>(
             &k[c * taps..(c + 1) * taps]
         }
     };
-    let mut gx = super::zeroed::<T>(g.n * g.c * inp);
+    let mut gx = zeroed::<T>(g.n * g.c * inp);
     let finish = |p: usize, gxp: &mut [T]| {
         if let Some(x) = mask {
             // A select rather than a branch: the sign of activations is unpredictable.
@@ -201,7 +201,7 @@ impl CpuKernel<2> for DepthwiseFwd {
 
     fn backward(&self, b: Backward<'_, 2>) -> Result<[Option<Tensor>; 2]> {
         let weight_op = CpuOp(DepthwiseBwdWeight(*self, b.args[1].dims().to_vec()));
-        super::conv_grads(b, &CpuOp(DepthwiseBwdInput(*self)), &weight_op)
+        conv_grads(b, &CpuOp(DepthwiseBwdInput(*self)), &weight_op)
     }
 }
 

@@ -13,10 +13,11 @@
 //! being faster, that keeps the f32 Large fixture's early gradients at 1e-4 instead of 5e-2
 //! (see crates/cells/tests/fixtures.rs).
 
-use super::geometry::Plan;
-use crate::cpu_op::Real;
+use super::op::Real;
+use crate::kernels::geometry::Plan;
+use crate::kernels::simd::has_avx2_fma;
 
-/// How a loop computes `a * b + c`: chosen per compiled variant of [`multiversion!`], because an
+/// How a loop computes `a * b + c`: chosen per compiled variant of `multiversion!`, because an
 /// FMA is one instruction where the CPU has it and a slow library call where it does not.
 pub(crate) trait MulAdd {
     fn mul_add<T: Real>(a: T, b: T, c: T) -> T;
@@ -59,10 +60,10 @@ pub(crate) fn block_width<T>(ow: usize) -> usize {
 macro_rules! with_block {
     ($b:expr, $f:ident::<$t:ty>($($a:expr),* $(,)?)) => {
         match $b {
-            4 => $crate::kernels::plane::$f::<$t, 4>($($a),*),
-            8 => $crate::kernels::plane::$f::<$t, 8>($($a),*),
-            16 => $crate::kernels::plane::$f::<$t, 16>($($a),*),
-            32 => $crate::kernels::plane::$f::<$t, 32>($($a),*),
+            4 => $crate::kernels::cpu::plane::$f::<$t, 4>($($a),*),
+            8 => $crate::kernels::cpu::plane::$f::<$t, 8>($($a),*),
+            16 => $crate::kernels::cpu::plane::$f::<$t, 16>($($a),*),
+            32 => $crate::kernels::cpu::plane::$f::<$t, 32>($($a),*),
             b => unreachable!("block width {b}"),
         }
     };
@@ -70,8 +71,8 @@ macro_rules! with_block {
 pub(crate) use with_block;
 
 /// Defines `pub(crate) fn $name<T: Real[, const B: usize]>(..)` whose body is compiled both for
-/// the baseline target and with AVX2, and dispatches at run time (the feature test is a cached
-/// atomic load, negligible next to a plane).
+/// the baseline target and with AVX2, and dispatches at run time (the feature test,
+/// [`has_avx2_fma`], is a cached load, negligible next to a plane).
 macro_rules! multiversion {
     ($(#[$m:meta])* fn $name:ident$(<const $b:ident>)?($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
@@ -87,9 +88,7 @@ macro_rules! multiversion {
                 unsafe fn avx2<T: Real $(, const $b: usize)?>($($arg: $ty),*) {
                     inner::<T, Fused $(, $b)?>($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                if has_avx2_fma() {
                     // SAFETY: the running CPU supports every feature `avx2` was compiled with.
                     return unsafe { avx2::<T $(, $b)?>($($arg),*) };
                 }

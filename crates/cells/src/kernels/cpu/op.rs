@@ -1,4 +1,4 @@
-//! The one adapter between this crate's CPU kernels and candle's `CustomOp1/2/3`.
+//! The one adapter between this crate's custom kernels and candle's `CustomOp1/2/3`.
 //!
 //! A kernel states only what is its own: a name, a computation generic over the element type
 //! ([`CpuKernel::cpu`]) and, for the ops that sit in a graph, its backward. [`CpuOp`] wraps it
@@ -15,7 +15,8 @@ use candle_core::{
     WithDType,
 };
 
-use crate::gemm::Element;
+use crate::kernels::cuda;
+use crate::kernels::gemm::Element;
 
 /// Float element types the kernels run on natively (f32 and f64; half types are upcast by the
 /// wrappers because accumulating in 16-bit would lose the gradient precision training needs).
@@ -86,9 +87,9 @@ pub(crate) trait CpuKernel<const N: usize>: Send + Sync + 'static {
     fn cpu<T: Real>(&self, args: [Arg<'_>; N]) -> Result<(Vec<T>, Shape)>;
 
     /// The CUDA kernels computing this op from operands of these shapes. Only the depthwise
-    /// convolutions and the pools have them; they run when `kernels::cuda` selects them.
+    /// convolutions and the pools have them; they run when the route (`kernels::route`) is CUDA.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    fn cuda_program(&self, _shapes: [&Shape; N]) -> Result<crate::kernels::cuda::Program> {
+    fn cuda_program(&self, _shapes: [&Shape; N]) -> Result<cuda::Program> {
         bail!("{}: no CUDA kernel", self.name())
     }
 
@@ -104,6 +105,30 @@ pub(crate) struct Backward<'a, const N: usize> {
     pub args: [&'a Tensor; N],
     pub out: &'a Tensor,
     pub grad: &'a Tensor,
+}
+
+/// The backward of a convolution-like custom op `y = f(x, w)`: the input gradient is
+/// `input_op(grad, w, x)` and the kernel gradient `weight_op(x, grad)`, each computed only when
+/// its operand takes part in a graph (a network's input or a frozen kernel needs none).
+pub(crate) fn conv_grads(
+    b: Backward<'_, 2>,
+    input_op: &impl CustomOp3,
+    weight_op: &impl CustomOp2,
+) -> Result<[Option<Tensor>; 2]> {
+    let [x, w] = b.args;
+    // The incoming gradient is often a broadcast (e.g. from `sum`), hence not contiguous.
+    let grad = b.grad.contiguous()?;
+    let gx = if x.track_op() {
+        Some(grad.apply_op3_no_bwd(w, x, input_op)?)
+    } else {
+        None
+    };
+    let gw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(&grad, weight_op)?)
+    } else {
+        None
+    };
+    Ok([gx, gw])
 }
 
 /// A [`CpuKernel`] as a candle custom op of its arity.
@@ -152,7 +177,7 @@ macro_rules! custom_op {
                 $($s: &candle_core::CudaStorage, $l: &Layout),+
             ) -> Result<(candle_core::CudaStorage, Shape)> {
                 let program = self.0.cuda_program([$($l.shape()),+])?;
-                crate::kernels::cuda::run(&program, [$(($s, $l)),+])
+                cuda::launch::run(&program, [$(($s, $l)),+])
             }
 
             fn bwd(&self, $($arg: &Tensor,)+ out: &Tensor, grad: &Tensor) -> Result<$grads> {

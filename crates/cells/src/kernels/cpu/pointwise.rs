@@ -10,8 +10,9 @@
 use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_op::{Arg, Backward, CpuKernel, CpuOp, Real};
-use crate::gemm::{matmul_into, MatRef, Threads};
+use super::op::{conv_grads, Arg, Backward, CpuKernel, CpuOp, Real};
+use super::parallel::zeroed;
+use crate::kernels::gemm::{matmul_into, MatRef, Threads};
 
 /// Most partial weight gradients one backward reduces into (see [`PointwiseBwdWeight`]).
 const MAX_PARTS: usize = 8;
@@ -111,7 +112,7 @@ impl CpuKernel<2> for PointwiseFwd {
         );
         let (across, threads) = split(d.n);
         let (inp, outp) = (d.cin * d.hw, d.cout * d.hw);
-        let mut y = super::zeroed::<T>(d.n * outp);
+        let mut y = zeroed::<T>(d.n * outp);
         per_example(&mut y, outp, across, |buf, i, yi| {
             let xi = &xs[i * inp..(i + 1) * inp];
             let xi = if self.relu {
@@ -131,7 +132,7 @@ impl CpuKernel<2> for PointwiseFwd {
 
     fn backward(&self, b: Backward<'_, 2>) -> Result<[Option<Tensor>; 2]> {
         let weight_op = CpuOp(PointwiseBwdWeight(*self, b.args[1].dims().to_vec()));
-        super::conv_grads(b, &CpuOp(PointwiseBwdInput(*self)), &weight_op)
+        conv_grads(b, &CpuOp(PointwiseBwdInput(*self)), &weight_op)
     }
 }
 
@@ -151,7 +152,7 @@ impl CpuKernel<3> for PointwiseBwdInput {
         let xs = x.slice::<T>("pointwise input")?;
         let (across, threads) = split(d.n);
         let (inp, outp) = (d.cin * d.hw, d.cout * d.hw);
-        let mut gx = super::zeroed::<T>(d.n * inp);
+        let mut gx = zeroed::<T>(d.n * inp);
         per_example(&mut gx, inp, across, |_, i, gxi| {
             let gyi = &gy[i * outp..(i + 1) * outp];
             let (a, b) = (
