@@ -37,6 +37,9 @@ fn fwd_bwd(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Var) -> Result<()> {
 
 fn bench_kernels(c: &mut Criterion) {
     // Thread pools and malloc as the `nasnet` binary sets them.
+    for (name, value) in nasnet_cells::candle_thread_env() {
+        std::env::set_var(name, value);
+    }
     nasnet_cells::configure_cpu();
     let dev = Device::Cpu;
     let x = Tensor::randn(0f32, 1., (N, C, HW, HW), &dev).unwrap();

@@ -109,6 +109,9 @@ fn bench_compiled(
 
 fn bench_nasnet(c: &mut Criterion) {
     // Thread pools and malloc as the `nasnet` binary sets them.
+    for (name, value) in nasnet_cells::candle_thread_env() {
+        std::env::set_var(name, value);
+    }
     nasnet_cells::configure_cpu();
     let mut group = c.benchmark_group("nasnet");
     group.sample_size(10);

@@ -13,6 +13,9 @@ use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::{NasNet, NasNetConfig};
 
 fn main() -> anyhow::Result<()> {
+    for (name, value) in nasnet_cells::candle_thread_env() {
+        std::env::set_var(name, value);
+    }
     nasnet_cells::configure_cpu();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map_or("mobile", String::as_str);

@@ -105,6 +105,9 @@ fn report_parse_error(e: clap::Error) -> ExitCode {
 
 fn main() -> ExitCode {
     // Thread pools and malloc tuned for training on CPU (see nasnet_cells::configure_cpu).
+    for (name, value) in nasnet_cells::candle_thread_env() {
+        std::env::set_var(name, value);
+    }
     nasnet_cells::configure_cpu();
     // `nasnet report RUN | head` must end quietly, as other Unix tools do, not panic on EPIPE.
     #[cfg(unix)]

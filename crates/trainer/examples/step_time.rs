@@ -41,6 +41,9 @@ fn cpu_seconds(only_self: bool) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    for (name, value) in nasnet_cells::candle_thread_env() {
+        std::env::set_var(name, value);
+    }
     nasnet_cells::configure_cpu();
     let mut net = "2@384".to_string();
     let (mut batch, mut steps) = (64usize, 5usize);

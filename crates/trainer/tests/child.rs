@@ -40,6 +40,9 @@ impl ProgressHook for CountSteps {
 
 #[test]
 fn a_tiny_child_trains_and_scores_its_validation_accuracy() {
+    for (name, value) in nasnet_cells::candle_thread_env() {
+        std::env::set_var(name, value);
+    }
     nasnet_cells::configure_cpu();
     let spec = tiny_spec();
     spec.validate().unwrap();

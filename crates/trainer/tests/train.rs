@@ -24,7 +24,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     // Thread pools and malloc as the `nasnet` binary sets them, before the first candle op of
     // the process, while the other tests wait on the lock.
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(nasnet_cells::configure_cpu);
+    ONCE.call_once(|| {
+        for (name, value) in nasnet_cells::candle_thread_env() {
+            std::env::set_var(name, value);
+        }
+        nasnet_cells::configure_cpu();
+    });
     guard
 }
 
