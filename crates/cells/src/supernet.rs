@@ -33,8 +33,8 @@ use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use nasnet_searchspace::{Block, Cell, CellRole, Combine, Genotype, SearchSpace};
 
-use crate::config::NasNetConfig;
 use crate::error::CellsError;
+use crate::model::NasNetConfig;
 use crate::model::{CellPlan, NasNet};
 
 type CResult<T> = std::result::Result<T, candle_core::Error>;
@@ -87,8 +87,8 @@ impl Store {
 
     /// A seeded draw of `init` over `shape` under `name`, as a tensor of the store's type.
     fn draw(&self, name: &str, shape: &Shape, init: Init) -> CResult<Tensor> {
-        let mut rng = crate::seed::stream(self.seed, name);
-        let values = crate::seed::draw(init, shape, &mut rng);
+        let mut rng = crate::model::seed::stream(self.seed, name);
+        let values = crate::model::seed::draw(init, shape, &mut rng);
         Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)
     }
 

@@ -31,7 +31,7 @@ fn check_fixture(name: &str) {
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cfg = NasNetConfig::from_fixture_config(&config).unwrap();
-    let model = NasNet::from_safetensors(
+    let model = NasNet::from_file(
         &nasnet_searchspace::named::nasnet_a(),
         &cfg,
         dir.join("weights.safetensors"),

@@ -40,7 +40,7 @@ fn constants_and_vars_give_the_same_model() {
     let cfg = mobile_tiny();
     let path = fixture().join("weights.safetensors");
     let dev = Device::Cpu;
-    let a = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
+    let a = NasNet::from_file(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
     let (b, varmap) = NasNet::load_trainable(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
     assert_eq!(a.parameter_count(), 191_608);
     // Every tensor but num_batches_tracked became a var.
@@ -81,7 +81,7 @@ fn mismatch(err: &CellsError) -> Mismatch<'_> {
 fn wrong_shape_names_tensor_and_shapes() {
     let cfg = mobile_tiny().with_classes(11);
     let path = fixture().join("weights.safetensors");
-    let err = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
+    let err = NasNet::from_file(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
         .map(|_| ())
         .expect_err("11 classes do not fit a 10-class file");
     let (missing, unexpected, mismatched) = mismatch(&err);

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use nasnet_cells::preprocess::{load_rgb, EvalTransform};
+use nasnet_cells::vision::{load_rgb, EvalTransform};
 
 const MEAN_ABS: f64 = 0.01;
 const MAX_ABS: f64 = 0.1;

@@ -18,7 +18,7 @@ use super::team::run_in_order;
 use super::window::{window, Dot, Max, Mean};
 use crate::error::CellsError;
 use crate::kernels::{AvgPoolCount, Padding2d};
-use crate::layers::Pad;
+use crate::model::layers::Pad;
 
 type Result<T> = std::result::Result<T, CellsError>;
 

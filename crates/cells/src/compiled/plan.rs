@@ -8,7 +8,7 @@
 //! run (greedy best fit), so the plan holds about the largest few cells, not the whole net.
 
 use super::graph::{Graph, NodeId, NodeOp};
-use crate::layers::Pad;
+use crate::model::layers::Pad;
 
 /// Whether a step overwrites its destination or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use nasnet_searchspace::{Cell, CellRole, Op};
 
-use crate::cell::{CellModule, CellSpec, TensorInfo};
-use crate::layers::{Ctx, DropPath, DropPathState, OpContext, OpModule};
+use super::cell::{CellModule, CellSpec, TensorInfo};
+use super::layers::{Ctx, DropPath, DropPathState, OpContext, OpModule};
 
 /// BN settings of the CIFAR preset (PyTorch's defaults), used by the standalone units.
 const BN_EPS: f64 = 1e-5;

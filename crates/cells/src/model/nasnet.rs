@@ -18,11 +18,11 @@ type Result<T, E = candle_core::Error> = std::result::Result<T, E>;
 use candle_nn::{Init, Linear, ModuleT, VarBuilder, VarMap};
 use nasnet_searchspace::{CellRole, Genotype};
 
-use crate::cell::{CellModule, CellSpec, TensorInfo};
-use crate::config::{NasNetConfig, StemKind};
+use super::cell::{CellModule, CellSpec, TensorInfo};
+use super::config::{NasNetConfig, StemKind};
+use super::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
 use crate::error::CellsError;
 use crate::kernels::{self, AvgPoolCount, Padding2d};
-use crate::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
 
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl CellPlan {
             aux_after: None,
         };
         if cfg.stem == StemKind::ImageNet {
-            let stem_cells = crate::config::NUM_IMAGENET_STEM_CELLS;
+            let stem_cells = super::config::NUM_IMAGENET_STEM_CELLS;
             for k in 0..stem_cells {
                 let filters = cfg.filters_at(k as i32 - stem_cells as i32);
                 plan.push(
@@ -308,10 +308,10 @@ impl NasNet {
         Self::new(genotype, cfg, vb)
     }
 
-    /// Loads weights for inference from a checkpoint in any format [`crate::load_state_dict`]
-    /// reads (safetensors, PyTorch zip or legacy `.pth`): the tensors are constants, not
-    /// `Var`s. Same checks as [`NasNet::from_state_dict`].
-    pub fn from_safetensors<P: AsRef<std::path::Path>>(
+    /// Loads weights for inference from a checkpoint file in any format
+    /// [`crate::load_state_dict`] reads (safetensors, PyTorch zip or legacy `.pth`): the tensors
+    /// are constants, not `Var`s. Same checks as [`NasNet::from_state_dict`].
+    pub fn from_file<P: AsRef<std::path::Path>>(
         genotype: &Genotype,
         cfg: &NasNetConfig,
         path: P,
@@ -506,8 +506,8 @@ impl NasNet {
                     "cannot seed `{name}`: it is not in the VarMap the model was built from"
                 ))
             })?;
-            let mut rng = crate::seed::stream(seed, name);
-            let values = crate::seed::draw(*init, var.shape(), &mut rng);
+            let mut rng = super::seed::stream(seed, name);
+            let values = super::seed::draw(*init, var.shape(), &mut rng);
             let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
             var.set(&t)?;
         }

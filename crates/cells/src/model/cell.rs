@@ -17,7 +17,7 @@ use std::sync::Arc;
 use candle_core::{Result, Tensor};
 use nasnet_searchspace::{Cell, CellRole, Combine};
 
-use crate::layers::{
+use super::layers::{
     AffineNorm, ConvBn, ConvSpec, Ctx, DropPath, DropPathState, FactorizedReduction, OpContext,
     OpModule,
 };

@@ -11,7 +11,7 @@ mod conv;
 mod norm;
 mod ops;
 
-pub(crate) use crate::seed::DropPathState;
+pub(crate) use crate::model::seed::DropPathState;
 pub use context::ParamInfo;
 pub(crate) use context::{Ctx, LINEAR_INIT};
 pub(crate) use conv::{Conv, ConvBn, ConvSpec, FactorizedReduction, Pad};
