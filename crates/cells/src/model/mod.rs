@@ -10,12 +10,10 @@ mod config;
 pub(crate) mod layers;
 mod nasnet;
 pub(crate) mod seed;
+pub(crate) mod tensor_key;
 mod unit;
 
 pub use config::{parse_net, NasNetConfig, NetSize, StemKind};
 pub use layers::ParamInfo;
 pub use nasnet::{ActivationValues, NasNet, NasNetOutput};
 pub use unit::{CellUnit, OpUnit};
-
-#[cfg(feature = "supernet")]
-pub(crate) use nasnet::CellPlan;

@@ -21,6 +21,9 @@ use nasnet_searchspace::{CellRole, Genotype};
 use super::cell::{CellModule, CellSpec, TensorInfo};
 use super::config::{NasNetConfig, StemKind};
 use super::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
+#[cfg(feature = "supernet")]
+use super::tensor_key::KeyLog;
+use super::tensor_key::TensorKey;
 use crate::error::CellsError;
 use crate::kernels::{self, AvgPoolCount, Padding2d};
 
@@ -144,9 +147,15 @@ struct AuxHead {
 }
 
 impl AuxHead {
-    /// The head after a cell whose output is `info`, for `cfg`'s image size; its last conv
-    /// covers what remains of the 5x5 / 3 average pool, which must fit.
-    fn new(ctx: &Ctx, cfg: &NasNetConfig, info: TensorInfo) -> Result<Self, CellsError> {
+    /// The head after a cell whose output is `info` (read by weights tagged `reads`), for
+    /// `cfg`'s image size; its last conv covers what remains of the 5x5 / 3 average pool, which
+    /// must fit.
+    fn new(
+        ctx: &Ctx,
+        cfg: &NasNetConfig,
+        info: TensorInfo,
+        reads: Option<&TensorKey>,
+    ) -> Result<Self, CellsError> {
         let size = size_at_level(cfg.stem, cfg.image_size, info.level);
         if size < 5 {
             return Err(CellsError::Config(format!(
@@ -156,7 +165,7 @@ impl AuxHead {
         }
         let k = (size - 5) / 3 + 1;
         let proj = ConvBn::new(
-            &ctx.pp("proj"),
+            &ctx.pp("proj").keyed_if(reads),
             ConvSpec::dense(info.channels, 128, (1, 1), 1),
         )?;
         let mut last_spec = ConvSpec::dense(128, 768, (k, k), 1);
@@ -236,6 +245,68 @@ fn stem_conv(cfg: &NasNetConfig) -> ConvSpec {
     }
 }
 
+/// One tensor of the network (0 is conv0's output, k > 0 cell k - 1's), as the layers reading
+/// it see it.
+struct Produced {
+    /// Its channels and resolution.
+    info: TensorInfo,
+    /// The tag of the weights reading it (none for conv0's output, which is read whole).
+    readers: Option<TensorKey>,
+}
+
+impl Produced {
+    fn reader(&self) -> Option<&TensorKey> {
+        self.readers.as_ref()
+    }
+}
+
+/// Builds the cells of `placements` in order under `ctx`, each reading the tensors before it;
+/// returns them and every tensor of the network, conv0's output first.
+fn build_cells(
+    ctx: &Ctx,
+    genotype: &Genotype,
+    cfg: &NasNetConfig,
+    placements: Vec<CellPlacement>,
+    drop_path: &Arc<DropPathState>,
+) -> Result<(Vec<CellEntry>, Vec<Produced>), CellsError> {
+    let mut tensors = vec![Produced {
+        info: TensorInfo {
+            channels: cfg.stem_filters,
+            level: 0,
+        },
+        readers: None,
+    }];
+    let mut cells = Vec::with_capacity(placements.len());
+    for (cell_num, place) in placements.into_iter().enumerate() {
+        let spec = CellSpec {
+            cell: genotype.cell(place.role),
+            role: place.role,
+            filters: place.filters,
+            input: tensors[place.input].info,
+            prev: place.prev.map(|p| tensors[p].info),
+            input_key: tensors[place.input].readers.clone(),
+            prev_key: place.prev.and_then(|p| tensors[p].readers.clone()),
+            cell_num,
+            total_cells: cfg.total_cells(),
+            drop_path_keep_prob: cfg.drop_path_keep_prob,
+            drop_path: drop_path.clone(),
+            avg_count_pad_stride2: cfg.avg_pool_count_pad_stride2,
+        };
+        let module = CellModule::new(&ctx.pp(&place.name), spec)?;
+        tensors.push(Produced {
+            info: module.out,
+            readers: Some(module.output_key()),
+        });
+        cells.push(CellEntry {
+            name: place.name,
+            module,
+            input: place.input,
+            prev: place.prev,
+        });
+    }
+    Ok((cells, tensors))
+}
+
 impl NasNet {
     /// Builds the network for `genotype` under `cfg`, reading every tensor from `vb` (a
     /// `VarMap`-backed builder to train from scratch, or safetensors to load weights).
@@ -244,49 +315,41 @@ impl NasNet {
         cfg: &NasNetConfig,
         vb: VarBuilder,
     ) -> Result<Self, CellsError> {
+        Self::build(genotype, cfg, Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum))
+    }
+
+    /// [`NasNet::new`], logging the structured tag of every tensor into `log` before `vb` is
+    /// asked for it (see `tensor_key`): how the supernet maps a child onto its shared weights.
+    #[cfg(feature = "supernet")]
+    pub(crate) fn with_key_log(
+        genotype: &Genotype,
+        cfg: &NasNetConfig,
+        vb: VarBuilder,
+        log: KeyLog,
+    ) -> Result<Self, CellsError> {
+        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum).with_key_log(log);
+        Self::build(genotype, cfg, ctx)
+    }
+
+    /// Builds the network under `ctx`: stem, cells in the plan's order, aux head, classifier.
+    fn build(genotype: &Genotype, cfg: &NasNetConfig, ctx: Ctx) -> Result<Self, CellsError> {
         cfg.validate()?;
         genotype.validate()?;
-        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum);
         let drop_path = Arc::new(DropPathState::new());
         let conv0 = ConvBn::new(&ctx.pp("conv0"), stem_conv(cfg))?;
         let plan = CellPlan::new(cfg);
-        // tensors[k]: channels and resolution of the k-th tensor (0 = conv0).
-        let mut tensors = vec![TensorInfo {
-            channels: cfg.stem_filters,
-            level: 0,
-        }];
-        let mut cells = Vec::with_capacity(plan.cells.len());
-        for (cell_num, place) in plan.cells.into_iter().enumerate() {
-            let spec = CellSpec {
-                cell: genotype.cell(place.role),
-                role: place.role,
-                filters: place.filters,
-                input: tensors[place.input],
-                prev: place.prev.map(|p| tensors[p]),
-                cell_num,
-                total_cells: cfg.total_cells(),
-                drop_path_keep_prob: cfg.drop_path_keep_prob,
-                drop_path: drop_path.clone(),
-                avg_count_pad_stride2: cfg.avg_pool_count_pad_stride2,
-            };
-            let module = CellModule::new(&ctx.pp(&place.name), spec)?;
-            tensors.push(module.out);
-            cells.push(CellEntry {
-                name: place.name,
-                module,
-                input: place.input,
-                prev: place.prev,
-            });
-        }
+        let (cells, tensors) = build_cells(&ctx, genotype, cfg, plan.cells, &drop_path)?;
         let aux = match plan.aux_after.filter(|_| cfg.aux_head) {
-            Some(idx) => Some((
-                idx,
-                AuxHead::new(&ctx.pp("aux_head"), cfg, tensors[idx + 1])?,
-            )),
+            Some(idx) => {
+                let input = &tensors[idx + 1];
+                let head = AuxHead::new(&ctx.pp("aux_head"), cfg, input.info, input.reader())?;
+                Some((idx, head))
+            }
             None => None,
         };
-        let out_channels = tensors.last().map(|t| t.channels).unwrap_or(0);
-        let last_linear = linear(&ctx.pp("last_linear"), out_channels, cfg.num_classes)?;
+        let last = tensors.last().expect("conv0's output is always there");
+        let classifier_ctx = ctx.pp("last_linear").keyed_if(last.reader());
+        let last_linear = linear(&classifier_ctx, last.info.channels, cfg.num_classes)?;
         Ok(NasNet {
             config: cfg.clone(),
             genotype: genotype.clone(),

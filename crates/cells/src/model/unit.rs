@@ -48,6 +48,8 @@ impl CellUnit {
                 level: 0,
             },
             prev: prev_channels.map(|channels| TensorInfo { channels, level: 0 }),
+            input_key: None,
+            prev_key: None,
             cell_num: 0,
             total_cells: 1,
             drop_path_keep_prob: 1.0,
