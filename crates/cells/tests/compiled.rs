@@ -4,8 +4,6 @@
 //! op in both roles, every combine, several batch and image sizes, and repeated calls (buffers
 //! reused across shapes).
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::reference::{relative_l2, Tolerances};
@@ -13,17 +11,13 @@ use nasnet_cells::{NasNet, NasNetConfig, NetSize};
 use nasnet_searchspace::{Combine, Genotype, Op, SearchSpace};
 
 mod common;
-use common::uniform_cell;
+use common::{fixture, uniform_cell};
 use rand::SeedableRng;
 
 /// Relative L2 the compiled path may differ from the reference by, in f32 (the README's eval
 /// tolerance: summation order and folded batch norms change the rounding only).
 fn tolerance() -> f64 {
     Tolerances::for_dtype(DType::F32).eval_rel
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
 }
 
 fn check_fixture(name: &str) {
