@@ -39,7 +39,7 @@ pub struct NasNetOutput {
 /// Where one cell sits in the network, computed from the configuration alone (no weights):
 /// its name, kind, filters and which earlier outputs it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CellPlacement {
+struct CellPlacement {
     pub(crate) name: String,
     pub(crate) role: CellRole,
     /// F of the cell.
@@ -52,7 +52,7 @@ pub(crate) struct CellPlacement {
 
 /// Every cell of a network in forward order, and the cell the auxiliary head follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CellPlan {
+struct CellPlan {
     pub(crate) cells: Vec<CellPlacement>,
     /// Index (into `cells`) of the last cell of the second stack.
     pub(crate) aux_after: Option<usize>,
@@ -63,7 +63,7 @@ impl CellPlan {
     /// `cells_per_stack` normal cells with a reduction cell before stacks 2 and 3. Each cell reads
     /// the latest output and, as its older input, the one before (with
     /// `skip_reduction_layer_input`, the first cell after a reduction skips back over it).
-    pub(crate) fn new(cfg: &NasNetConfig) -> Self {
+    fn new(cfg: &NasNetConfig) -> Self {
         let mut plan = CellPlan {
             cells: Vec::new(),
             aux_after: None,

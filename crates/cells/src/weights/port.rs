@@ -54,9 +54,7 @@ where
 /// Normal cells per stack from the names `cell_{k}.*`: the three stacks hold the same number, so
 /// it is a third of the distinct normal cells; `None` when there are none or they do not split
 /// into three equal stacks.
-pub(crate) fn normal_cells_per_stack<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-) -> Option<usize> {
+fn normal_cells_per_stack<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<usize> {
     let mut indices: Vec<usize> = names
         .into_iter()
         .filter_map(|n| n.strip_prefix("cell_")?.split('.').next()?.parse().ok())
