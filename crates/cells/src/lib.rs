@@ -58,11 +58,10 @@
 //!
 //! # What the model computes
 //!
-//!
 //! Every op is relu-conv-BN as in TF-slim (docs/semantics.md#inside-a-cell). For the ops no
-//! released model uses,
-//! and so no port defines, this crate chooses: `conv_1x3_3x1` / `conv_1x7_7x1` are relu, a 1xk
-//! conv carrying the stride, a kx1 conv, BN (tensors `conv_1xk`, `conv_kx1`, `bn`);
+//! released model uses, and so no port defines, this crate chooses: `conv_1x3_3x1` /
+//! `conv_1x7_7x1` are relu, a 1xk conv carrying the stride, a kx1 conv, BN (tensors `conv_1xk`,
+//! `conv_kx1`, `bn`);
 //! `dil_conv_3x3` is relu, a full 3x3 conv with dilation 2, BN (`conv`, `bn`); `conv_1x1` and
 //! `conv_3x3` are relu, conv, BN (`conv`, `bn`); an identity that must change stride or filters is
 //! relu, 1x1 conv, BN and a pooling that must change filters is followed by 1x1 conv, BN (both
