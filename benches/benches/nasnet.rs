@@ -22,8 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
-use nasnet_cells::reference::parse_device;
-use nasnet_cells::{NasNet, NasNetConfig};
+use nasnet_cells::{DeviceChoice, NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 use nasnet_trainer::trainer::cross_entropy;
 use nasnet_trainer::{Sgd, SgdConfig};
@@ -38,7 +37,10 @@ struct TrainStep {
 /// The device `NASNET_BENCH_DEVICE` names (the CPU when unset).
 fn bench_device() -> Device {
     match std::env::var("NASNET_BENCH_DEVICE") {
-        Ok(name) => parse_device(&name).expect("NASNET_BENCH_DEVICE names a usable device"),
+        Ok(name) => name
+            .parse::<DeviceChoice>()
+            .and_then(DeviceChoice::open)
+            .expect("NASNET_BENCH_DEVICE names a usable device"),
         Err(_) => Device::Cpu,
     }
 }

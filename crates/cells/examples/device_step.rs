@@ -15,10 +15,8 @@ use std::process::ExitCode;
 
 use candle_core::{DType, Device};
 use nasnet_cells::kernels::cuda_kernels;
-use nasnet_cells::reference::{
-    parse_device, relative_l2, seeded_train_step, Tolerances, TrainStep,
-};
-use nasnet_cells::{parse_net, set_kernel_path, KernelPath, NasNetConfig};
+use nasnet_cells::reference::{relative_l2, seeded_train_step, Tolerances, TrainStep};
+use nasnet_cells::{parse_net, set_kernel_path, DeviceChoice, KernelPath, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 
 const USAGE: &str = "usage: device_step [--device cpu|cuda|metal] [--dtype f32|f64] [--net N@P] [--batch B] [--seed S]";
@@ -126,7 +124,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dev = match parse_device(&args.device) {
+    let dev = match args
+        .device
+        .parse::<DeviceChoice>()
+        .and_then(DeviceChoice::open)
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("device `{}`: {e}", args.device);

@@ -10,7 +10,8 @@
 use std::process::ExitCode;
 
 use candle_core::DType;
-use nasnet_cells::reference::{check_fixture_on, parse_device};
+use nasnet_cells::reference::check_fixture_on;
+use nasnet_cells::DeviceChoice;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
-            "--device" => match parse_device(args.next().as_deref().unwrap_or("")) {
+            "--device" => match open_device(args.next().as_deref().unwrap_or("")) {
                 Ok(d) => device = d,
                 Err(e) => {
                     eprintln!("--device: {e}");
@@ -65,4 +66,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The device a `--device` name selects, opened.
+fn open_device(name: &str) -> Result<candle_core::Device, nasnet_cells::DeviceError> {
+    name.parse::<DeviceChoice>()?.open()
 }

@@ -5,8 +5,10 @@ use candle_core::Shape;
 use nasnet_searchspace::GenotypeError;
 use thiserror::Error;
 
-/// Why a model could not be built, loaded or checked.
+/// Why a model could not be built, loaded or checked. Non-exhaustive: later versions may add
+/// kinds of failure, so a match needs a catch-all arm.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CellsError {
     /// A candle operation failed (this includes VarBuilder errors, which name the tensor and both
     /// shapes on a shape mismatch, and name the tensor when it is missing).

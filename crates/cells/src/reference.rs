@@ -9,9 +9,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use nasnet_searchspace::named::nasnet_a;
 
-use crate::config::{parse_net, NasNetConfig};
 use crate::error::CellsError;
-use crate::model::NasNet;
+use crate::model::{parse_net, NasNet, NasNetConfig};
 
 impl NasNetConfig {
     /// Maps a fixture's `config.json` (`family` and the port's constructor `args`, see
@@ -451,22 +450,4 @@ pub fn seeded_train_step(
         loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
         grads: named,
     })
-}
-
-/// The device a command-line name selects: `cpu`, `cuda[:N]` or `metal[:N]` (the check tools'
-/// `--device`). CUDA and Metal need a build with the `cuda` / `metal` feature.
-pub fn parse_device(name: &str) -> candle_core::Result<Device> {
-    let (kind, ordinal) = match name.split_once(':') {
-        Some((kind, n)) => match n.parse() {
-            Ok(n) => (kind, n),
-            Err(_) => candle_core::bail!("bad device ordinal in `{name}`"),
-        },
-        None => (name, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(ordinal),
-        "metal" => Device::new_metal(ordinal),
-        _ => candle_core::bail!("unknown device `{name}` (cpu, cuda[:N] or metal[:N])"),
-    }
 }

@@ -18,6 +18,11 @@
 //! a standalone network with those weights copied in ([`Supernet::child_tensors`]), and only
 //! the slices of states the child outputs receive gradients.
 //!
+//! The cell builder says which tensor is which: it tags the tensors of every op, normalising
+//! combine and cell-output reader with their structure (the op, its stride and input width; the
+//! states a reader reads), and the supernet maps a child's tensors by those tags
+//! (`model::tensor_key`), never by reading the structure back out of the names.
+//!
 //! Combines: `add` (and the normalising adds) keep the cell's F filters, so every hidden state
 //! has F channels and the slices line up. `concat` would make a state's width, and so every
 //! later op's input width, depend on the rest of the genotype; it cannot be shared soundly and a
@@ -31,11 +36,11 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use nasnet_searchspace::{Block, Cell, CellRole, Combine, Genotype, SearchSpace};
+use nasnet_searchspace::{Block, Cell, Combine, Genotype, SearchSpace};
 
-use crate::config::NasNetConfig;
 use crate::error::CellsError;
-use crate::model::{CellPlan, NasNet};
+use crate::model::tensor_key::{KeyLog, KeyedSlot, TensorKey};
+use crate::model::{NasNet, NasNetConfig};
 
 type CResult<T> = std::result::Result<T, candle_core::Error>;
 
@@ -59,10 +64,8 @@ struct Store {
     seed: u64,
     dtype: DType,
     device: Device,
-    plan: CellPlan,
     /// Hidden states a cell can have: 2 + B.
     max_states: usize,
-    stem_filters: usize,
 }
 
 /// Where a child's tensor comes from.
@@ -87,8 +90,8 @@ impl Store {
 
     /// A seeded draw of `init` over `shape` under `name`, as a tensor of the store's type.
     fn draw(&self, name: &str, shape: &Shape, init: Init) -> CResult<Tensor> {
-        let mut rng = crate::seed::stream(self.seed, name);
-        let values = crate::seed::draw(init, shape, &mut rng);
+        let mut rng = crate::model::seed::stream(self.seed, name);
+        let values = crate::model::seed::draw(init, shape, &mut rng);
         Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)
     }
 
@@ -206,9 +209,7 @@ impl Supernet {
             seed,
             dtype,
             device: device.clone(),
-            plan: CellPlan::new(cfg),
             max_states: nasnet_searchspace::NUM_CELL_INPUTS + space.blocks,
-            stem_filters: cfg.stem_filters,
         });
         let net = Supernet {
             config: cfg.clone(),
@@ -234,17 +235,21 @@ impl Supernet {
         &self.space
     }
 
-    fn build(&self, genotype: &Genotype) -> Result<NasNet, CellsError> {
+    /// `genotype` built through the shared weights, and the tags of its tensors (which the
+    /// builder logs as it asks for each).
+    fn build(&self, genotype: &Genotype) -> Result<(NasNet, KeyLog), CellsError> {
+        let keys = KeyLog::default();
         let resolver = Resolver {
             store: self.store.clone(),
-            genotype: genotype.clone(),
+            keys: keys.clone(),
         };
         let vb = VarBuilder::from_backend(
             Box::new(resolver),
             self.store.dtype,
             self.store.device.clone(),
         );
-        NasNet::new(genotype, &self.config, vb)
+        let net = NasNet::with_key_log(genotype, &self.config, vb, keys.clone())?;
+        Ok((net, keys))
     }
 
     /// `genotype` as a path through the shared weights: a [`NasNet`] whose parameters are the
@@ -252,7 +257,7 @@ impl Supernet {
     /// The genotype must belong to the space.
     pub fn child(&self, genotype: &Genotype) -> Result<NasNet, CellsError> {
         self.space.validate(genotype)?;
-        self.build(genotype)
+        Ok(self.build(genotype)?.0)
     }
 
     /// Copies of the tensors a standalone [`NasNet`] of `genotype` needs, under its own names,
@@ -262,10 +267,11 @@ impl Supernet {
         &self,
         genotype: &Genotype,
     ) -> Result<HashMap<String, Tensor>, CellsError> {
-        let child = self.child(genotype)?;
+        self.space.validate(genotype)?;
+        let (child, keys) = self.build(genotype)?;
         let resolver = Resolver {
             store: self.store.clone(),
-            genotype: genotype.clone(),
+            keys,
         };
         let mut out = HashMap::new();
         for p in child.params() {
@@ -363,15 +369,16 @@ fn read_previous_block(b: usize) -> [usize; 2] {
     }
 }
 
-/// The VarBuilder backend of one child: maps its tensor names onto the shared variables.
+/// The VarBuilder backend of one child: maps its tensors onto the shared variables by the tags
+/// the builder logged for them (an untagged tensor keeps its name).
 struct Resolver {
     store: Arc<Store>,
-    genotype: Genotype,
+    keys: KeyLog,
 }
 
 impl Resolver {
     fn resolve(&self, name: &str, shape: &Shape, init: Init) -> CResult<Tensor> {
-        match self.source(name)? {
+        match self.source(name, shape)? {
             Source::Direct(n) => self.store.direct(&n, shape, init),
             Source::Slices {
                 name,
@@ -381,96 +388,52 @@ impl Resolver {
         }
     }
 
-    /// The output states of tensor `index` (0: the stem's output, which is whole) and the
-    /// filters of each, or None for the stem.
-    fn output_states(&self, index: usize) -> Option<(Vec<usize>, usize)> {
-        let cell = self.store.plan.cells.get(index.checked_sub(1)?)?;
-        Some((self.genotype.cell(cell.role).concat.clone(), cell.filters))
+    /// The tag the builder logged for tensor `name`, if any.
+    fn key(&self, name: &str) -> CResult<Option<Arc<KeyedSlot>>> {
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the tensor key log is poisoned".into()))?;
+        Ok(keys.get(name).cloned())
     }
 
-    /// Slices of `name` by the output states of tensor `index`, or the whole when it is the stem.
-    fn reading(&self, name: &str, index: Option<usize>) -> Source {
-        match index.and_then(|i| self.output_states(i)) {
-            Some((states, filters)) => Source::Slices {
+    fn source(&self, name: &str, shape: &Shape) -> CResult<Source> {
+        let Some(keyed) = self.key(name)? else {
+            return Ok(Source::Direct(name.to_string()));
+        };
+        let slot = &keyed.slot;
+        let tail = keyed.tail(name);
+        Ok(match &keyed.key {
+            TensorKey::ReadsCell { states, filters } if shape.rank() >= 2 => Source::Slices {
                 name: name.to_string(),
-                states,
-                filters,
+                states: states.clone(),
+                filters: *filters,
             },
-            None => Source::Direct(name.to_string()),
-        }
+            TensorKey::ReadsCell { .. } => Source::Direct(name.to_string()),
+            TensorKey::Op {
+                op,
+                stride,
+                in_channels,
+                filters,
+            } => {
+                let variant = variant(*stride, *in_channels, *filters);
+                Source::Direct(format!("{slot}.{}.{variant}.{tail}", op.name()))
+            }
+            TensorKey::Norm { combine } => {
+                Source::Direct(format!("{slot}.{}.{tail}", combine.name()))
+            }
+        })
     }
+}
 
-    fn source(&self, name: &str) -> CResult<Source> {
-        let plan = &self.store.plan;
-        let (head, rest) = name.split_once('.').unwrap_or((name, ""));
-        match (head, rest) {
-            ("last_linear", "weight") => return Ok(self.reading(name, Some(plan.cells.len()))),
-            ("aux_head", "proj.conv.weight") => {
-                return Ok(self.reading(name, plan.aux_after.map(|i| i + 1)))
-            }
-            _ => {}
-        }
-        let Some(place) = plan.cells.iter().find(|c| c.name == head) else {
-            return Ok(Source::Direct(name.to_string()));
-        };
-        match rest {
-            "conv_1x1.conv.weight" => return Ok(self.reading(name, Some(place.input))),
-            "conv_prev_1x1.conv.weight" | "path_1.conv.weight" | "path_2.conv.weight" => {
-                return Ok(self.reading(name, place.prev))
-            }
-            _ => {}
-        }
-        let cell = self.genotype.cell(place.role);
-        let Some((slot, tail)) = rest.split_once('.') else {
-            return Ok(Source::Direct(name.to_string()));
-        };
-        let Some(what) = slot.strip_prefix("comb_iter_") else {
-            return Ok(Source::Direct(name.to_string()));
-        };
-        let (b, side) = what
-            .split_once('_')
-            .ok_or_else(|| candle_core::Error::Msg(format!("unexpected tensor `{name}`")))?;
-        let block = b
-            .parse::<usize>()
-            .ok()
-            .and_then(|b| cell.blocks.get(b))
-            .ok_or_else(|| candle_core::Error::Msg(format!("no block for `{name}`")))?;
-        let shared = match side {
-            "left" | "right" => {
-                let s = usize::from(side == "right");
-                let variant = self.variant(
-                    place.role,
-                    place.prev.is_none(),
-                    place.filters,
-                    block.inputs[s],
-                );
-                format!("{head}.{slot}.{}.{variant}.{tail}", block.ops[s].name())
-            }
-            "norm" => format!("{head}.{slot}.{}.{tail}", block.combine.name()),
-            _ => candle_core::bail!("unexpected tensor `{name}`"),
-        };
-        Ok(Source::Direct(shared))
-    }
-
-    /// Which copy of an op reads hidden state `input`: by stride (a reduction cell's ops on its
-    /// inputs are strided) and input width (the older input of a cell without one is the stem
-    /// output, as wide as the stem).
-    fn variant(&self, role: CellRole, no_prev: bool, filters: usize, input: usize) -> String {
-        let stride = if role == CellRole::Reduction && input < 2 {
-            2
-        } else {
-            1
-        };
-        let channels = if input == 1 && no_prev {
-            self.store.stem_filters
-        } else {
-            filters
-        };
-        if channels == filters {
-            format!("s{stride}")
-        } else {
-            format!("s{stride}_c{channels}")
-        }
+/// Which copy of an op reads a hidden state: by stride (a reduction cell's ops on its inputs
+/// are strided) and input width, when it is not the cell's F (the older input of a cell
+/// without one is the stem output, as wide as the stem).
+fn variant(stride: usize, in_channels: usize, filters: usize) -> String {
+    if in_channels == filters {
+        format!("s{stride}")
+    } else {
+        format!("s{stride}_c{in_channels}")
     }
 }
 

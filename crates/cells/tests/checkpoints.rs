@@ -11,16 +11,10 @@ use nasnet_cells::reference::{relative_l2, Tolerances};
 use nasnet_cells::{detect_port, load_state_dict, CellsError, NasNet, NasNetConfig, Port};
 use nasnet_searchspace::named::nasnet_a;
 
+mod common;
+use common::{fixture, fixture_config, scratch_dir};
+
 const FORMATS: [&str; 3] = ["weights.safetensors", "weights.pth", "weights-legacy.pth"];
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
-}
-
-fn fixture_config(dir: &Path) -> NasNetConfig {
-    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    NasNetConfig::from_fixture_config(&serde_json::from_str(&text).unwrap()).unwrap()
-}
 
 fn load(path: &Path) -> HashMap<String, Tensor> {
     load_state_dict(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -119,9 +113,7 @@ fn a_preset_fits_itself_to_the_checkpoint() {
 }
 
 fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nasnet-cells-checkpoints-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    scratch_dir("checkpoints").join(name)
 }
 
 fn checkpoint_error(path: &Path) -> String {

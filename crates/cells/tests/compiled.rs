@@ -4,8 +4,6 @@
 //! op in both roles, every combine, several batch and image sizes, and repeated calls (buffers
 //! reused across shapes).
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::reference::{relative_l2, Tolerances};
@@ -13,7 +11,7 @@ use nasnet_cells::{NasNet, NasNetConfig, NetSize};
 use nasnet_searchspace::{Combine, Genotype, Op, SearchSpace};
 
 mod common;
-use common::uniform_cell;
+use common::{fixture, uniform_cell};
 use rand::SeedableRng;
 
 /// Relative L2 the compiled path may differ from the reference by, in f32 (the README's eval
@@ -22,16 +20,12 @@ fn tolerance() -> f64 {
     Tolerances::for_dtype(DType::F32).eval_rel
 }
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
-}
-
 fn check_fixture(name: &str) {
     let dir = fixture(name);
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cfg = NasNetConfig::from_fixture_config(&config).unwrap();
-    let model = NasNet::from_safetensors(
+    let model = NasNet::from_file(
         &nasnet_searchspace::named::nasnet_a(),
         &cfg,
         dir.join("weights.safetensors"),

@@ -10,14 +10,11 @@
 //! libraries and oneDNN compute) they land at 7e-5..1.1e-4. The test holds them to
 //! 5e-2 like everything else, so a change of summation order that brings a flip back fails here.
 
-use std::path::PathBuf;
-
 use candle_core::DType;
 use nasnet_cells::reference::{check_fixture, FixtureReport};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
-}
+mod common;
+use common::fixture;
 
 fn run(name: &str, dtype: DType) -> FixtureReport {
     let report = check_fixture(&fixture(name), dtype).expect("fixture runs");

@@ -6,7 +6,6 @@
 //! The kernel path is process-wide, so every test here takes [`LOCK`] and sets the path it
 //! needs; this file is its own test binary, so no other test sees the switch.
 
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -18,6 +17,9 @@ use nasnet_cells::{set_kernel_path, CellUnit, KernelPath, NasNetConfig, NetSize,
 use nasnet_searchspace::{named::nasnet_a, CellRole, Op, SearchSpace};
 use rand::SeedableRng;
 
+mod common;
+use common::fixture;
+
 static LOCK: Mutex<()> = Mutex::new(());
 
 /// Holds the kernel path at `path` until dropped.
@@ -25,12 +27,6 @@ fn on_path(path: KernelPath) -> MutexGuard<'static, ()> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     set_kernel_path(path);
     guard
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
 }
 
 /// Runs a fixture on the generic path; every check must pass its README tolerance, except that

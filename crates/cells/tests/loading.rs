@@ -11,26 +11,24 @@ use nasnet_cells::reference::relative_l2;
 use nasnet_cells::{CellsError, NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/nasnet-a-mobile-tiny"
-    ))
+mod common;
+use common::{fixture, fixture_config, scratch_dir};
+
+/// The tiny NASNet-A Mobile fixture folder.
+fn mobile_dir() -> PathBuf {
+    fixture("nasnet-a-mobile-tiny")
 }
 
 fn mobile_tiny() -> NasNetConfig {
-    let text = std::fs::read_to_string(fixture().join("config.json")).unwrap();
-    NasNetConfig::from_fixture_config(&serde_json::from_str(&text).unwrap()).unwrap()
+    fixture_config(&mobile_dir())
 }
 
 fn weights() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture().join("weights.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(mobile_dir().join("weights.safetensors"), &Device::Cpu).unwrap()
 }
 
 fn temp_file(name: &str, tensors: &HashMap<String, Tensor>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nasnet-cells-loading-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = scratch_dir("loading").join(name);
     candle_core::safetensors::save(tensors, &path).unwrap();
     path
 }
@@ -38,9 +36,9 @@ fn temp_file(name: &str, tensors: &HashMap<String, Tensor>) -> PathBuf {
 #[test]
 fn constants_and_vars_give_the_same_model() {
     let cfg = mobile_tiny();
-    let path = fixture().join("weights.safetensors");
+    let path = mobile_dir().join("weights.safetensors");
     let dev = Device::Cpu;
-    let a = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
+    let a = NasNet::from_file(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
     let (b, varmap) = NasNet::load_trainable(&nasnet_a(), &cfg, &path, DType::F32, &dev).unwrap();
     assert_eq!(a.parameter_count(), 191_608);
     // Every tensor but num_batches_tracked became a var.
@@ -80,8 +78,8 @@ fn mismatch(err: &CellsError) -> Mismatch<'_> {
 #[test]
 fn wrong_shape_names_tensor_and_shapes() {
     let cfg = mobile_tiny().with_classes(11);
-    let path = fixture().join("weights.safetensors");
-    let err = NasNet::from_safetensors(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
+    let path = mobile_dir().join("weights.safetensors");
+    let err = NasNet::from_file(&nasnet_a(), &cfg, &path, DType::F32, &Device::Cpu)
         .map(|_| ())
         .expect_err("11 classes do not fit a 10-class file");
     let (missing, unexpected, mismatched) = mismatch(&err);

@@ -6,17 +6,17 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use nasnet_cells::preprocess::{load_rgb, EvalTransform};
+use nasnet_cells::vision::{load_rgb, EvalTransform};
 
 const MEAN_ABS: f64 = 0.01;
 const MAX_ABS: f64 = 0.1;
 
+mod common;
+use common::fixture;
+
+/// `tests/data/preprocess/<name>`.
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/preprocess"
-    ))
-    .join(name)
+    fixture("preprocess").join(name)
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
-use nasnet_cells::classes::{imagenet_class_name, IMAGENET_CLASSES};
-use nasnet_cells::preprocess::{load_rgb, EvalTransform};
+use nasnet_cells::vision::{imagenet_class_name, IMAGENET_CLASSES};
+use nasnet_cells::vision::{load_rgb, EvalTransform};
 use nasnet_cells::{detect_port, load_state_dict, CellsError, NasNet, NasNetConfig, Port};
 use nasnet_searchspace::named::nasnet_a;
 use nasnet_trainer::DeviceChoice;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use candle_core::{DType, Device, Tensor};
-use nasnet_cells::preprocess::{load_rgb, EvalTransform};
+use nasnet_cells::vision::{load_rgb, EvalTransform};
 use nasnet_cells::{load_state_dict, NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
 
@@ -179,7 +179,7 @@ fn without_weights_it_says_the_model_is_untrained() {
         .trim_matches(|c| c == '(' || c == ')')
         .parse()
         .unwrap();
-    let name = nasnet_cells::classes::imagenet_class_name(index).unwrap();
+    let name = nasnet_cells::vision::imagenet_class_name(index).unwrap();
     assert!(line.contains(name), "{stdout}");
 }
 

@@ -62,7 +62,7 @@ impl AugmentConfig {
 }
 
 /// The image `pixels` (`channels x height x width` bytes, 1 or 3 channels) after
-/// `nasnet_cells::preprocess::random_resized_crop` back to `height x width` (bilinear, as
+/// `nasnet_cells::vision::random_resized_crop` back to `height x width` (bilinear, as
 /// torchvision's default), in the same layout.
 pub fn random_resized_crop(
     pixels: &[u8],
@@ -71,16 +71,16 @@ pub fn random_resized_crop(
     width: usize,
     rng: &mut impl Rng,
 ) -> Vec<u8> {
-    use nasnet_cells::preprocess::{self, Interpolation};
+    use nasnet_cells::vision::{self, Interpolation};
     let plane = height * width;
     let channel = |c: usize, i: usize| pixels[c.min(channels - 1) * plane + i];
     let rgb = image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
         let i = y as usize * width + x as usize;
         image::Rgb([channel(0, i), channel(1, i), channel(2, i)])
     });
-    let mut out = preprocess::random_resized_crop(&rgb, height, Interpolation::Bilinear, rng);
+    let mut out = vision::random_resized_crop(&rgb, height, Interpolation::Bilinear, rng);
     if width != height {
-        out = preprocess::resize(&out, width, height, Interpolation::Bilinear);
+        out = vision::resize(&out, width, height, Interpolation::Bilinear);
     }
     let mut chw = vec![0u8; channels * plane];
     for (i, px) in out.pixels().enumerate() {

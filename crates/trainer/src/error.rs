@@ -230,36 +230,8 @@ fn gib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 30)
 }
 
-/// Why a device cannot be used.
-#[derive(Debug, Error)]
-pub enum DeviceError {
-    /// A name that is not a device.
-    #[error("unknown device `{0}` (expected one of: {names})", names = crate::device::DEVICE_NAMES)]
-    Unknown(String),
-    /// `kind:N` where N is not a number.
-    #[error("device `{text}`: the part after `:` is not a device number")]
-    BadOrdinal {
-        /// The text given.
-        text: String,
-    },
-    /// An accelerator this build was compiled without.
-    #[error("device `{device}`: this build has no {feature} support (rebuild with `--features {feature}`)")]
-    NotBuilt {
-        /// The device asked for.
-        device: crate::device::DeviceChoice,
-        /// The cargo feature it needs.
-        feature: &'static str,
-    },
-    /// The accelerator is in the build but could not be opened (no such GPU, driver error).
-    #[error("device `{device}` cannot be opened")]
-    Open {
-        /// The device asked for.
-        device: crate::device::DeviceChoice,
-        /// candle's reason.
-        #[source]
-        source: candle_core::Error,
-    },
-}
+/// Why a device cannot be used (nasnet-cells' device errors, which [`TrainError::Device`] wraps).
+pub use nasnet_cells::DeviceError;
 
 /// Results of the trainer.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

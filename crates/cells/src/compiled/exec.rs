@@ -701,8 +701,8 @@ pub(crate) fn to_nchw(data: &[f32], v: &View) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::NasNetConfig;
     use crate::model::NasNet;
+    use crate::NasNetConfig;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 

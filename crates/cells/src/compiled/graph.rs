@@ -9,10 +9,12 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 
-use crate::cell::{Adjust, CellModule, CombineModule, Prev};
 use crate::error::CellsError;
 use crate::kernels::{AvgPoolCount, Pad};
-use crate::layers::{AffineNorm, BatchNorm, Conv, ConvBn, FactorizedReduction, OpKind, Pool};
+use crate::model::cell::{Adjust, CellModule, CombineModule, Prev};
+use crate::model::layers::{
+    AffineNorm, BatchNorm, Conv, ConvBn, FactorizedReduction, OpKind, Pool,
+};
 use crate::model::NasNet;
 
 /// Index of a node (and of the tensor it produces).

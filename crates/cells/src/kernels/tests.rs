@@ -117,8 +117,8 @@ fn fused_half_with_batch_norm_matches_the_two_node_form() {
 #[test]
 fn a_model_runs_the_kernel_path_of_its_config() {
     use super::{kernel_path, KernelPath};
-    use crate::config::{NasNetConfig, NetSize};
     use crate::reference::{relative_l2, seeded_train_step, TrainStep};
+    use crate::{NasNetConfig, NetSize};
 
     let base = NasNetConfig::cifar_size(NetSize {
         cells_per_stack: 1,

@@ -21,14 +21,14 @@ use crate::input::{train_error, user_error};
 use crate::train::args::TrainArgs;
 use crate::train::plan::plan_run;
 
-/// The port's input for `--net` at `--image-size`: the preset's size, crop_pct and resize
-/// filter (`nasnet_cells::preprocess::EvalTransform::mobile` / `large`).
+/// The port's input for `--net` at `--image-size` (the library's one definition of each port's
+/// size, crop and filter).
 fn pretrained_input(args: &TrainArgs) -> PretrainedInput {
-    let (size, crop_pct, bicubic) = match args.net {
-        NetArg::Large => (331, 0.911, true),
-        NetArg::Mobile | NetArg::Size(_) => (224, 0.875, false),
+    let port = match args.net {
+        NetArg::Large => nasnet_cells::Port::Timm,
+        NetArg::Mobile | NetArg::Size(_) => nasnet_cells::Port::PretrainedModels,
     };
-    PretrainedInput::port(args.image_size.unwrap_or(size), crop_pct, bicubic)
+    PretrainedInput::for_port(port, args.image_size)
 }
 
 /// Reads a weights file (safetensors or either PyTorch format) into named tensors on the CPU.

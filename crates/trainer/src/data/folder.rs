@@ -59,7 +59,7 @@ pub enum Sizing {
     AsIs,
     /// Every image resized to `side` x `side` (bilinear; the aspect ratio is not kept).
     Square(usize),
-    /// The ports' evaluation transform (`nasnet_cells::preprocess`, PIL's antialiased resize):
+    /// The ports' evaluation transform (`nasnet_cells::vision`, PIL's antialiased resize):
     /// the shorter side resized to `resize` (aspect ratio kept), then the central `crop` x
     /// `crop` square.
     ResizeCrop {
@@ -98,7 +98,7 @@ impl Sizing {
                 crop,
                 bicubic,
             } => {
-                use nasnet_cells::preprocess::{center_crop, resize_shorter_side, Interpolation};
+                use nasnet_cells::vision::{center_crop, resize_shorter_side, Interpolation};
                 let filter = if bicubic {
                     Interpolation::Bicubic
                 } else {

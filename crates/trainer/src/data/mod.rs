@@ -13,6 +13,8 @@ mod kind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nasnet_cells::vision::{EvalTransform, Interpolation};
+use nasnet_cells::Port;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -378,16 +380,21 @@ pub struct PretrainedInput {
 }
 
 impl PretrainedInput {
-    /// A `crop` x `crop` input whose images were resized to `crop / crop_pct` (timm's
-    /// `crop_pct`; 0.875 gives the Mobile port's 256 -> 224) with the ports' mean and std of 0.5.
-    pub fn port(crop: usize, crop_pct: f64, bicubic: bool) -> Self {
+    /// The input `port`'s checkpoints expect ([`nasnet_cells::vision::EvalTransform`]), at
+    /// `crop` x `crop` when given (a model fine-tuned at another size: the resize scales with
+    /// it), else at the size the port's checkpoints were trained at.
+    pub fn for_port(port: Port, crop: Option<usize>) -> Self {
+        let spec = match crop {
+            Some(crop) => EvalTransform::for_port_at(port, crop),
+            None => EvalTransform::for_port(port),
+        };
         PretrainedInput {
-            resize: (crop as f64 / crop_pct).floor() as usize,
-            crop,
-            bicubic,
+            resize: spec.resize,
+            crop: spec.crop,
+            bicubic: spec.interpolation == Interpolation::Bicubic,
             norm: Normalization {
-                mean: vec![0.5; 3],
-                std: vec![0.5; 3],
+                mean: spec.mean.to_vec(),
+                std: spec.std.to_vec(),
             },
         }
     }

@@ -25,6 +25,16 @@ pub(crate) struct BatchNorm {
     pub(crate) kernels: Kernels,
 }
 
+impl Ctx<'_> {
+    /// A batch norm over `c` channels (`weight`, `bias`, `running_mean`, `running_var`) with
+    /// this context's epsilon and momentum. (Defined here, beside [`BatchNorm`], so that the
+    /// context does not import the layers built through it.)
+    pub fn batch_norm(&self, c: usize) -> Result<BatchNorm> {
+        let (eps, momentum) = self.bn_settings();
+        BatchNorm::new(self, c, eps, momentum)
+    }
+}
+
 impl BatchNorm {
     /// Reads the four tensors of a BN over `c` channels under `ctx`, in the ports' order.
     pub fn new(ctx: &Ctx, c: usize, eps: f64, momentum: f64) -> Result<Self> {

@@ -12,7 +12,7 @@ mod norm;
 mod ops;
 
 pub(crate) use crate::kernels::Pad;
-pub(crate) use crate::seed::DropPathState;
+pub(crate) use crate::model::seed::DropPathState;
 pub use context::ParamInfo;
 pub(crate) use context::{Ctx, LINEAR_INIT};
 pub(crate) use conv::{Conv, ConvBn, ConvSpec, FactorizedReduction};

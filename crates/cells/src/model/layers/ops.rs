@@ -10,7 +10,7 @@ use super::context::Ctx;
 use super::conv::{Conv, ConvBn, ConvSpec, SepConv};
 use super::norm::BatchNorm;
 use crate::kernels::{AvgPoolCount, Kernels, Pad, Padding2d};
-use crate::seed::DropPathState;
+use crate::model::seed::DropPathState;
 
 /// A SAME pooling, followed by a 1x1 conv and BN (no ReLU) when the filter count must change.
 #[derive(Debug, Clone)]

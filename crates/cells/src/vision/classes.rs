@@ -2,7 +2,7 @@
 //! timm's), embedded from `data/imagenet1k_classes.tsv` (WordNet id, a tab, the names), so a
 //! classifier's output index can be printed as a name without any file at run time.
 
-const TSV: &str = include_str!("../data/imagenet1k_classes.tsv");
+const TSV: &str = include_str!("../../data/imagenet1k_classes.tsv");
 
 /// How many classes ImageNet-1k checkpoints predict.
 pub const IMAGENET_CLASSES: usize = 1000;

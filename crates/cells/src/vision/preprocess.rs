@@ -1,6 +1,7 @@
 //! Images into the tensors the released NASNet-A models expect (behind the default cargo feature
-//! `image`): decoding JPEG and PNG to RGB, each port's evaluation transform, and the training
-//! augmentation pieces (random-resized crop, horizontal flip) for fine-tuning.
+//! `image`): decoding JPEG and PNG to RGB, applying a port's evaluation transform
+//! ([`EvalTransform::apply`]), and the training augmentation pieces (random-resized crop,
+//! horizontal flip) for fine-tuning.
 //!
 //! The ports resize with PIL, so this module follows PIL's `Image.resize` (antialiased
 //! separable resampling: a filter widened by the scale factor when shrinking, horizontal pass
@@ -14,19 +15,12 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rand::Rng;
 
+use super::transform::{EvalTransform, Interpolation};
 use crate::error::CellsError;
-use crate::weights::Port;
 
-/// The resampling filter of a resize (PIL's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interpolation {
-    /// Triangle filter, support 1 (PIL `BILINEAR`).
-    Bilinear,
-    /// Keys cubic with a = -0.5, support 2 (PIL `BICUBIC`).
-    Bicubic,
-}
-
+/// The filters' kernels, for [`resize`].
 impl Interpolation {
+    /// How far from its centre the filter reaches, in source pixels at scale 1.
     fn support(self) -> f64 {
         match self {
             Interpolation::Bilinear => 1.0,
@@ -34,6 +28,7 @@ impl Interpolation {
         }
     }
 
+    /// The filter's weight at distance `x`.
     fn weight(self, x: f64) -> f64 {
         let x = x.abs();
         match self {
@@ -52,55 +47,7 @@ impl Interpolation {
     }
 }
 
-/// A port's evaluation transform: shorter side to `resize`, center crop `crop`, scale to
-/// [0, 1], normalise per channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalTransform {
-    /// Length of the shorter side after resizing.
-    pub resize: usize,
-    /// Side of the square center crop.
-    pub crop: usize,
-    /// Resize filter.
-    pub interpolation: Interpolation,
-    /// Per-channel mean subtracted after scaling to [0, 1].
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation divided by.
-    pub std: [f32; 3],
-}
-
 impl EvalTransform {
-    /// pretrainedmodels' `TransformImage` for `nasnetamobile`: 256 bilinear, crop 224, mean and
-    /// std 0.5.
-    pub fn mobile() -> Self {
-        EvalTransform {
-            resize: 256,
-            crop: 224,
-            interpolation: Interpolation::Bilinear,
-            mean: [0.5; 3],
-            std: [0.5; 3],
-        }
-    }
-
-    /// timm's transform for `nasnetalarge` (crop_pct 0.911): 363 bicubic, crop 331, mean and
-    /// std 0.5.
-    pub fn large() -> Self {
-        EvalTransform {
-            resize: 363,
-            crop: 331,
-            interpolation: Interpolation::Bicubic,
-            mean: [0.5; 3],
-            std: [0.5; 3],
-        }
-    }
-
-    /// The transform of the port whose weights are used.
-    pub fn for_port(port: Port) -> Self {
-        match port {
-            Port::Timm => Self::large(),
-            Port::PretrainedModels => Self::mobile(),
-        }
-    }
-
     /// The image as a 3 x crop x crop f32 tensor (stack several for a batch).
     pub fn apply(&self, image: &RgbImage, device: &Device) -> Result<Tensor, CellsError> {
         let resized = resize_shorter_side(image, self.resize, self.interpolation);

@@ -8,8 +8,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use nasnet_searchspace::{Cell, CellRole, Op};
 
-use crate::cell::{CellModule, CellSpec, TensorInfo};
-use crate::layers::{Ctx, DropPath, DropPathState, OpContext, OpModule};
+use super::cell::{CellModule, CellSpec, TensorInfo};
+use super::layers::{Ctx, DropPath, DropPathState, OpContext, OpModule};
 
 /// BN settings of the CIFAR preset (PyTorch's defaults), used by the standalone units.
 const BN_EPS: f64 = 1e-5;
@@ -48,6 +48,8 @@ impl CellUnit {
                 level: 0,
             },
             prev: prev_channels.map(|channels| TensorInfo { channels, level: 0 }),
+            input_key: None,
+            prev_key: None,
             cell_num: 0,
             total_cells: 1,
             drop_path_keep_prob: 1.0,

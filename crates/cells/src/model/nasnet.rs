@@ -18,11 +18,14 @@ type Result<T, E = candle_core::Error> = std::result::Result<T, E>;
 use candle_nn::{Init, Linear, ModuleT, VarBuilder, VarMap};
 use nasnet_searchspace::{CellRole, Genotype};
 
-use crate::cell::{CellModule, CellSpec, TensorInfo};
-use crate::config::{NasNetConfig, StemKind};
+use super::cell::{CellModule, CellSpec, TensorInfo};
+use super::config::{NasNetConfig, StemKind};
+use super::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
+#[cfg(feature = "supernet")]
+use super::tensor_key::KeyLog;
+use super::tensor_key::TensorKey;
 use crate::error::CellsError;
 use crate::kernels::{AvgPoolCount, Kernels, Padding2d};
-use crate::layers::{ConvBn, ConvSpec, Ctx, DropPathState, Pad, ParamInfo, LINEAR_INIT};
 
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
@@ -36,7 +39,7 @@ pub struct NasNetOutput {
 /// Where one cell sits in the network, computed from the configuration alone (no weights):
 /// its name, kind, filters and which earlier outputs it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CellPlacement {
+struct CellPlacement {
     pub(crate) name: String,
     pub(crate) role: CellRole,
     /// F of the cell.
@@ -49,7 +52,7 @@ pub(crate) struct CellPlacement {
 
 /// Every cell of a network in forward order, and the cell the auxiliary head follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CellPlan {
+struct CellPlan {
     pub(crate) cells: Vec<CellPlacement>,
     /// Index (into `cells`) of the last cell of the second stack.
     pub(crate) aux_after: Option<usize>,
@@ -60,13 +63,13 @@ impl CellPlan {
     /// `cells_per_stack` normal cells with a reduction cell before stacks 2 and 3. Each cell reads
     /// the latest output and, as its older input, the one before (with
     /// `skip_reduction_layer_input`, the first cell after a reduction skips back over it).
-    pub(crate) fn new(cfg: &NasNetConfig) -> Self {
+    fn new(cfg: &NasNetConfig) -> Self {
         let mut plan = CellPlan {
             cells: Vec::new(),
             aux_after: None,
         };
         if cfg.stem == StemKind::ImageNet {
-            let stem_cells = crate::config::NUM_IMAGENET_STEM_CELLS;
+            let stem_cells = super::config::NUM_IMAGENET_STEM_CELLS;
             for k in 0..stem_cells {
                 let filters = cfg.filters_at(k as i32 - stem_cells as i32);
                 plan.push(
@@ -145,9 +148,15 @@ struct AuxHead {
 }
 
 impl AuxHead {
-    /// The head after a cell whose output is `info`, for `cfg`'s image size; its last conv
-    /// covers what remains of the 5x5 / 3 average pool, which must fit.
-    fn new(ctx: &Ctx, cfg: &NasNetConfig, info: TensorInfo) -> Result<Self, CellsError> {
+    /// The head after a cell whose output is `info` (read by weights tagged `reads`), for
+    /// `cfg`'s image size; its last conv covers what remains of the 5x5 / 3 average pool, which
+    /// must fit.
+    fn new(
+        ctx: &Ctx,
+        cfg: &NasNetConfig,
+        info: TensorInfo,
+        reads: Option<&TensorKey>,
+    ) -> Result<Self, CellsError> {
         let size = size_at_level(cfg.stem, cfg.image_size, info.level);
         if size < 5 {
             return Err(CellsError::Config(format!(
@@ -157,7 +166,7 @@ impl AuxHead {
         }
         let k = (size - 5) / 3 + 1;
         let proj = ConvBn::new(
-            &ctx.pp("proj"),
+            &ctx.pp("proj").keyed_if(reads),
             ConvSpec::dense(info.channels, 128, (1, 1), 1),
         )?;
         let mut last_spec = ConvSpec::dense(128, 768, (k, k), 1);
@@ -244,6 +253,68 @@ fn stem_conv(cfg: &NasNetConfig) -> ConvSpec {
     }
 }
 
+/// One tensor of the network (0 is conv0's output, k > 0 cell k - 1's), as the layers reading
+/// it see it.
+struct Produced {
+    /// Its channels and resolution.
+    info: TensorInfo,
+    /// The tag of the weights reading it (none for conv0's output, which is read whole).
+    readers: Option<TensorKey>,
+}
+
+impl Produced {
+    fn reader(&self) -> Option<&TensorKey> {
+        self.readers.as_ref()
+    }
+}
+
+/// Builds the cells of `placements` in order under `ctx`, each reading the tensors before it;
+/// returns them and every tensor of the network, conv0's output first.
+fn build_cells(
+    ctx: &Ctx,
+    genotype: &Genotype,
+    cfg: &NasNetConfig,
+    placements: Vec<CellPlacement>,
+    drop_path: &Arc<DropPathState>,
+) -> Result<(Vec<CellEntry>, Vec<Produced>), CellsError> {
+    let mut tensors = vec![Produced {
+        info: TensorInfo {
+            channels: cfg.stem_filters,
+            level: 0,
+        },
+        readers: None,
+    }];
+    let mut cells = Vec::with_capacity(placements.len());
+    for (cell_num, place) in placements.into_iter().enumerate() {
+        let spec = CellSpec {
+            cell: genotype.cell(place.role),
+            role: place.role,
+            filters: place.filters,
+            input: tensors[place.input].info,
+            prev: place.prev.map(|p| tensors[p].info),
+            input_key: tensors[place.input].readers.clone(),
+            prev_key: place.prev.and_then(|p| tensors[p].readers.clone()),
+            cell_num,
+            total_cells: cfg.total_cells(),
+            drop_path_keep_prob: cfg.drop_path_keep_prob,
+            drop_path: drop_path.clone(),
+            avg_count_pad_stride2: cfg.avg_pool_count_pad_stride2,
+        };
+        let module = CellModule::new(&ctx.pp(&place.name), spec)?;
+        tensors.push(Produced {
+            info: module.out,
+            readers: Some(module.output_key()),
+        });
+        cells.push(CellEntry {
+            name: place.name,
+            module,
+            input: place.input,
+            prev: place.prev,
+        });
+    }
+    Ok((cells, tensors))
+}
+
 impl NasNet {
     /// Builds the network for `genotype` under `cfg`, reading every tensor from `vb` (a
     /// `VarMap`-backed builder to train from scratch, or safetensors to load weights).
@@ -252,49 +323,42 @@ impl NasNet {
         cfg: &NasNetConfig,
         vb: VarBuilder,
     ) -> Result<Self, CellsError> {
+        Self::build(genotype, cfg, Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum))
+    }
+
+    /// [`NasNet::new`], logging the structured tag of every tensor into `log` before `vb` is
+    /// asked for it (see `tensor_key`): how the supernet maps a child onto its shared weights.
+    #[cfg(feature = "supernet")]
+    pub(crate) fn with_key_log(
+        genotype: &Genotype,
+        cfg: &NasNetConfig,
+        vb: VarBuilder,
+        log: KeyLog,
+    ) -> Result<Self, CellsError> {
+        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum).with_key_log(log);
+        Self::build(genotype, cfg, ctx)
+    }
+
+    /// Builds the network under `ctx`: stem, cells in the plan's order, aux head, classifier.
+    fn build(genotype: &Genotype, cfg: &NasNetConfig, ctx: Ctx) -> Result<Self, CellsError> {
         cfg.validate()?;
         genotype.validate()?;
-        let ctx = Ctx::new(vb, cfg.bn_eps, cfg.bn_momentum).with_kernel_path(cfg.kernel_path);
+        let ctx = ctx.with_kernel_path(cfg.kernel_path);
         let drop_path = Arc::new(DropPathState::new());
         let conv0 = ConvBn::new(&ctx.pp("conv0"), stem_conv(cfg))?;
         let plan = CellPlan::new(cfg);
-        // tensors[k]: channels and resolution of the k-th tensor (0 = conv0).
-        let mut tensors = vec![TensorInfo {
-            channels: cfg.stem_filters,
-            level: 0,
-        }];
-        let mut cells = Vec::with_capacity(plan.cells.len());
-        for (cell_num, place) in plan.cells.into_iter().enumerate() {
-            let spec = CellSpec {
-                cell: genotype.cell(place.role),
-                role: place.role,
-                filters: place.filters,
-                input: tensors[place.input],
-                prev: place.prev.map(|p| tensors[p]),
-                cell_num,
-                total_cells: cfg.total_cells(),
-                drop_path_keep_prob: cfg.drop_path_keep_prob,
-                drop_path: drop_path.clone(),
-                avg_count_pad_stride2: cfg.avg_pool_count_pad_stride2,
-            };
-            let module = CellModule::new(&ctx.pp(&place.name), spec)?;
-            tensors.push(module.out);
-            cells.push(CellEntry {
-                name: place.name,
-                module,
-                input: place.input,
-                prev: place.prev,
-            });
-        }
+        let (cells, tensors) = build_cells(&ctx, genotype, cfg, plan.cells, &drop_path)?;
         let aux = match plan.aux_after.filter(|_| cfg.aux_head) {
-            Some(idx) => Some((
-                idx,
-                AuxHead::new(&ctx.pp("aux_head"), cfg, tensors[idx + 1])?,
-            )),
+            Some(idx) => {
+                let input = &tensors[idx + 1];
+                let head = AuxHead::new(&ctx.pp("aux_head"), cfg, input.info, input.reader())?;
+                Some((idx, head))
+            }
             None => None,
         };
-        let out_channels = tensors.last().map(|t| t.channels).unwrap_or(0);
-        let last_linear = linear(&ctx.pp("last_linear"), out_channels, cfg.num_classes)?;
+        let last = tensors.last().expect("conv0's output is always there");
+        let classifier_ctx = ctx.pp("last_linear").keyed_if(last.reader());
+        let last_linear = linear(&classifier_ctx, last.info.channels, cfg.num_classes)?;
         Ok(NasNet {
             config: cfg.clone(),
             genotype: genotype.clone(),
@@ -317,10 +381,10 @@ impl NasNet {
         Self::new(genotype, cfg, vb)
     }
 
-    /// Loads weights for inference from a checkpoint in any format [`crate::load_state_dict`]
-    /// reads (safetensors, PyTorch zip or legacy `.pth`): the tensors are constants, not
-    /// `Var`s. Same checks as [`NasNet::from_state_dict`].
-    pub fn from_safetensors<P: AsRef<std::path::Path>>(
+    /// Loads weights for inference from a checkpoint file in any format
+    /// [`crate::load_state_dict`] reads (safetensors, PyTorch zip or legacy `.pth`): the tensors
+    /// are constants, not `Var`s. Same checks as [`NasNet::from_state_dict`].
+    pub fn from_file<P: AsRef<std::path::Path>>(
         genotype: &Genotype,
         cfg: &NasNetConfig,
         path: P,
@@ -515,8 +579,8 @@ impl NasNet {
                     "cannot seed `{name}`: it is not in the VarMap the model was built from"
                 ))
             })?;
-            let mut rng = crate::seed::stream(seed, name);
-            let values = crate::seed::draw(*init, var.shape(), &mut rng);
+            let mut rng = super::seed::stream(seed, name);
+            let values = super::seed::draw(*init, var.shape(), &mut rng);
             let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
             var.set(&t)?;
         }

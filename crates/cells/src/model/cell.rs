@@ -15,12 +15,13 @@
 use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
-use nasnet_searchspace::{Cell, CellRole, Combine};
+use nasnet_searchspace::{Block, Cell, CellRole, Combine, Op};
 
-use crate::layers::{
+use super::layers::{
     AffineNorm, ConvBn, ConvSpec, Ctx, DropPath, DropPathState, FactorizedReduction, OpContext,
     OpModule,
 };
+use super::tensor_key::TensorKey;
 
 /// Channels and resolution level (number of halvings since the stem conv) of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,11 @@ pub(crate) struct CellSpec<'a> {
     pub input: TensorInfo,
     /// The older input; None when there is none (the cell input is used as state 1).
     pub prev: Option<TensorInfo>,
+    /// The tag of the weights that read the cell input (`conv_1x1`), when it is a cell's output.
+    pub input_key: Option<TensorKey>,
+    /// The tag of the weights that read the older input (`conv_prev_1x1`, `path_1`, `path_2`),
+    /// when it is a cell's output.
+    pub prev_key: Option<TensorKey>,
     /// Cell number for drop path (stem cells count).
     pub cell_num: usize,
     pub total_cells: usize,
@@ -80,6 +86,28 @@ pub(crate) struct CellSpec<'a> {
     /// Drop-path progress and masks, shared by the whole model.
     pub drop_path: Arc<DropPathState>,
     pub avg_count_pad_stride2: bool,
+}
+
+impl CellSpec<'_> {
+    /// The drop path of one of the cell's ops.
+    fn drop_path(&self) -> DropPath {
+        DropPath::new(
+            self.drop_path_keep_prob,
+            self.cell_num,
+            self.total_cells,
+            self.drop_path.clone(),
+        )
+    }
+
+    /// The stride of an op reading hidden state `input`: in a reduction cell, ops on the cell
+    /// inputs are strided.
+    fn stride(&self, input: usize) -> usize {
+        if self.role == CellRole::Reduction && input < 2 {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// A built cell.
@@ -96,129 +124,173 @@ pub(crate) struct CellModule {
     pub out: TensorInfo,
 }
 
+/// relu, 1x1 conv to `filters`, BN: how a cell brings its inputs to F.
+fn relu_conv_1x1(ctx: &Ctx, in_channels: usize, filters: usize) -> Result<ConvBn> {
+    let mut spec = ConvSpec::dense(in_channels, filters, (1, 1), 1);
+    spec.relu_first = true;
+    ConvBn::new(ctx, spec)
+}
+
+/// How the older input becomes state 1 (factorized reduction when its resolution differs,
+/// relu-1x1-BN when its filters do, else as it is), and what state 1 then is.
+fn older_input(ctx: &Ctx, spec: &CellSpec) -> Result<(Prev, TensorInfo)> {
+    let f = spec.filters;
+    let Some(p) = spec.prev else {
+        return Ok((Prev::AsIs, spec.input));
+    };
+    let reading = ctx.keyed_if(spec.prev_key.as_ref());
+    let matched = |level| TensorInfo { channels: f, level };
+    if p.level != spec.input.level {
+        let reduce = FactorizedReduction::new(&reading, p.channels, f, true)?;
+        return Ok((Prev::Reduce(reduce), matched(spec.input.level)));
+    }
+    if p.channels != f {
+        let conv = relu_conv_1x1(&reading.pp("conv_prev_1x1"), p.channels, f)?;
+        return Ok((Prev::Conv(conv), matched(p.level)));
+    }
+    Ok((Prev::AsIs, p))
+}
+
+/// The op on `side` (`left`, `right`) of block `b`, reading hidden state `input` of `states`.
+fn block_op(
+    ctx: &Ctx,
+    spec: &CellSpec,
+    (b, side): (usize, &str),
+    (input, op): (usize, Op),
+    states: &[TensorInfo],
+) -> Result<OpModule> {
+    let st = *states.get(input).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "block {b} reads state {input}, which does not exist yet"
+        ))
+    })?;
+    let stride = spec.stride(input);
+    let key = TensorKey::Op {
+        op,
+        stride,
+        in_channels: st.channels,
+        filters: spec.filters,
+    };
+    let oc = OpContext {
+        in_channels: st.channels,
+        filters: spec.filters,
+        stride,
+        avg_count_pad_stride2: spec.avg_count_pad_stride2,
+        drop: spec.drop_path(),
+    };
+    OpModule::new(op, &ctx.pp(format!("comb_iter_{b}_{side}")).keyed(key), oc)
+}
+
+impl CombineModule {
+    /// Block `b`'s `combine` in a cell of `f` filters, and the channels of its output.
+    fn new(ctx: &Ctx, b: usize, combine: Combine, f: usize) -> Result<(Self, usize)> {
+        let norm = |instance: bool| -> Result<Self> {
+            let ctx = ctx
+                .pp(format!("comb_iter_{b}_norm"))
+                .keyed(TensorKey::Norm { combine });
+            Ok(CombineModule::Norm(AffineNorm::new(&ctx, f, instance)?))
+        };
+        Ok(match combine {
+            Combine::Add => (CombineModule::Add, f),
+            Combine::Concat => (CombineModule::Concat, 2 * f),
+            Combine::AddLayerNorm => (norm(false)?, f),
+            Combine::AddInstanceNorm => (norm(true)?, f),
+        })
+    }
+}
+
+impl BlockModule {
+    /// Block `b` of the cell, reading `states`, and the channels of its output.
+    fn new(
+        ctx: &Ctx,
+        spec: &CellSpec,
+        b: usize,
+        block: &Block,
+        states: &[TensorInfo],
+    ) -> Result<(Self, usize)> {
+        let [left_in, right_in] = block.inputs;
+        let [left_op, right_op] = block.ops;
+        let left = block_op(ctx, spec, (b, "left"), (left_in, left_op), states)?;
+        let right = block_op(ctx, spec, (b, "right"), (right_in, right_op), states)?;
+        let (combine, channels) = CombineModule::new(ctx, b, block.combine, spec.filters)?;
+        let module = BlockModule {
+            inputs: block.inputs,
+            ops: [left, right],
+            combine,
+        };
+        Ok((module, channels))
+    }
+}
+
+impl Adjust {
+    /// How output state `i` (`st`) of a cell of `f` filters whose output is at `out_level` is
+    /// brought to the cell's size, and its channels then.
+    fn new(
+        ctx: &Ctx,
+        i: usize,
+        st: TensorInfo,
+        f: usize,
+        out_level: usize,
+    ) -> Result<(Self, usize)> {
+        if st.level != out_level {
+            let reduce = FactorizedReduction::new(ctx, st.channels, f, false)?;
+            return Ok((Adjust::Reduce(reduce), f));
+        }
+        if i < 2 && st.channels != f {
+            let conv = ConvBn::new(ctx, ConvSpec::dense(st.channels, f, (1, 1), 1))?;
+            return Ok((Adjust::Conv(conv), f));
+        }
+        Ok((Adjust::None, st.channels))
+    }
+}
+
+/// The cell's output states, each with its adjustment (`output_proj_{i}`), and the channels of
+/// their concatenation.
+fn output_states(
+    ctx: &Ctx,
+    spec: &CellSpec,
+    states: &[TensorInfo],
+    out_level: usize,
+) -> Result<(Vec<(usize, Adjust)>, usize)> {
+    let mut outputs = Vec::with_capacity(spec.cell.concat.len());
+    let mut channels = 0;
+    for &i in &spec.cell.concat {
+        let st = *states
+            .get(i)
+            .ok_or_else(|| candle_core::Error::Msg(format!("output state {i} does not exist")))?;
+        let octx = ctx.pp(format!("output_proj_{i}"));
+        let (adjust, c) = Adjust::new(&octx, i, st, spec.filters, out_level)?;
+        channels += c;
+        outputs.push((i, adjust));
+    }
+    Ok((outputs, channels))
+}
+
 impl CellModule {
-    /// Builds the cell under `ctx` (already at the cell's own name, e.g. `cell_3`).
+    /// Builds the cell under `ctx` (already at the cell's own name, e.g. `cell_3`): the input's
+    /// relu-1x1-BN (`conv_1x1`), the older input matched to it, the blocks in order, then the
+    /// output states brought to the cell's size.
     pub fn new(ctx: &Ctx, spec: CellSpec) -> Result<Self> {
         let f = spec.filters;
-        let reduction = spec.role == CellRole::Reduction;
-        let mut relu_conv = ConvSpec::dense(spec.input.channels, f, (1, 1), 1);
-        relu_conv.relu_first = true;
-        let conv_1x1 = ConvBn::new(&ctx.pp("conv_1x1"), relu_conv)?;
-        let (prev, state1) = match spec.prev {
-            None => (Prev::AsIs, spec.input),
-            Some(p) if p.level != spec.input.level => (
-                Prev::Reduce(FactorizedReduction::new(ctx, p.channels, f, true)?),
-                TensorInfo {
-                    channels: f,
-                    level: spec.input.level,
-                },
-            ),
-            Some(p) if p.channels != f => {
-                let mut s = ConvSpec::dense(p.channels, f, (1, 1), 1);
-                s.relu_first = true;
-                (
-                    Prev::Conv(ConvBn::new(&ctx.pp("conv_prev_1x1"), s)?),
-                    TensorInfo {
-                        channels: f,
-                        level: p.level,
-                    },
-                )
-            }
-            Some(p) => (Prev::AsIs, p),
+        let input_ctx = ctx.pp("conv_1x1").keyed_if(spec.input_key.as_ref());
+        let conv_1x1 = relu_conv_1x1(&input_ctx, spec.input.channels, f)?;
+        let (prev, state1) = older_input(ctx, &spec)?;
+        let out_level = spec.input.level + usize::from(spec.role == CellRole::Reduction);
+        let state0 = TensorInfo {
+            channels: f,
+            level: spec.input.level,
         };
-        let out_level = spec.input.level + usize::from(reduction);
-        let mut states = vec![
-            TensorInfo {
-                channels: f,
-                level: spec.input.level,
-            },
-            state1,
-        ];
+        let mut states = vec![state0, state1];
         let mut blocks = Vec::with_capacity(spec.cell.blocks.len());
         for (b, block) in spec.cell.blocks.iter().enumerate() {
-            let mut ops = Vec::with_capacity(2);
-            for (side, (&input, &op)) in ["left", "right"]
-                .iter()
-                .zip(block.inputs.iter().zip(block.ops.iter()))
-            {
-                let st = *states.get(input).ok_or_else(|| {
-                    candle_core::Error::Msg(format!(
-                        "block {b} reads state {input}, which does not exist yet"
-                    ))
-                })?;
-                let stride = if reduction && input < 2 { 2 } else { 1 };
-                let oc = OpContext {
-                    in_channels: st.channels,
-                    filters: f,
-                    stride,
-                    avg_count_pad_stride2: spec.avg_count_pad_stride2,
-                    drop: DropPath::new(
-                        spec.drop_path_keep_prob,
-                        spec.cell_num,
-                        spec.total_cells,
-                        spec.drop_path.clone(),
-                    ),
-                };
-                ops.push(OpModule::new(
-                    op,
-                    &ctx.pp(format!("comb_iter_{b}_{side}")),
-                    oc,
-                )?);
-            }
-            let right = ops.pop().expect("two ops were pushed");
-            let left = ops.pop().expect("two ops were pushed");
-            let (combine, channels) = match block.combine {
-                Combine::Add => (CombineModule::Add, f),
-                Combine::Concat => (CombineModule::Concat, 2 * f),
-                Combine::AddLayerNorm => (
-                    CombineModule::Norm(AffineNorm::new(
-                        &ctx.pp(format!("comb_iter_{b}_norm")),
-                        f,
-                        false,
-                    )?),
-                    f,
-                ),
-                Combine::AddInstanceNorm => (
-                    CombineModule::Norm(AffineNorm::new(
-                        &ctx.pp(format!("comb_iter_{b}_norm")),
-                        f,
-                        true,
-                    )?),
-                    f,
-                ),
-            };
+            let (module, channels) = BlockModule::new(ctx, &spec, b, block, &states)?;
             states.push(TensorInfo {
                 channels,
                 level: out_level,
             });
-            blocks.push(BlockModule {
-                inputs: block.inputs,
-                ops: [left, right],
-                combine,
-            });
+            blocks.push(module);
         }
-        let mut outputs = Vec::with_capacity(spec.cell.concat.len());
-        let mut out_channels = 0;
-        for &i in &spec.cell.concat {
-            let st = *states.get(i).ok_or_else(|| {
-                candle_core::Error::Msg(format!("output state {i} does not exist"))
-            })?;
-            let octx = ctx.pp(format!("output_proj_{i}"));
-            let adjust = if st.level != out_level {
-                out_channels += f;
-                Adjust::Reduce(FactorizedReduction::new(&octx, st.channels, f, false)?)
-            } else if i < 2 && st.channels != f {
-                out_channels += f;
-                Adjust::Conv(ConvBn::new(
-                    &octx,
-                    ConvSpec::dense(st.channels, f, (1, 1), 1),
-                )?)
-            } else {
-                out_channels += st.channels;
-                Adjust::None
-            };
-            outputs.push((i, adjust));
-        }
+        let (outputs, out_channels) = output_states(ctx, &spec, &states, out_level)?;
         Ok(CellModule {
             conv_1x1,
             prev,
@@ -231,6 +303,14 @@ impl CellModule {
                 level: out_level,
             },
         })
+    }
+
+    /// The tag of the weights that read this cell's output: its output states and F.
+    pub fn output_key(&self) -> TensorKey {
+        TensorKey::ReadsCell {
+            states: self.outputs.iter().map(|(i, _)| *i).collect(),
+            filters: self.filters,
+        }
     }
 
     /// Runs the cell on its input `x` and older input `prev`.

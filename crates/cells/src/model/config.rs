@@ -9,10 +9,10 @@ use crate::error::CellsError;
 use crate::kernels::KernelPath;
 
 /// Number of reduction cells between the three stacks (fixed by the paper's design).
-pub const NUM_REDUCTION_CELLS: usize = 2;
+pub(crate) const NUM_REDUCTION_CELLS: usize = 2;
 
 /// Number of stem cells after `conv0` in the ImageNet stem.
-pub const NUM_IMAGENET_STEM_CELLS: usize = 2;
+pub(crate) const NUM_IMAGENET_STEM_CELLS: usize = 2;
 
 /// Which stem sits before the first stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +79,12 @@ pub fn parse_net(text: &str) -> Result<NetSize, CellsError> {
 /// Everything about a NASNet model except its cells.
 ///
 /// Fields are public so that callers can start from a preset and change what they need; call
-/// [`NasNetConfig::validate`] (done by `NasNet::new`) to check the result.
+/// [`NasNetConfig::validate`] (done by `NasNet::new`) to check the result. Non-exhaustive, so
+/// that a new setting is not a breaking change: build one from a preset
+/// ([`NasNetConfig::cifar`], [`NasNetConfig::imagenet`], [`NasNetConfig::mobile`], ...), not
+/// with a struct literal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NasNetConfig {
     /// The stem before the first stack.
     pub stem: StemKind,
