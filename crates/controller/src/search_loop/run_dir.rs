@@ -28,7 +28,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nasnet_cells::durable;
+use nasnet_cells::durable::{self, FolderLock, LockError};
 use nasnet_searchspace::Genotype;
 use serde::{Deserialize, Serialize};
 
@@ -73,16 +73,13 @@ pub struct LoopState {
     pub observed: BTreeSet<u64>,
 }
 
-/// The lock file of a run folder.
-pub const LOCK_FILE: &str = "lock";
-
 /// An open run folder: owned (holding its lock, so it may be written) or read-only.
 ///
 /// Clones share the lock, which is released when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
-    lock: Option<Arc<File>>,
+    lock: Option<Arc<FolderLock>>,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> SearchError {
@@ -97,25 +94,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
     Ok(durable::atomic_write(path, bytes)?)
 }
 
-/// Takes the exclusive lock of run folder `root` (creating its lock file when `create`), or
-/// says that another process holds it. `Ok(None)`: there is no lock file and `create` is off.
-fn lock_run(root: &Path, create: bool) -> Result<Option<File>, SearchError> {
-    let path = root.join(LOCK_FILE);
-    let file = match OpenOptions::new()
-        .create(create)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(&path, e)),
+/// Takes the lock of run folder `root` (creating its lock file when `create`), or says that
+/// another search holds it. `Ok(None)`: there is no lock file and `create` is off.
+fn lock_run(root: &Path, create: bool) -> Result<Option<FolderLock>, SearchError> {
+    let lock = if create {
+        FolderLock::acquire(root).map(Some)
+    } else {
+        FolderLock::acquire_existing(root)
     };
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(SearchError::InUse(root.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, e)),
-    }
+    lock.map_err(|e| match e {
+        LockError::InUse { dir } => SearchError::InUse(dir),
+        LockError::Io(e) => e.into(),
+    })
 }
 
 impl RunDir {
