@@ -15,9 +15,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread;
 use std::time::Instant;
 
-use nasnet_controller::search_loop::{
-    write_atomic, Backend, RunDir, SearchError, TrialOutcome, TrialSpec,
-};
+use nasnet_cells::durable::atomic_write;
+use nasnet_controller::search_loop::{Backend, RunDir, SearchError, TrialOutcome, TrialSpec};
 use nasnet_trainer::ChildSpec;
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +183,7 @@ impl ProcessBackend {
         };
         let job_path = dir.join("job.json");
         let text = serde_json::to_string_pretty(&job).expect("jobs serialise");
-        write_atomic(&job_path, text.as_bytes())?;
+        atomic_write(&job_path, text.as_bytes())?;
         let mut child = self
             .spawn(&job_path, &dir)
             .map_err(|e| io_err(&self.exe, e))?;

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::Device;
 use clap::{Args, ValueEnum};
-use nasnet_cells::durable::LOCK_FILE;
+use nasnet_cells::durable::{tmp_path, LOCK_FILE};
 use nasnet_cells::NasNetConfig;
-use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
+use nasnet_trainer::checkpoint::STATE_FILE;
 use nasnet_trainer::memory::{check_model_fits, Use};
 use nasnet_trainer::progress::{ProgressHook, Quiet};
 use nasnet_trainer::{

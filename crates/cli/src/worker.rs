@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nasnet_controller::search_loop::{write_atomic, TrialOutcome, TrialSpec, TrialStatus};
+use nasnet_cells::durable::atomic_write;
+use nasnet_controller::search_loop::{SearchError, TrialOutcome, TrialSpec, TrialStatus};
 use nasnet_trainer::progress::{ProgressHook, RunInfo, StepInfo};
 use nasnet_trainer::{train_child, ChildSpec, DeviceChoice};
 
@@ -168,7 +169,7 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     apply_kill_hook(&job);
     let outcome = train_job(&job);
     let text = serde_json::to_string_pretty(&outcome)?;
-    write_atomic(&job.dir.join("result.json"), text.as_bytes())?;
+    atomic_write(&job.dir.join("result.json"), text.as_bytes()).map_err(SearchError::from)?;
     Ok(())
 }
 

@@ -19,7 +19,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{make_batch, mix_seed, AugmentConfig};
-use crate::checkpoint::{tensors_from_bytes, tensors_to_bytes, write_synced};
+use nasnet_cells::durable::write_synced;
+
+use crate::checkpoint::{tensors_from_bytes, tensors_to_bytes};
 use crate::data::{Dataset, Splits};
 use crate::error::{Result, TrainError};
 use crate::loader::{epoch_order, train_batch, train_batches_per_epoch};

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use nasnet_cells::durable::write_synced;
 use nasnet_cells::NasNetConfig;
-use nasnet_trainer::checkpoint::{varmap_tensors, write_synced, METRICS_FILE, STATE_FILE};
+use nasnet_trainer::checkpoint::{varmap_tensors, METRICS_FILE, STATE_FILE};
 use nasnet_trainer::progress::{ProgressHook, Quiet, StepInfo};
 use nasnet_trainer::{
     fit_model_config, load_checkpoint, CheckpointState, DataConfig, DataSource, Dataset, Splits,

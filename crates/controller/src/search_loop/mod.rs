@@ -20,7 +20,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 pub use backend::{Backend, FnBackend, TrialOutcome, TrialSpec, TrialStatus};
-pub use run_dir::{write_atomic, LoopState, RunDir, TrialRecord};
+pub use run_dir::{LoopState, RunDir, TrialRecord};
 
 use crate::{ControllerError, Strategy};
 

@@ -89,11 +89,6 @@ fn io_err(path: &Path, source: std::io::Error) -> SearchError {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
-    Ok(durable::atomic_write(path, bytes)?)
-}
-
 /// Takes the lock of run folder `root` (creating its lock file when `create`), or says that
 /// another search holds it. `Ok(None)`: there is no lock file and `create` is off.
 fn lock_run(root: &Path, create: bool) -> Result<Option<FolderLock>, SearchError> {
@@ -129,7 +124,7 @@ impl RunDir {
             lock: lock.map(Arc::new),
         };
         let text = serde_json::to_string_pretty(config).expect("JSON values always serialise");
-        write_atomic(&root.join("config.json"), text.as_bytes())?;
+        durable::atomic_write(&root.join("config.json"), text.as_bytes())?;
         Ok(run)
     }
 
@@ -301,12 +296,15 @@ impl RunDir {
     /// Records `record` as the best trial so far (`best.json` is the bare genotype).
     pub fn write_best(&self, record: &TrialRecord) -> Result<(), SearchError> {
         self.check_owner()?;
-        write_atomic(
+        durable::atomic_write(
             &self.root.join("best.json"),
             record.genotype.to_json_pretty().as_bytes(),
         )?;
         let text = serde_json::to_string_pretty(record).expect("records always serialise");
-        write_atomic(&self.root.join("best_trial.json"), text.as_bytes())
+        Ok(durable::atomic_write(
+            &self.root.join("best_trial.json"),
+            text.as_bytes(),
+        )?)
     }
 
     /// Writes a new checkpoint: `save_strategy` fills a fresh folder with the strategy's state,
@@ -345,7 +343,7 @@ impl RunDir {
             }
         }
         durable::sync_dir(&dir)?;
-        write_atomic(&state.join("CURRENT"), name.as_bytes())?;
+        durable::atomic_write(&state.join("CURRENT"), name.as_bytes())?;
         // Older checkpoints are no longer needed.
         for entry in fs::read_dir(&state).map_err(|e| io_err(&state, e))? {
             let entry = entry.map_err(|e| io_err(&state, e))?;

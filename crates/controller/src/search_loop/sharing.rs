@@ -23,12 +23,13 @@
 use std::path::Path;
 use std::time::Instant;
 
+use nasnet_cells::durable::atomic_write;
 use nasnet_searchspace::{Genotype, SearchSpace};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::backend::TrialStatus;
-use super::run_dir::{write_atomic, LoopState, RunDir, TrialRecord};
+use super::run_dir::{LoopState, RunDir, TrialRecord};
 use super::{best_of, SearchError};
 use crate::Strategy;
 
@@ -276,7 +277,10 @@ fn checkpoint(
         strategy.save_state(dir)?;
         model.save(dir).map_err(backend_err)?;
         let text = serde_json::to_string_pretty(state).expect("the state serialises");
-        write_atomic(&dir.join(SHARING_STATE_FILE), text.as_bytes())
+        Ok(atomic_write(
+            &dir.join(SHARING_STATE_FILE),
+            text.as_bytes(),
+        )?)
     })
 }
 
@@ -402,7 +406,7 @@ fn rescore(
             .then(a.trial.cmp(&b.trial))
     });
     let text = serde_json::to_string_pretty(&out).expect("re-scored records serialise");
-    write_atomic(&run.root().join(RESCORED_FILE), text.as_bytes())?;
+    atomic_write(&run.root().join(RESCORED_FILE), text.as_bytes())?;
     if let Some(best) = out.first() {
         let record = records
             .iter()
