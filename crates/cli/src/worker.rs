@@ -112,7 +112,7 @@ pub(crate) fn train_child_outcome(
         },
         Err(e) => {
             let params = e.params();
-            let message = format!("{:#}", anyhow::Error::new(e));
+            let message = crate::input::message(&anyhow::Error::new(e));
             let mut outcome =
                 TrialOutcome::failed(spec.trial, start.elapsed().as_secs_f64(), message);
             outcome.params = params;

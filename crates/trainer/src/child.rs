@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Splits};
 use crate::device::DeviceChoice;
-use crate::error::{DataError, DeviceError, TrainError};
+use crate::error::{DataError, DeviceError, SettingNames, TrainError};
 use crate::memory::{check_model_fits, Use};
 use crate::metrics::EpochMetrics;
 use crate::progress::ProgressHook;
@@ -51,6 +51,7 @@ pub struct ChildSpec {
 
 /// A child specification that cannot work; found before any child starts.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SpecError {
     /// `epochs` is 0.
     #[error("a child needs at least 1 epoch")]
@@ -95,6 +96,7 @@ pub enum SpecError {
 
 /// Why a child produced no reward.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ChildError {
     /// The specification cannot work (the same for every child: a search should stop).
     #[error(transparent)]
@@ -122,7 +124,29 @@ pub enum ChildError {
     },
 }
 
+impl SpecError {
+    /// The message, with every [`Setting`](crate::Setting) it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            SpecError::Data(e) => e.describe(name),
+            SpecError::Settings(e) => e.describe(name),
+            SpecError::TooLarge(e) => e.describe(name),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl ChildError {
+    /// The message, with every [`Setting`](crate::Setting) it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            ChildError::Spec(e) => e.describe(name),
+            other => other.to_string(),
+        }
+    }
+
     /// Trainable parameters of the child, when it was built.
     pub fn params(&self) -> u64 {
         match self {

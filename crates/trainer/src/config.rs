@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::AugmentConfig;
 use crate::data::DataSource;
 use crate::device::DeviceChoice;
-use crate::error::{Result, TrainError};
+use crate::error::{ConfigError, Result, TrainError};
 use crate::optim::SgdConfig;
 use crate::schedule::ScheduleConfig;
 
@@ -115,7 +115,7 @@ impl TrainConfig {
 
     /// Checks that the settings can run.
     pub fn validate(&self) -> Result<()> {
-        let bad = |s: &str| Err(TrainError::Config(s.to_string()));
+        let bad = |s: &str| Err(TrainError::config(s));
         if self.epochs == 0 {
             return bad("epochs must be at least 1");
         }
@@ -130,10 +130,10 @@ impl TrainConfig {
         }
         if let crate::schedule::LrSchedule::Cosine { min_lr } = self.schedule.schedule {
             if min_lr > self.sgd.lr {
-                return Err(TrainError::Config(format!(
-                    "the final learning rate (--min-lr {min_lr}) is above the base rate (--lr {})",
-                    self.sgd.lr
-                )));
+                return Err(TrainError::Config(ConfigError::MinLrAboveLr {
+                    min_lr,
+                    lr: self.sgd.lr,
+                }));
             }
         }
         if self.checkpoint_every_steps == Some(0) {

@@ -251,7 +251,7 @@ pub fn frozen_logits(model: &NasNet, varmap: &VarMap, x: &Tensor) -> Result<Tens
             .map_err(|_| TrainError::Config("the VarMap lock is poisoned".into()))?;
         let var = vars
             .get(name)
-            .ok_or_else(|| TrainError::Config(format!("the model has no `{name}`")))?;
+            .ok_or_else(|| TrainError::config(format!("the model has no `{name}`")))?;
         Ok(var.as_tensor().clone())
     };
     let classifier = Linear::new(head(CLASSIFIER_WEIGHT)?, Some(head("last_linear.bias")?));

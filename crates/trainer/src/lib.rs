@@ -66,7 +66,7 @@ pub use config::{parse_device, TestEval, TrainConfig};
 pub use data::{DataConfig, DataSource, Dataset, Normalization, PretrainedInput, Splits};
 pub use device::DeviceChoice;
 pub use divergence::{check_loss, divergence_limit, Divergence};
-pub use error::{DataError, DeviceError, Result, TrainError};
+pub use error::{ConfigError, DataError, DeviceError, Result, Setting, SettingNames, TrainError};
 pub use finetune::FineTune;
 pub use metrics::{EpochMetrics, EvalMetrics};
 pub use optim::{Sgd, SgdConfig};

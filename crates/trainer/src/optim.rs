@@ -271,7 +271,7 @@ impl Sgd {
 }
 
 fn validate(cfg: &SgdConfig) -> Result<()> {
-    let bad = |what: &str| Err(TrainError::Config(what.to_string()));
+    let bad = |what: &str| Err(TrainError::config(what));
     if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
         return bad("the learning rate must be a finite number >= 0");
     }

@@ -97,7 +97,7 @@ impl SharedTrainer {
             return Err(TrainError::Config("batch sizes must be at least 1".into()));
         }
         if splits.train.len() < spec.batch_size {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::config(format!(
                 "the training split holds {} images, less than one batch of {}",
                 splits.train.len(),
                 spec.batch_size

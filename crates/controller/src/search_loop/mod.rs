@@ -33,8 +33,31 @@ impl From<nasnet_cells::durable::DurableError> for SearchError {
     }
 }
 
+/// A setting a search error tells the user to change. The errors' own messages call it by its
+/// name in this library ([`Setting::field`]); a front end with its own names (a command line's
+/// flags) renders errors with [`SearchError::describe`]. Exhaustive on purpose: a front end's
+/// table of names must cover every setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// Continuing the run in a folder ([`RunDir::resume`]) instead of creating one.
+    Resume,
+    /// The run folder itself.
+    RunDir,
+}
+
+impl Setting {
+    /// The setting's name in this library, as the errors' own messages show it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Setting::Resume => "`RunDir::resume`",
+            Setting::RunDir => "run folder",
+        }
+    }
+}
+
 /// Why a search could not go on.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SearchError {
     /// A file of the run folder could not be read or written.
     #[error("{path}: {source}")]
@@ -53,7 +76,7 @@ pub enum SearchError {
         message: String,
     },
     /// A new run was asked for in a folder that holds one.
-    #[error("{0} already holds a search run (use --resume to continue it, or another --run-dir)")]
+    #[error("{}", self.describe(Setting::field))]
     RunExists(PathBuf),
     /// A folder without a run's config.json was given to resume or report.
     #[error("{0} is not a search run folder (no config.json)")]
@@ -82,6 +105,20 @@ pub enum SearchError {
 }
 
 impl SearchError {
+    /// The message, with every [`Setting`] it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: fn(Setting) -> &'static str) -> String {
+        match self {
+            SearchError::RunExists(dir) => format!(
+                "{} already holds a search run (use {} to continue it, or another {})",
+                dir.display(),
+                name(Setting::Resume),
+                name(Setting::RunDir)
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the user can fix it: a folder that holds a run (or none, or is in use by another
     /// search), a run file that is corrupt or contradicts the others, a file that cannot be read
     /// or written. A strategy or backend failure, or a write through a read-only handle, is not.

@@ -294,8 +294,8 @@ impl DataSource {
             });
         }
         let dir = dir
-            .ok_or_else(|| {
-                DataError::Split(format!("dataset `{name}` needs a data folder (--data-dir)"))
+            .ok_or_else(|| DataError::NeedsDir {
+                dataset: name.to_string(),
             })?
             .to_path_buf();
         Ok(match key.as_str() {

@@ -8,7 +8,7 @@ use nasnet_cells::durable::{tmp_path, FolderLock, LockError};
 use crate::checkpoint::{
     BEST_MODEL_FILE, BEST_STATE_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE,
 };
-use crate::error::{Result, TrainError};
+use crate::error::{ConfigError, Result, TrainError};
 
 /// Creates `dir` if needed and takes its lock for a new run, refusing (and leaving as it is) a
 /// folder that already holds any file of a run: resuming it is [`super::Trainer::resume`].
@@ -16,10 +16,10 @@ pub(super) fn claim_for_new_run(dir: &Path) -> Result<FolderLock> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let lock = lock(dir)?;
     if let Some(found) = run_files_in(dir) {
-        return Err(TrainError::Config(format!(
-            "{} already holds files of a run ({found}): resume it with --resume, or choose another output folder",
-            dir.display()
-        )));
+        return Err(TrainError::Config(ConfigError::RunExists {
+            dir: dir.to_path_buf(),
+            found,
+        }));
     }
     Ok(lock)
 }
@@ -27,7 +27,7 @@ pub(super) fn claim_for_new_run(dir: &Path) -> Result<FolderLock> {
 /// Takes the lock of the output folder `dir`, refused while another process trains in it.
 pub(super) fn lock(dir: &Path) -> Result<FolderLock> {
     FolderLock::acquire(dir).map_err(|e| match e {
-        LockError::InUse { dir } => TrainError::Config(format!(
+        LockError::InUse { dir } => TrainError::config(format!(
             "{} is in use by another training run",
             dir.display()
         )),

@@ -65,7 +65,7 @@ impl Trainer {
         let t = &splits.train;
         let m = &self.model_cfg;
         if t.channels != m.in_channels || t.classes() != m.num_classes {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::config(format!(
                 "the model takes {} channels and has {} classes, the data has {} channels and {} classes",
                 m.in_channels,
                 m.num_classes,
@@ -75,7 +75,7 @@ impl Trainer {
         }
         let spe = train_batches_per_epoch(t.len(), self.cfg.batch_size);
         if spe == 0 {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::config(format!(
                 "batch size {} is larger than the training set ({} images)",
                 self.cfg.batch_size,
                 t.len()
@@ -85,7 +85,7 @@ impl Trainer {
             let now = DataSummary::of(splits, saved.config.clone());
             let differences = data_differences(&now, saved, spe, *saved_spe);
             if !differences.is_empty() {
-                return Err(TrainError::Config(format!(
+                return Err(TrainError::config(format!(
                     "the data differs from the checkpoint's: {}",
                     differences.join("; ")
                 )));
@@ -176,7 +176,7 @@ impl Trainer {
             }
         }
         if self.step != (epoch + 1) * run.spe {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::config(format!(
                 "the batch loader stopped at step {} of epoch {}",
                 self.step - epoch * run.spe,
                 epoch + 1
@@ -352,7 +352,7 @@ fn data_differences(
 /// a `usize` (an absurd `--epochs` must be refused, not wrap to a short run).
 fn total_steps(spe: usize, epochs: usize) -> Result<usize> {
     spe.checked_mul(epochs).ok_or_else(|| {
-        TrainError::Config(format!(
+        TrainError::config(format!(
             "{epochs} epochs of {spe} steps is more steps than this machine can count"
         ))
     })
