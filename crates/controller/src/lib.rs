@@ -32,7 +32,7 @@ pub mod strategy;
 
 pub use config::{ControllerConfig, EvolutionConfig, HeadSharing, StrategyConfig, StrategyKind};
 pub use controller::{Controller, Evaluation, Sampled};
-pub use error::ControllerError;
+pub use error::{ControllerError, WeightsError};
 pub use policy::{Algorithm, EmaBaseline, Experience, PolicyTrainer, UpdateStats};
 pub use strategy::{
     load_strategy, make_strategy, EvolutionStrategy, Member, Proposal, RandomStrategy, RlStrategy,
