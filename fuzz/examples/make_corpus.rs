@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
-use nasnet_controller::search_loop::{run_search, FnBackend, RunDir, TrialOutcome, TrialStatus};
+use nasnet_controller::search_loop::{run_search, FnBackend, RunDir, TrialOutcome};
 use nasnet_controller::{make_strategy, HeadSharing, StrategyConfig, StrategyKind};
 use nasnet_fuzz::checkpoint::{reference_genotype, reference_model_config, FILES};
 use nasnet_fuzz::{join, SEPARATOR};
@@ -262,14 +262,13 @@ fn search(kind: StrategyKind, trials: u64) -> Vec<u8> {
     let mut space = SearchSpace::nasnet();
     space.blocks = 2;
     let mut strategy = make_strategy(kind, space, &cfg, 3).unwrap();
-    let mut backend = FnBackend::new(|spec| TrialOutcome {
-        trial: spec.trial,
-        reward: 1.0 / (1.0 + spec.trial as f64),
-        status: TrialStatus::Ok,
-        params: 1000 + spec.trial,
-        seconds: 0.5,
-        error: None,
-        attempts: 1,
+    let mut backend = FnBackend::new(|spec| {
+        TrialOutcome::ok(
+            spec.trial,
+            1.0 / (1.0 + spec.trial as f64),
+            1000 + spec.trial,
+            0.5,
+        )
     });
     run_search(strategy.as_mut(), &mut backend, &run, trials, &mut |_| {}).unwrap();
     let current = std::fs::read_to_string(dir.join("state/CURRENT")).unwrap();

@@ -212,9 +212,9 @@ impl ProcessBackend {
         status: Result<std::process::ExitStatus, String>,
     ) -> Result<Option<TrialOutcome>, SearchError> {
         let Some(running) = self.running.remove(&trial) else {
-            return Err(SearchError::Backend(format!(
-                "worker of trial {trial} exited, but it was not running"
-            )));
+            return Err(SearchError::Backend(
+                format!("worker of trial {trial} exited, but it was not running").into(),
+            ));
         };
         let dir = self.run.trial_dir(trial);
         let signal = status.as_ref().ok().and_then(killing_signal);

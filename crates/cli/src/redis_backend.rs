@@ -319,7 +319,7 @@ impl RedisBackend {
                     self.conn = None;
                     thread::sleep(Duration::from_millis(300));
                 }
-                Err(e) => return Err(SearchError::Backend(format!("redis: {e}"))),
+                Err(e) => return Err(SearchError::Backend(format!("redis: {e}").into())),
             }
         }
     }

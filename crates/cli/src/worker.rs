@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use nasnet_cells::durable::atomic_write;
-use nasnet_controller::search_loop::{SearchError, TrialOutcome, TrialSpec, TrialStatus};
+use nasnet_controller::search_loop::{SearchError, TrialOutcome, TrialSpec};
 use nasnet_trainer::progress::{ProgressHook, RunInfo, StepInfo};
 use nasnet_trainer::{train_child, ChildSpec, DeviceChoice};
 
@@ -101,15 +101,7 @@ pub(crate) fn train_child_outcome(
 ) -> TrialOutcome {
     let start = Instant::now();
     match train_child(child, &spec.genotype, hook) {
-        Ok(result) => TrialOutcome {
-            trial: spec.trial,
-            reward: result.reward,
-            status: TrialStatus::Ok,
-            params: result.params,
-            seconds: result.seconds,
-            error: None,
-            attempts: 1,
-        },
+        Ok(result) => TrialOutcome::ok(spec.trial, result.reward, result.params, result.seconds),
         Err(e) => {
             let params = e.params();
             let message = crate::input::message(&anyhow::Error::new(e));

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::TrialStatus;
 use super::run_dir::{LoopState, RunDir, TrialRecord};
-use super::{best_of, SearchError};
+use super::{best_of, BackendError, SearchError};
 use crate::Strategy;
 
 /// The per-update log of a sharing run.
@@ -46,17 +46,17 @@ const TRIALS_FILE: &str = "trials.jsonl";
 /// trainer by the command line, over a synthetic model by tests.
 pub trait SharedModel {
     /// Trains the shared weights on minibatch `step` through `genotype`'s path.
-    fn train_step(&mut self, genotype: &Genotype, step: u64) -> Result<(), String>;
+    fn train_step(&mut self, genotype: &Genotype, step: u64) -> Result<(), BackendError>;
     /// `genotype`'s accuracy under the shared weights on the held-out minibatch of `update`.
-    fn reward(&mut self, genotype: &Genotype, update: u64) -> Result<f64, String>;
+    fn reward(&mut self, genotype: &Genotype, update: u64) -> Result<f64, BackendError>;
     /// `genotype`'s accuracy under the shared weights on the whole validation split.
-    fn validate(&mut self, genotype: &Genotype) -> Result<f64, String>;
+    fn validate(&mut self, genotype: &Genotype) -> Result<f64, BackendError>;
     /// Trainable parameters of `genotype` as a standalone network.
     fn params(&self, genotype: &Genotype) -> u64;
     /// Writes the shared weights and optimiser state into checkpoint folder `dir`.
-    fn save(&self, dir: &Path) -> Result<(), String>;
+    fn save(&self, dir: &Path) -> Result<(), BackendError>;
     /// Restores what `save` wrote.
-    fn load(&mut self, dir: &Path) -> Result<(), String>;
+    fn load(&mut self, dir: &Path) -> Result<(), BackendError>;
 }
 
 /// How long a sharing search runs, in steps and updates (not wall time, so runs reproduce).
@@ -170,7 +170,7 @@ pub struct SharingRun<'a> {
     pub seed: u64,
 }
 
-fn backend_err(e: String) -> SearchError {
+fn backend_err(e: BackendError) -> SearchError {
     SearchError::Backend(e)
 }
 
