@@ -25,8 +25,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use nasnet_cells::reference::parse_device;
 use nasnet_cells::{NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
-use nasnet_trainer::trainer::cross_entropy;
-use nasnet_trainer::{Sgd, SgdConfig};
+use nasnet_trainer::{cross_entropy, Sgd, SgdConfig};
 
 struct TrainStep {
     model: NasNet,

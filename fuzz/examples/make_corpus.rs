@@ -15,8 +15,9 @@ use nasnet_controller::{make_strategy, HeadSharing, StrategyConfig, StrategyKind
 use nasnet_fuzz::checkpoint::{reference_genotype, reference_model_config, FILES};
 use nasnet_fuzz::{join, SEPARATOR};
 use nasnet_searchspace::{named, SearchSpace};
-use nasnet_trainer::data::idx;
-use nasnet_trainer::{Dataset, Quiet, Splits, TrainConfig, Trainer};
+use nasnet_trainer::progress::Quiet;
+use nasnet_trainer::readers::idx;
+use nasnet_trainer::{Dataset, Splits, TrainConfig, Trainer};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
@@ -77,7 +78,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// The first `n` images and labels of the embedded set, as IDX files.
 fn idx_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
-    let (train, _) = nasnet_trainer::data::embedded().unwrap();
+    let (train, _) = nasnet_trainer::readers::embedded().unwrap();
     let mut images = idx::IMAGES_MAGIC.to_be_bytes().to_vec();
     for d in [n, train.height, train.width] {
         images.extend((d as u32).to_be_bytes());
@@ -109,7 +110,7 @@ fn cifar_records(labels: &[&[u8]]) -> Vec<u8> {
     for (i, label) in labels.iter().enumerate() {
         out.extend_from_slice(label);
         out.extend(
-            (0..nasnet_trainer::data::cifar::PIXELS).map(|p| ((p * 7 + i * 31) % 251) as u8),
+            (0..nasnet_trainer::readers::cifar::PIXELS).map(|p| ((p * 7 + i * 31) % 251) as u8),
         );
     }
     out

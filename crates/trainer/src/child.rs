@@ -104,7 +104,7 @@ pub enum ChildError {
     /// This architecture could not be built (a failed trial).
     #[error("cannot build the child")]
     Build(#[source] TrainError),
-    /// The loss diverged: not finite, or exploded (see [`crate::divergence`]; a failed trial).
+    /// The loss diverged: not finite, or exploded (see [`crate::divergence_limit`]; a failed trial).
     #[error("the child diverged")]
     Diverged {
         /// Trainable parameters of the child.

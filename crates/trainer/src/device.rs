@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::DeviceError;
 
 /// The device names accepted, for help texts and messages.
-pub const DEVICE_NAMES: &str = "cpu, cuda, cuda:N, metal, metal:N";
+pub(crate) const DEVICE_NAMES: &str = "cpu, cuda, cuda:N, metal, metal:N";
 
 /// A device choice: the CPU, or an accelerator by kind and ordinal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

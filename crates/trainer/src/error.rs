@@ -206,7 +206,7 @@ pub enum TrainError {
     #[error(transparent)]
     Device(#[from] DeviceError),
     /// A training, validation or test loss became NaN or infinite, or exploded (see
-    /// [`crate::divergence`]): the run diverged.
+    /// [`crate::divergence_limit`]): the run diverged.
     #[error("training diverged in epoch {epoch} at step {step}: {divergence}")]
     Diverged {
         /// The epoch in which it happened, counted from 1 as the progress display does.

@@ -89,7 +89,7 @@ pub struct Sgd {
 }
 
 /// Prefix of momentum-buffer names in a saved optimiser state.
-pub const MOMENTUM_PREFIX: &str = "momentum.";
+pub(crate) const MOMENTUM_PREFIX: &str = "momentum.";
 
 impl Sgd {
     /// An optimiser over every variable of `varmap` (in name order, so steps are reproducible).

@@ -107,7 +107,7 @@ fn invalid_specs_are_typed_errors_before_any_child_is_built() {
         let err = spec.validate().unwrap_err();
         assert!(expected(&err), "{spec:?}: {err:?}");
         // train_child refuses the same spec with the same error, before building anything.
-        match train_child(&spec, &genotype, &mut nasnet_trainer::Quiet) {
+        match train_child(&spec, &genotype, &mut nasnet_trainer::progress::Quiet) {
             Err(ChildError::Spec(e)) => assert!(expected(&e), "{e:?}"),
             other => panic!("{spec:?}: {other:?}"),
         }

@@ -59,7 +59,7 @@ fn half(d: &Dataset) -> Dataset {
 
 /// 128 training, 64 validation and 128 test images of the embedded set, at 14x14.
 fn splits() -> Splits {
-    let (train, test) = nasnet_trainer::data::embedded().unwrap();
+    let (train, test) = nasnet_trainer::readers::embedded().unwrap();
     let mut cfg = DataConfig::new(DataSource::Embedded);
     cfg.val_size = 64;
     cfg.train_limit = Some(128);

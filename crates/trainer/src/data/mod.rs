@@ -264,7 +264,7 @@ pub enum DataSource {
 }
 
 /// The dataset names the command line accepts.
-pub const DATASET_NAMES: &str = "embedded, fashion-mnist, mnist, cifar10, cifar100, folder";
+pub(crate) const DATASET_NAMES: &str = "embedded, fashion-mnist, mnist, cifar10, cifar100, folder";
 
 impl DataSource {
     /// Builds a source from a dataset name and a folder (required by all but `embedded`).

@@ -33,7 +33,7 @@ pub(crate) fn count_correct(logits: &Tensor, targets: &Tensor) -> Result<u64> {
 }
 
 /// Loss and accuracy of `model` (inference mode) on `data`, normalised with `data.norm`. A mean
-/// loss that diverged (see [`crate::divergence`]) is [`TrainError::EvalDiverged`].
+/// loss that diverged (see [`crate::divergence_limit`]) is [`TrainError::EvalDiverged`].
 pub fn evaluate(
     model: &NasNet,
     data: &Arc<Dataset>,

@@ -93,7 +93,7 @@ impl Trainer {
 
     /// A trainer that fine-tunes the pretrained `tensors` (read from the file `weights`): a
     /// model as [`Trainer::new`] builds it, then the checkpoint copied in with the head
-    /// re-created when the class count differs (see [`crate::finetune`]). With
+    /// re-created when the class count differs (see [`FineTune`]). With
     /// `freeze_backbone`, only the classifier is trained (the model must have no auxiliary
     /// head, which would then learn nothing).
     pub fn fine_tune(
