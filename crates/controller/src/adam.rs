@@ -11,7 +11,7 @@ use crate::error::{ControllerError, WeightsError};
 
 /// Adam's hyper-parameters and state for a fixed list of variables.
 #[derive(Debug)]
-pub struct Adam {
+pub(crate) struct Adam {
     lr: f64,
     beta1: f64,
     beta2: f64,
@@ -52,11 +52,6 @@ impl Adam {
     /// Number of steps taken (drives the bias correction).
     pub fn step_count(&self) -> u64 {
         self.step
-    }
-
-    /// The learning rate in use.
-    pub fn learning_rate(&self) -> f64 {
-        self.lr
     }
 
     /// One Adam step on `vars` (the same list, in the same order, as at construction).
