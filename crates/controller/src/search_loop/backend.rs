@@ -178,7 +178,10 @@ impl TrialOutcome {
     }
 }
 
-/// Trains submitted trials and hands back their outcomes, in any order.
+/// Trains submitted trials and hands back their outcomes, in any order. The search loop only
+/// submits trials and collects outcomes through this trait, so a process pool, an in-process
+/// evaluator ([`FnBackend`]) or a multi-machine queue are interchangeable without touching the
+/// strategies.
 pub trait Backend {
     /// How many trials may run at once.
     fn capacity(&self) -> usize;

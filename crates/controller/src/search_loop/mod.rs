@@ -10,9 +10,9 @@
 //! A weight-sharing search (one network whose weights every child shares) runs its own loop
 //! in the same run folder: [`sharing`].
 
-pub mod backend;
+mod backend;
 mod run;
-pub mod run_dir;
+mod run_dir;
 pub mod sharing;
 
 use std::path::{Path, PathBuf};

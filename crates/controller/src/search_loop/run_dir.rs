@@ -1,26 +1,6 @@
 //! The run folder of a search, and how it survives `kill -9` at any moment.
 //!
-//! ```text
-//! RUN_DIR/
-//!   lock               held (an OS file lock) by the one search that writes the folder
-//!   config.json        the search configuration (written once)
-//!   trials.jsonl       one line per finished child, appended and fsynced before anything else
-//!   best.json          the best genotype so far (plain genotype JSON: `nasnet train --arch` reads it)
-//!   best_trial.json    the trial record behind best.json
-//!   state/CURRENT      name of the newest complete checkpoint, replaced atomically
-//!   state/ckpt-N/      strategy state + loop.json (next trial id, trials in flight, trials observed)
-//!   trials/ID/         whatever the backend writes for a child (logs, metrics)
-//! ```
-//!
-//! A checkpoint directory is written completely and fsynced before `CURRENT` is renamed to point
-//! at it, so a crash leaves either the old or the new checkpoint, never half of one. A torn last
-//! line of `trials.jsonl` (killed mid-append) is cut off on open; that trial is still in flight in
-//! the checkpoint and is trained again.
-//!
-//! One search at a time writes a run folder: [`RunDir::create`] and [`RunDir::resume`] take an
-//! exclusive OS lock on `lock` (released when the process ends, however it ends, so a killed
-//! search never leaves a stale lock) and refuse a folder another search holds. [`RunDir::open`]
-//! is for readers (`nasnet report`): it takes no lock and can never modify the folder.
+//! The layout and its rules are documented on [`RunDir`].
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -74,6 +54,28 @@ pub struct LoopState {
 }
 
 /// An open run folder: owned (holding its lock, so it may be written) or read-only.
+///
+/// ```text
+/// RUN_DIR/
+///   lock               held (an OS file lock) by the one search that writes the folder
+///   config.json        the search configuration (written once)
+///   trials.jsonl       one line per finished child, appended and fsynced before anything else
+///   best.json          the best genotype so far (plain genotype JSON: `nasnet train --arch` reads it)
+///   best_trial.json    the trial record behind best.json
+///   state/CURRENT      name of the newest complete checkpoint, replaced atomically
+///   state/ckpt-N/      strategy state + loop.json (next trial id, trials in flight, trials observed)
+///   trials/ID/         whatever the backend writes for a child (logs, metrics)
+/// ```
+///
+/// A checkpoint directory is written completely and fsynced before `CURRENT` is renamed to point
+/// at it, so a crash leaves either the old or the new checkpoint, never half of one. A torn last
+/// line of `trials.jsonl` (killed mid-append) is cut off on open; that trial is still in flight in
+/// the checkpoint and is trained again.
+///
+/// One search at a time writes a run folder: [`RunDir::create`] and [`RunDir::resume`] take an
+/// exclusive OS lock on `lock` (released when the process ends, however it ends, so a killed
+/// search never leaves a stale lock) and refuse a folder another search holds. [`RunDir::open`]
+/// is for readers (`nasnet report`): it takes no lock and can never modify the folder.
 ///
 /// Clones share the lock, which is released when the last clone is dropped.
 #[derive(Debug, Clone)]
