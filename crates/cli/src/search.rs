@@ -134,22 +134,20 @@ pub const DEFAULT_TRIALS: u64 = 40;
 pub const DEFAULT_TRAIN_LIMIT: usize = 2000;
 
 fn parse_config(args: &SearchArgs) -> Result<SearchConfig> {
+    let mut child = ChildSpec::new(args.child_net, DataConfig::new(DataSource::Embedded));
+    child.epochs = args.child_epochs;
+    child.batch_size = args.child_batch_size;
+    child.lr = args.child_lr;
+    child.seed = args.seed;
+    child.device = args.device;
+    child.no_memory_check = args.no_memory_check;
     let mut config = SearchConfig {
         strategy: args.strategy.into(),
         strategy_config: StrategyConfig::default(),
         space: args.space.space(),
         trials: args.trials.unwrap_or(DEFAULT_TRIALS),
         seed: args.seed,
-        child: ChildSpec {
-            net: args.child_net,
-            epochs: args.child_epochs,
-            batch_size: args.child_batch_size,
-            lr: args.child_lr,
-            data: DataConfig::new(DataSource::Embedded),
-            seed: args.seed,
-            device: args.device,
-            no_memory_check: args.no_memory_check,
-        },
+        child,
         sharing: None,
     };
     let mut dataset = args.dataset;

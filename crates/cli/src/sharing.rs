@@ -46,15 +46,14 @@ pub const RESCORE_TOP: usize = 5;
 /// weight 1e-4, baseline decay 0.99, logits divided by a temperature of 5 and squashed by
 /// 2.5 tanh, 10 samples per update.
 pub fn enas_controller() -> ControllerConfig {
-    ControllerConfig {
-        learning_rate: 0.0035,
-        entropy_weight: 1e-4,
-        baseline_decay: 0.99,
-        temperature: Some(5.0),
-        tanh_constant: Some(2.5),
-        batch_size: 10,
-        ..ControllerConfig::default()
-    }
+    let mut cfg = ControllerConfig::default();
+    cfg.learning_rate = 0.0035;
+    cfg.entropy_weight = 1e-4;
+    cfg.baseline_decay = 0.99;
+    cfg.temperature = Some(5.0);
+    cfg.tanh_constant = Some(2.5);
+    cfg.batch_size = 10;
+    cfg
 }
 
 /// The sharing part of a new run's configuration from the flags.

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Normalization};
 
 /// Which augmentations to apply to training batches (evaluation batches are only normalised).
+/// Non-exhaustive, as it grows: start from a preset ([`AugmentConfig::none`],
+/// [`AugmentConfig::cifar_like`], [`AugmentConfig::fine_tune`]) and set fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AugmentConfig {
     /// Zero padding on each side before a random crop back to the original size (0: no crop).
     pub crop_padding: usize,

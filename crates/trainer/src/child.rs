@@ -25,8 +25,10 @@ use crate::metrics::EpochMetrics;
 use crate::progress::ProgressHook;
 use crate::trainer::{fit_model_config, Trainer};
 
-/// How every child of a search is trained.
+/// How every child of a search is trained. Non-exhaustive, as it grows: start from
+/// [`ChildSpec::new`] and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChildSpec {
     /// The child network (CIFAR stem); `N@P` text in JSON.
     #[serde(with = "net_text")]
@@ -170,6 +172,22 @@ pub struct ChildResult {
 }
 
 impl ChildSpec {
+    /// Children of `net` trained on `data` with the defaults of a small search: one epoch of
+    /// batches of 64 at learning rate 0.05 (cosine decay to 0), seed 0, on the CPU, with the
+    /// memory check on.
+    pub fn new(net: NetSize, data: DataConfig) -> Self {
+        ChildSpec {
+            net,
+            epochs: 1,
+            batch_size: 64,
+            lr: 0.05,
+            data,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            no_memory_check: false,
+        }
+    }
+
     /// Checks the settings that need no data: epochs, batch size, learning rate, the device
     /// against this build, a validation split, and the trainer's own checks.
     pub fn check_settings(&self) -> Result<(), SpecError> {

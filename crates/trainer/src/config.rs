@@ -35,7 +35,10 @@ pub enum TestEval {
 }
 
 /// Everything about a training run except the model, the data and the output folder.
+/// Non-exhaustive, as it grows: start from a preset ([`TrainConfig::cifar`],
+/// [`TrainConfig::quick`], [`TrainConfig::for_source`]) and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TrainConfig {
     /// Passes over the training set.
     pub epochs: usize,
