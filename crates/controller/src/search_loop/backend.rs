@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use nasnet_searchspace::Genotype;
 use serde::{Deserialize, Serialize};
 
-use super::SearchError;
+use super::error::SearchError;
 
 /// One child to train: its global id and architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

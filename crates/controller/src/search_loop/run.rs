@@ -5,9 +5,48 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::backend::{Backend, TrialOutcome, TrialResult, TrialSpec, TrialStatus};
+use super::error::SearchError;
 use super::run_dir::{LoopState, RunDir, TrialRecord};
-use super::{SearchError, SearchEvent, SearchSummary};
 use crate::Strategy;
+
+/// Something that happened, for progress display.
+#[derive(Debug, Clone)]
+pub enum SearchEvent {
+    /// The run was resumed: trials already finished, trials resubmitted.
+    Resumed {
+        /// Finished trials found in trials.jsonl.
+        finished: usize,
+        /// In-flight trials submitted again.
+        resubmitted: usize,
+    },
+    /// A trial was handed to the backend.
+    Submitted {
+        /// Trial id.
+        trial: u64,
+    },
+    /// A trial finished and was recorded.
+    Finished {
+        /// Its record.
+        record: Box<TrialRecord>,
+        /// Finished trials so far.
+        done: usize,
+        /// The budget.
+        budget: u64,
+        /// Best trial so far.
+        best: Option<Box<TrialRecord>>,
+    },
+}
+
+/// What a finished (or stopped) search leaves.
+#[derive(Debug, Clone)]
+pub struct SearchSummary {
+    /// Every finished trial in finishing order.
+    pub trials: Vec<TrialRecord>,
+    /// The best of them.
+    pub best: Option<TrialRecord>,
+    /// Wall time of this invocation.
+    pub seconds: f64,
+}
 
 /// Whether `a` is a better trial than the best so far, `b`: a failed trial never is.
 fn better(a: &TrialRecord, b: Option<&TrialRecord>) -> bool {

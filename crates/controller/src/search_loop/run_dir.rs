@@ -13,7 +13,7 @@ use nasnet_searchspace::Genotype;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{TrialSpec, TrialStatus};
-use super::SearchError;
+use super::error::SearchError;
 
 /// One line of `trials.jsonl`: a finished child.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,8 +29,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::backend::TrialStatus;
+use super::error::{BackendError, SearchError};
+use super::run::best_of;
 use super::run_dir::{LoopState, RunDir, TrialRecord};
-use super::{best_of, BackendError, SearchError};
 use crate::Strategy;
 
 /// The per-update log of a sharing run.
