@@ -1,14 +1,5 @@
-//! The training loop: a NASNet from nasnet-cells, trained with [`Sgd`] on batches from the
-//! background loader, evaluated each epoch, checkpointed crash-safely and resumable.
-//!
-//! Each step: learning rate from the schedule, ScheduledDropPath progress `step / total_steps`,
-//! forward in training mode, cross-entropy (label smoothing optional) plus 0.4 x the auxiliary
-//! head's loss when the model has one, a diverged loss (not finite, or above the limit of
-//! [`crate::divergence`]) ends the run with [`TrainError::Diverged`], backward, clipped SGD step. At each epoch end: validation and test
-//! accuracy, best model, checkpoint, one `metrics.jsonl` line. Data order and augmentation are
-//! functions of (seed, epoch, batch), initial weights of (seed, tensor name) and drop-path masks
-//! of (seed, step) (see `NasNet::seed`), so on CPU two runs with the same seed and settings
-//! compute the same numbers, and a resumed run continues exactly where the checkpoint left off.
+//! The trainer ([`Trainer`]): what a run is and how one starts (fresh, fine-tuned or resumed);
+//! the loop, saving, the output folder, evaluation and checkpoint loading are its submodules.
 
 mod eval;
 mod folder;
@@ -46,7 +37,18 @@ use crate::metrics::{EpochAccum, EpochMetrics, EvalMetrics};
 use crate::optim::Sgd;
 use state::parse_state;
 
-/// Trains one model; see the module documentation.
+/// Trains one model: a NASNet from nasnet-cells, trained with [`Sgd`] on batches from the
+/// background loader, evaluated each epoch, checkpointed crash-safely and resumable.
+///
+/// Each step: learning rate from the schedule, ScheduledDropPath progress `step / total_steps`,
+/// forward in training mode, cross-entropy (label smoothing optional) plus 0.4 x the auxiliary
+/// head's loss when the model has one, a diverged loss (not finite, or above
+/// [`crate::divergence_limit`]) ends the run with [`TrainError::Diverged`], backward, clipped SGD
+/// step. At each epoch end: validation and test accuracy, best model, checkpoint, one
+/// `metrics.jsonl` line. Data order and augmentation are functions of (seed, epoch, batch),
+/// initial weights of (seed, tensor name) and drop-path masks of (seed, step) (see
+/// `NasNet::seed`), so on CPU two runs with the same seed and settings compute the same numbers,
+/// and a resumed run continues exactly where the checkpoint left off.
 pub struct Trainer {
     genotype: Genotype,
     model_cfg: NasNetConfig,

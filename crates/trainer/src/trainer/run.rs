@@ -1,5 +1,5 @@
 //! The loop: epochs of steps on batches from the background loader, each epoch ended by
-//! evaluation, metrics and a checkpoint (see the documentation of [`super`]).
+//! evaluation, metrics and a checkpoint (see the documentation of [`Trainer`]).
 
 use std::sync::Arc;
 use std::time::Instant;
