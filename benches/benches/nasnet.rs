@@ -24,8 +24,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use nasnet_cells::{DeviceChoice, NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
-use nasnet_trainer::trainer::cross_entropy;
-use nasnet_trainer::{Sgd, SgdConfig};
+use nasnet_trainer::{cross_entropy, Sgd, SgdConfig};
 
 struct TrainStep {
     model: NasNet,

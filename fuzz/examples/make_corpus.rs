@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
-use nasnet_controller::search_loop::{run_search, FnBackend, RunDir, TrialOutcome, TrialStatus};
+use nasnet_controller::search_loop::{run_search, FnBackend, RunDir, TrialOutcome};
 use nasnet_controller::{make_strategy, HeadSharing, StrategyConfig, StrategyKind};
 use nasnet_fuzz::checkpoint::{reference_genotype, reference_model_config, FILES};
 use nasnet_fuzz::{join, SEPARATOR};
 use nasnet_searchspace::{named, SearchSpace};
-use nasnet_trainer::data::idx;
-use nasnet_trainer::{Dataset, Quiet, Splits, TrainConfig, Trainer};
+use nasnet_trainer::progress::Quiet;
+use nasnet_trainer::readers::idx;
+use nasnet_trainer::{Dataset, Splits, TrainConfig, Trainer};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
@@ -77,7 +78,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// The first `n` images and labels of the embedded set, as IDX files.
 fn idx_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
-    let (train, _) = nasnet_trainer::data::embedded().unwrap();
+    let (train, _) = nasnet_trainer::readers::embedded().unwrap();
     let mut images = idx::IMAGES_MAGIC.to_be_bytes().to_vec();
     for d in [n, train.height, train.width] {
         images.extend((d as u32).to_be_bytes());
@@ -109,7 +110,7 @@ fn cifar_records(labels: &[&[u8]]) -> Vec<u8> {
     for (i, label) in labels.iter().enumerate() {
         out.extend_from_slice(label);
         out.extend(
-            (0..nasnet_trainer::data::cifar::PIXELS).map(|p| ((p * 7 + i * 31) % 251) as u8),
+            (0..nasnet_trainer::readers::cifar::PIXELS).map(|p| ((p * 7 + i * 31) % 251) as u8),
         );
     }
     out
@@ -262,14 +263,13 @@ fn search(kind: StrategyKind, trials: u64) -> Vec<u8> {
     let mut space = SearchSpace::nasnet();
     space.blocks = 2;
     let mut strategy = make_strategy(kind, space, &cfg, 3).unwrap();
-    let mut backend = FnBackend::new(|spec| TrialOutcome {
-        trial: spec.trial,
-        reward: 1.0 / (1.0 + spec.trial as f64),
-        status: TrialStatus::Ok,
-        params: 1000 + spec.trial,
-        seconds: 0.5,
-        error: None,
-        attempts: 1,
+    let mut backend = FnBackend::new(|spec| {
+        TrialOutcome::ok(
+            spec.trial,
+            1.0 / (1.0 + spec.trial as f64),
+            1000 + spec.trial,
+            0.5,
+        )
     });
     run_search(strategy.as_mut(), &mut backend, &run, trials, &mut |_| {}).unwrap();
     let current = std::fs::read_to_string(dir.join("state/CURRENT")).unwrap();

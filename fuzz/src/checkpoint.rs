@@ -6,11 +6,11 @@ use std::sync::{Mutex, OnceLock};
 
 use candle_core::Device;
 use candle_nn::VarMap;
+use nasnet_cells::durable::FileDigest;
 use nasnet_cells::NasNetConfig;
 use nasnet_searchspace::{Block, Cell, Genotype, Op};
 use nasnet_trainer::checkpoint::{
-    read_checkpoint, restore_varmap, tensors_from_bytes, FileDigest, MODEL_FILE, OPTIMIZER_FILE,
-    STATE_FILE,
+    read_checkpoint, restore_varmap, tensors_from_bytes, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE,
 };
 use nasnet_trainer::{build_model, CheckpointState, Sgd, TrainConfig};
 

@@ -1,7 +1,7 @@
 //! The dataset readers: IDX files (raw or gzip), CIFAR binary batches, and an image folder.
 
-use nasnet_trainer::data::cifar::{self, CifarVariant};
-use nasnet_trainer::data::{folder, idx, FASHION_CLASSES};
+use nasnet_trainer::readers::cifar::{self, CifarVariant};
+use nasnet_trainer::readers::{folder, idx, FASHION_CLASSES};
 
 use crate::{parts, scratch};
 

@@ -11,8 +11,11 @@
 //!
 //! Multi-file commits (the trainer writes several `.tmp` files and renames them in order) use the
 //! pieces directly: [`tmp_path`], [`write_synced`], [`rename`] and [`sync_dir`].
+//!
+//! One process at a time writes a folder of state (a training run's output folder, a search's run
+//! folder): it holds the folder's [`FolderLock`], an OS lock on the file [`LOCK_FILE`] in it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -130,6 +133,69 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
     f.sync_all().map_err(at(path))
 }
 
+/// The file in a folder whose OS lock a [`FolderLock`] holds.
+pub const LOCK_FILE: &str = "lock";
+
+/// Why a folder's lock could not be taken. Exhaustive on purpose: each caller turns the two cases
+/// into its own error (the folder is busy, or the file system failed).
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock: it is writing the folder now.
+    #[error("{} is locked by another process", dir.display())]
+    InUse {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// The lock file could not be opened or locked.
+    #[error(transparent)]
+    Io(#[from] DurableError),
+}
+
+/// The exclusive lock of a folder, so that two processes never write one folder at once: an OS
+/// file lock on the folder's [`LOCK_FILE`], held while this value lives. The operating system
+/// releases it when the process ends, however it ends, so a killed process never leaves a stale
+/// lock behind; the lock file itself stays.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: File,
+}
+
+impl FolderLock {
+    /// Takes the lock of `dir` (an existing folder), creating its lock file when there is none.
+    pub fn acquire(dir: &Path) -> std::result::Result<Self, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(at(&path))?;
+        Self::lock(file, dir, &path)
+    }
+
+    /// Takes the lock of `dir` if the folder has a lock file; `Ok(None)` when it has none (no
+    /// process ever locked it, so none holds it). Creates nothing.
+    pub fn acquire_existing(dir: &Path) -> std::result::Result<Option<Self>, LockError> {
+        let path = dir.join(LOCK_FILE);
+        match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => Self::lock(file, dir, &path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(at(&path)(e).into()),
+        }
+    }
+
+    /// Locks the opened lock file `path` of `dir` without waiting.
+    fn lock(file: File, dir: &Path, path: &Path) -> std::result::Result<Self, LockError> {
+        match file.try_lock() {
+            Ok(()) => Ok(FolderLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(LockError::InUse {
+                dir: dir.to_path_buf(),
+            }),
+            Err(TryLockError::Error(e)) => Err(at(path)(e).into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +217,31 @@ mod tests {
         );
         let err = atomic_write(&dir.join("missing/x"), b"").unwrap_err();
         assert!(err.to_string().contains("missing/x.tmp"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_lock_is_exclusive_and_released_on_drop() {
+        let dir = std::env::temp_dir().join(format!("nasnet-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(FolderLock::acquire_existing(&dir).unwrap().is_none());
+        assert!(
+            !dir.join(LOCK_FILE).exists(),
+            "acquire_existing created the lock file"
+        );
+        let held = FolderLock::acquire(&dir).unwrap();
+        // OS file locks are per open file description, so a second open in this process is
+        // refused as another process would be.
+        assert!(matches!(
+            FolderLock::acquire(&dir),
+            Err(LockError::InUse { dir: d }) if d == dir
+        ));
+        assert!(matches!(
+            FolderLock::acquire_existing(&dir),
+            Err(LockError::InUse { .. })
+        ));
+        drop(held);
+        assert!(FolderLock::acquire_existing(&dir).unwrap().is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -123,8 +123,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` joins the context chain with ": "; keep the message on one line.
-            let message = format!("{e:#}").replace(['\n', '\r'], " ");
+            // The context chain joined with ": ", in the command line's words; on one line.
+            let message = input::message(&e).replace(['\n', '\r'], " ");
             eprintln!("error: {message}");
             ExitCode::from(input::exit_code(&e))
         }

@@ -39,7 +39,7 @@ const FIXTURE_NET: &[&str] = &[
 /// Writes `per_class` embedded Fashion-MNIST images of each of the first `classes` classes as
 /// grayscale PNGs into `dir/<class>/`.
 fn image_folder(dir: &Path, classes: usize, per_class: usize) {
-    let (train, _) = nasnet_trainer::data::embedded().unwrap();
+    let (train, _) = nasnet_trainer::readers::embedded().unwrap();
     let mut written = vec![0; classes];
     for i in 0..train.len() {
         let label = train.labels[i] as usize;

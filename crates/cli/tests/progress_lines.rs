@@ -38,16 +38,14 @@ fn child() -> ChildSpec {
     let mut data = DataConfig::new(DataSource::Embedded);
     data.train_limit = Some(3000);
     data.val_size = 128;
-    ChildSpec {
-        net: nasnet_cells::parse_net("1@96").unwrap(),
-        epochs: 1,
-        batch_size: 32,
-        lr: 0.05,
-        data,
-        seed: 0,
-        device: DeviceChoice::Cpu,
-        no_memory_check: false,
-    }
+    let mut child = ChildSpec::new(nasnet_cells::parse_net("1@96").unwrap(), data);
+    child.epochs = 1;
+    child.batch_size = 32;
+    child.lr = 0.05;
+    child.seed = 0;
+    child.device = DeviceChoice::Cpu;
+    child.no_memory_check = false;
+    child
 }
 
 /// Asserts that `line` is trial `trial`'s progress in its first (and only) epoch.

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::error::ControllerError;
+use crate::error::{ControllerError, WeightsError};
 
 /// Adam's hyper-parameters and state for a fixed list of variables.
 #[derive(Debug)]
-pub struct Adam {
+pub(crate) struct Adam {
     lr: f64,
     beta1: f64,
     beta2: f64,
@@ -52,11 +52,6 @@ impl Adam {
     /// Number of steps taken (drives the bias correction).
     pub fn step_count(&self) -> u64 {
         self.step
-    }
-
-    /// The learning rate in use.
-    pub fn learning_rate(&self) -> f64 {
-        self.lr
     }
 
     /// One Adam step on `vars` (the same list, in the same order, as at construction).
@@ -149,13 +144,12 @@ impl Adam {
         names: &[String],
         tensors: &HashMap<String, Tensor>,
         step: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), WeightsError> {
         if names.len() != self.m.len() {
-            return Err(format!(
-                "{} parameter names for {} moments",
-                names.len(),
-                self.m.len()
-            ));
+            return Err(WeightsError::Count {
+                names: names.len(),
+                moments: self.m.len(),
+            });
         }
         let mut m = Vec::with_capacity(self.m.len());
         let mut v = Vec::with_capacity(self.v.len());
@@ -166,19 +160,19 @@ impl Adam {
             ] {
                 let t = tensors
                     .get(&key)
-                    .ok_or_else(|| format!("missing tensor `{key}`"))?;
+                    .ok_or_else(|| WeightsError::Missing(key.clone()))?;
                 if t.dims() != self.shapes[i].as_slice() {
-                    return Err(format!(
-                        "tensor `{key}` has shape {:?}, expected {:?}",
-                        t.dims(),
-                        self.shapes[i]
-                    ));
+                    return Err(WeightsError::Shape {
+                        name: key,
+                        found: t.dims().to_vec(),
+                        expected: self.shapes[i].clone(),
+                    });
                 }
                 let values: Vec<f32> = t
                     .flatten_all()
                     .and_then(|t| t.to_dtype(DType::F32))
                     .and_then(|t| t.to_vec1())
-                    .map_err(|e| format!("tensor `{key}`: {e}"))?;
+                    .map_err(|source| WeightsError::Unreadable { name: key, source })?;
                 out.push(values);
             }
         }

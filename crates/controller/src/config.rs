@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::ControllerError;
 
 /// The RL controller and its training; every default is the paper's value unless noted.
+///
+/// Non-exhaustive, as it grows: start from `ControllerConfig::default()` and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ControllerConfig {
     /// LSTM hidden units (and embedding width): 100 in the paper.
     pub hidden_size: usize,
@@ -196,9 +199,11 @@ impl EvolutionConfig {
     }
 }
 
-/// Everything any strategy may need; each reads its own part.
+/// Everything any strategy may need; each reads its own part. Non-exhaustive, as it grows:
+/// start from `StrategyConfig::default()` and set fields.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StrategyConfig {
     /// Used by `ppo` and `reinforce`.
     pub controller: ControllerConfig,

@@ -27,7 +27,7 @@ use rand::Rng;
 use nasnet_searchspace::{DecisionKind, Genotype, GenotypeError, SearchSpace};
 
 use crate::config::{ControllerConfig, HeadSharing};
-use crate::error::ControllerError;
+use crate::error::{ControllerError, WeightsError};
 use crate::matmul::matmul;
 use crate::rng::init_rng;
 
@@ -276,27 +276,30 @@ impl Controller {
 
     /// Overwrites every parameter from `tensors` (keyed by [`Controller::param_names`]); shapes must match.
     /// Nothing is changed unless every tensor is present and well-shaped.
-    pub fn load_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<(), String> {
+    pub fn load_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<(), WeightsError> {
         let mut new = Vec::with_capacity(self.vars.len());
         for (name, var) in self.names.iter().zip(&self.vars) {
             let t = tensors
                 .get(name)
-                .ok_or_else(|| format!("missing tensor `{name}`"))?;
+                .ok_or_else(|| WeightsError::Missing(name.clone()))?;
             if t.dims() != var.dims() {
-                return Err(format!(
-                    "tensor `{name}` has shape {:?}, the controller expects {:?}",
-                    t.dims(),
-                    var.dims()
-                ));
+                return Err(WeightsError::Shape {
+                    name: name.clone(),
+                    found: t.dims().to_vec(),
+                    expected: var.dims().to_vec(),
+                });
             }
             let t = t
                 .to_dtype(DType::F32)
                 .and_then(|t| t.to_device(&self.device))
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+                .map_err(|source| WeightsError::Unreadable {
+                    name: name.clone(),
+                    source,
+                })?;
             new.push(t);
         }
         for (var, t) in self.vars.iter().zip(&new) {
-            var.set(t).map_err(|e| e.to_string())?;
+            var.set(t)?;
         }
         Ok(())
     }

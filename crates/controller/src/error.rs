@@ -9,6 +9,7 @@ use nasnet_searchspace::GenotypeError;
 
 /// Everything that can go wrong in the controller or a strategy.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ControllerError {
     /// A tensor operation failed (shape bugs, allocation, safetensors I/O inside candle).
     #[error("tensor operation failed: {0}")]
@@ -59,6 +60,46 @@ pub enum ControllerError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Why saved tensors (the controller's parameters, or its optimiser's moments) cannot be
+/// loaded; nothing is changed when they cannot.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum WeightsError {
+    /// A tensor the controller or its optimiser needs is not in the file.
+    #[error("missing tensor `{0}`")]
+    Missing(String),
+    /// A tensor of another shape than the one it would restore.
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// Its shape in the file.
+        found: Vec<usize>,
+        /// The shape it restores.
+        expected: Vec<usize>,
+    },
+    /// A tensor that cannot be converted to the controller's f32 values.
+    #[error("tensor `{name}`: {source}")]
+    Unreadable {
+        /// The tensor.
+        name: String,
+        /// candle's reason.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// Parameter names that do not match the optimiser's moments one to one.
+    #[error("{names} parameter names for {moments} moments")]
+    Count {
+        /// Names given.
+        names: usize,
+        /// Moments held.
+        moments: usize,
+    },
+    /// Setting a parameter failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
 }
 
 impl ControllerError {

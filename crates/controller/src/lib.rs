@@ -5,7 +5,7 @@
 //! The controller always runs on the CPU in f32: it is tiny (about 120k parameters for the
 //! paper's space at 100 units) and per-child, so a GPU would only add transfer latency.
 //!
-//! Driving a strategy (see [`strategy`] for resuming and parallel workers):
+//! Driving a strategy (see [`Strategy`] for resuming and parallel workers):
 //! ```
 //! use nasnet_controller::{make_strategy, StrategyConfig, StrategyKind};
 //! use nasnet_searchspace::SearchSpace;
@@ -20,21 +20,23 @@
 
 #![warn(missing_docs)]
 
-pub mod adam;
-pub mod config;
-pub mod controller;
-pub mod error;
-pub mod matmul;
-pub mod policy;
-pub mod rng;
+mod adam;
+mod config;
+mod controller;
+mod error;
+mod matmul;
+mod policy;
+mod rng;
 pub mod search_loop;
-pub mod strategy;
+mod strategy;
 
 mod enas;
 
-pub use config::{ControllerConfig, EvolutionConfig, HeadSharing, StrategyConfig, StrategyKind};
+pub use config::{
+    ControllerConfig, EvolutionConfig, HeadSharing, StrategyConfig, StrategyKind, MAX_HIDDEN_SIZE,
+};
 pub use controller::{Controller, Evaluation, Sampled};
-pub use error::ControllerError;
+pub use error::{ControllerError, WeightsError};
 pub use policy::{Algorithm, EmaBaseline, Experience, PolicyTrainer, UpdateStats};
 pub use strategy::{
     load_strategy, make_strategy, EvolutionStrategy, Member, Proposal, RandomStrategy, RlStrategy,

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Error, Layout, Result, Shape, Te
 use nasnet_cells::kernels::gemm::{matmul_into, MatRef, Threads};
 
 /// `a (m, k) x b (k, n)` for f32 CPU tensors, differentiable in both arguments.
-pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.apply_op2(b, Matmul2d)
 }
 

@@ -112,12 +112,12 @@ impl PolicyTrainer {
     }
 
     /// The optimiser (for its step count and saved moments).
-    pub fn adam(&self) -> &Adam {
+    pub(crate) fn adam(&self) -> &Adam {
         &self.adam
     }
 
     /// The optimiser, mutably (to restore its moments).
-    pub fn adam_mut(&mut self) -> &mut Adam {
+    pub(crate) fn adam_mut(&mut self) -> &mut Adam {
         &mut self.adam
     }
 

@@ -7,16 +7,16 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Stream reserved for the controller's weight initialisation (no trial uses this id).
-pub const INIT_STREAM: u64 = u64::MAX;
+pub(crate) const INIT_STREAM: u64 = u64::MAX;
 
 /// The random stream for trial `trial` of a search seeded with `seed`.
-pub fn trial_rng(seed: u64, trial: u64) -> ChaCha8Rng {
+pub(crate) fn trial_rng(seed: u64, trial: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(trial);
     rng
 }
 
 /// The random stream that initialises a controller's weights for `seed`.
-pub fn init_rng(seed: u64) -> ChaCha8Rng {
+pub(crate) fn init_rng(seed: u64) -> ChaCha8Rng {
     trial_rng(seed, INIT_STREAM)
 }

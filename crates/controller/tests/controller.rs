@@ -56,10 +56,18 @@ fn total_probability(ctrl: &Controller) -> f64 {
 }
 
 fn small_cfg(hidden: usize) -> ControllerConfig {
-    ControllerConfig {
-        hidden_size: hidden,
-        ..ControllerConfig::default()
-    }
+    with(ControllerConfig::default(), |c| {
+        c.hidden_size = hidden;
+    })
+}
+
+/// `base` with `change` applied (the config is non-exhaustive, so no struct literals).
+fn with(
+    mut base: ControllerConfig,
+    change: impl FnOnce(&mut ControllerConfig),
+) -> ControllerConfig {
+    change(&mut base);
+    base
 }
 
 #[test]
@@ -70,29 +78,25 @@ fn probabilities_sum_to_one_at_init() {
         for cfg in [
             small_cfg(16),
             ControllerConfig::default(),
-            ControllerConfig {
-                temperature: Some(5.0),
-                tanh_constant: Some(2.5),
-                ..small_cfg(16)
-            },
-            ControllerConfig {
-                tanh_constant: Some(1.1),
-                init_range: 2.0, // far from uniform, so the test is not trivially 1
-                ..small_cfg(8)
-            },
+            with(small_cfg(16), |c| {
+                c.temperature = Some(5.0);
+                c.tanh_constant = Some(2.5);
+            }),
+            with(small_cfg(8), |c| {
+                c.tanh_constant = Some(1.1);
+                c.init_range = 2.0; // far from uniform, so the test is not trivially 1
+            }),
             // Shared heads: block 0's input softmax uses 2 of the input head's logits.
-            ControllerConfig {
-                heads: HeadSharing::PerKind,
-                init_range: 2.0,
-                ..small_cfg(8)
-            },
-            ControllerConfig {
-                heads: HeadSharing::PerKind,
-                temperature: Some(5.0),
-                tanh_constant: Some(2.5),
-                init_range: 1.0,
-                ..small_cfg(16)
-            },
+            with(small_cfg(8), |c| {
+                c.heads = HeadSharing::PerKind;
+                c.init_range = 2.0;
+            }),
+            with(small_cfg(16), |c| {
+                c.heads = HeadSharing::PerKind;
+                c.temperature = Some(5.0);
+                c.tanh_constant = Some(2.5);
+                c.init_range = 1.0;
+            }),
         ] {
             let ctrl = Controller::new(space.clone(), &cfg, 3).unwrap();
             let total = total_probability(&ctrl);
@@ -108,13 +112,12 @@ fn probabilities_sum_to_one_after_updates() {
         (Algorithm::Reinforce, Some(2.0), HeadSharing::PerDecision),
         (Algorithm::Ppo, Some(2.0), HeadSharing::PerKind),
     ] {
-        let cfg = ControllerConfig {
-            learning_rate: 0.05,
-            temperature: temp,
-            tanh_constant: temp.map(|_| 2.5),
-            heads,
-            ..small_cfg(16)
-        };
+        let cfg = with(small_cfg(16), |c| {
+            c.learning_rate = 0.05;
+            c.temperature = temp;
+            c.tanh_constant = temp.map(|_| 2.5);
+            c.heads = heads;
+        });
         let mut ctrl = Controller::new(tiny_space(), &cfg, 11).unwrap();
         let mut trainer = PolicyTrainer::new(algorithm, &ctrl).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -152,17 +155,15 @@ fn probabilities_sum_to_one_after_updates() {
 fn sampled_log_prob_equals_recomputed() {
     for cfg in [
         ControllerConfig::default(),
-        ControllerConfig {
-            temperature: Some(5.0),
-            tanh_constant: Some(2.5),
-            init_range: 0.5,
-            ..small_cfg(32)
-        },
-        ControllerConfig {
-            heads: HeadSharing::PerKind,
-            init_range: 0.5,
-            ..small_cfg(32)
-        },
+        with(small_cfg(32), |c| {
+            c.temperature = Some(5.0);
+            c.tanh_constant = Some(2.5);
+            c.init_range = 0.5;
+        }),
+        with(small_cfg(32), |c| {
+            c.heads = HeadSharing::PerKind;
+            c.init_range = 0.5;
+        }),
     ] {
         let ctrl = Controller::new(SearchSpace::nasnet(), &cfg, 7).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -242,10 +243,9 @@ fn gradient_reaches_every_parameter() {
 }
 
 fn gradient_reaches_every_parameter_with(heads: HeadSharing) {
-    let cfg = ControllerConfig {
-        heads,
-        ..small_cfg(8)
-    };
+    let cfg = with(small_cfg(8), |c| {
+        c.heads = heads;
+    });
     let ctrl = Controller::new(tiny_space(), &cfg, 2).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let batch: Vec<Vec<usize>> = (0..8)
@@ -291,26 +291,21 @@ fn bad_actions_and_configs_are_errors() {
         Err(ControllerError::EmptyBatch)
     ));
     for bad in [
-        ControllerConfig {
-            hidden_size: 0,
-            ..Default::default()
-        },
-        ControllerConfig {
-            temperature: Some(0.0),
-            ..Default::default()
-        },
-        ControllerConfig {
-            learning_rate: -1.0,
-            ..Default::default()
-        },
-        ControllerConfig {
-            baseline_decay: 1.0,
-            ..Default::default()
-        },
-        ControllerConfig {
-            ppo_epochs: 0,
-            ..Default::default()
-        },
+        with(ControllerConfig::default(), |c| {
+            c.hidden_size = 0;
+        }),
+        with(ControllerConfig::default(), |c| {
+            c.temperature = Some(0.0);
+        }),
+        with(ControllerConfig::default(), |c| {
+            c.learning_rate = -1.0;
+        }),
+        with(ControllerConfig::default(), |c| {
+            c.baseline_decay = 1.0;
+        }),
+        with(ControllerConfig::default(), |c| {
+            c.ppo_epochs = 0;
+        }),
     ] {
         assert!(matches!(
             Controller::new(tiny_space(), &bad, 0),
@@ -337,10 +332,9 @@ fn config_defaults_are_the_papers_and_parse_from_json() {
     let c: ControllerConfig = serde_json::from_str(r#"{"learning_rate": 0.01}"#).unwrap();
     assert_eq!(
         c,
-        ControllerConfig {
-            learning_rate: 0.01,
-            ..d.clone()
-        }
+        with(d.clone(), |c| {
+            c.learning_rate = 0.01;
+        })
     );
     assert!(serde_json::from_str::<ControllerConfig>(r#"{"learning_rat": 0.01}"#).is_err());
 }

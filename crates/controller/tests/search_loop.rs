@@ -31,15 +31,12 @@ fn reward_of(g: &Genotype) -> f64 {
 }
 
 fn evaluate(spec: &TrialSpec) -> TrialOutcome {
-    TrialOutcome {
-        trial: spec.trial,
-        reward: reward_of(&spec.genotype),
-        status: TrialStatus::Ok,
-        params: 1000 + spec.trial,
-        seconds: 0.0,
-        error: None,
-        attempts: 1,
-    }
+    TrialOutcome::ok(
+        spec.trial,
+        reward_of(&spec.genotype),
+        1000 + spec.trial,
+        0.0,
+    )
 }
 
 /// Fails (like a crashed machine) after `limit` outcomes.

@@ -11,18 +11,17 @@ use nasnet_controller::{
 use nasnet_searchspace::{Genotype, SearchSpace};
 
 fn cfg() -> StrategyConfig {
-    StrategyConfig {
-        controller: ControllerConfig {
-            hidden_size: 24,
-            batch_size: 5,
-            learning_rate: 0.02,
-            ..ControllerConfig::default()
-        },
-        evolution: EvolutionConfig {
-            population: 8,
-            sample_size: 3,
-        },
-    }
+    let mut controller = ControllerConfig::default();
+    controller.hidden_size = 24;
+    controller.batch_size = 5;
+    controller.learning_rate = 0.02;
+    let mut cfg = StrategyConfig::default();
+    cfg.controller = controller;
+    cfg.evolution = EvolutionConfig {
+        population: 8,
+        sample_size: 3,
+    };
+    cfg
 }
 
 fn space() -> SearchSpace {

@@ -30,17 +30,16 @@ fn space() -> SearchSpace {
 }
 
 fn config() -> StrategyConfig {
-    StrategyConfig {
-        controller: ControllerConfig {
-            hidden_size: 32,
-            learning_rate: 0.01,
-            ..ControllerConfig::default()
-        },
-        evolution: EvolutionConfig {
-            population: 50,
-            sample_size: 10,
-        },
-    }
+    let mut controller = ControllerConfig::default();
+    controller.hidden_size = 32;
+    controller.learning_rate = 0.01;
+    let mut cfg = StrategyConfig::default();
+    cfg.controller = controller;
+    cfg.evolution = EvolutionConfig {
+        population: 50,
+        sample_size: 10,
+    };
+    cfg
 }
 
 /// Runs one search and returns its rewards in observation order.

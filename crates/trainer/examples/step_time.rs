@@ -12,8 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nasnet_cells::{parse_net, NasNet, NasNetConfig};
 use nasnet_searchspace::named::nasnet_a;
-use nasnet_trainer::trainer::cross_entropy;
-use nasnet_trainer::{Sgd, SgdConfig};
+use nasnet_trainer::{cross_entropy, Sgd, SgdConfig};
 
 /// Nanoseconds a thread has run, from its `schedstat` file (nanosecond resolution, where
 /// `/proc/*/stat` counts 10 ms ticks).

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Normalization};
 
 /// Which augmentations to apply to training batches (evaluation batches are only normalised).
+/// Non-exhaustive, as it grows: start from a preset ([`AugmentConfig::none`],
+/// [`AugmentConfig::cifar_like`], [`AugmentConfig::fine_tune`]) and set fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AugmentConfig {
     /// Zero padding on each side before a random crop back to the original size (0: no crop).
     pub crop_padding: usize,
@@ -64,7 +67,7 @@ impl AugmentConfig {
 /// The image `pixels` (`channels x height x width` bytes, 1 or 3 channels) after
 /// `nasnet_cells::vision::random_resized_crop` back to `height x width` (bilinear, as
 /// torchvision's default), in the same layout.
-pub fn random_resized_crop(
+pub(crate) fn random_resized_crop(
     pixels: &[u8],
     channels: usize,
     height: usize,
@@ -93,7 +96,7 @@ pub fn random_resized_crop(
 
 /// The random choices for one image, drawn in a fixed order from the batch generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AugmentDraw {
+pub(crate) struct AugmentDraw {
     /// Crop offset in the padded image, rows (0..=2p).
     pub dy: usize,
     /// Crop offset in the padded image, columns (0..=2p).
@@ -106,7 +109,12 @@ pub struct AugmentDraw {
 
 impl AugmentDraw {
     /// Draws the choices for an image of `height` x `width`.
-    pub fn sample(cfg: &AugmentConfig, height: usize, width: usize, rng: &mut impl Rng) -> Self {
+    pub(crate) fn sample(
+        cfg: &AugmentConfig,
+        height: usize,
+        width: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
         let p = cfg.crop_padding;
         let (dy, dx) = if p > 0 {
             (rng.random_range(0..=2 * p), rng.random_range(0..=2 * p))
@@ -125,7 +133,7 @@ impl AugmentDraw {
     }
 
     /// The identity transform.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         AugmentDraw {
             dy: 0,
             dx: 0,
@@ -138,7 +146,7 @@ impl AugmentDraw {
 /// Writes image `pixels` (`channels x height x width` bytes), transformed by `draw` and
 /// normalised with `norm`, into `out` (`channels x height x width` floats).
 #[allow(clippy::too_many_arguments)]
-pub fn transform_into(
+pub(crate) fn transform_into(
     pixels: &[u8],
     channels: usize,
     height: usize,
@@ -189,7 +197,7 @@ pub fn transform_into(
 
 /// Mixes a run seed, an epoch and a batch index into one generator seed (splitmix64 steps, so
 /// nearby inputs give unrelated streams).
-pub fn mix_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
+pub(crate) fn mix_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
     fn splitmix(mut z: u64) -> u64 {
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -200,14 +208,14 @@ pub fn mix_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
 }
 
 /// The generator for batch `batch` of epoch `epoch`.
-pub fn batch_rng(seed: u64, epoch: u64, batch: u64) -> ChaCha8Rng {
+pub(crate) fn batch_rng(seed: u64, epoch: u64, batch: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mix_seed(seed, epoch, batch))
 }
 
 /// Builds one batch: the images at `indices`, augmented with `cfg` (draws from
 /// `batch_rng(seed, epoch, batch)`; a random-resized crop's region is drawn first) or only
 /// normalised when `cfg` is `None`. Returns the `(len, C, H, W)` floats and the labels.
-pub fn make_batch(
+pub(crate) fn make_batch(
     data: &Dataset,
     indices: &[usize],
     cfg: Option<&AugmentConfig>,

@@ -12,13 +12,15 @@
 //! is complete, so rolling forward is safe) or discards one interrupted in steps 1-2 (the old
 //! files are untouched). Reading then checks both files against `state.json`'s checksums, so a
 //! mismatched or damaged set is a typed error, never a silently wrong model. Single files (the
-//! best model, `best.json`) are written with [`atomic_write`]: temp file, fsync, rename, fsync dir.
+//! best model, `best.json`) are written with `nasnet_cells::durable::atomic_write`: temp file,
+//! fsync, rename, fsync dir.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
+use nasnet_cells::durable::{rename, sync_dir, tmp_path, write_synced, FileDigest};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -35,11 +37,6 @@ pub const BEST_MODEL_FILE: &str = "best.safetensors";
 pub const BEST_STATE_FILE: &str = "best.json";
 /// One JSON object per finished epoch.
 pub const METRICS_FILE: &str = "metrics.jsonl";
-/// The crash-safe writes every checkpoint file goes through (shared with the search's run
-/// folder).
-pub use nasnet_cells::durable::{
-    append_line, atomic_write, rename, sync_dir, tmp_path, write_synced, FileDigest, TMP_SUFFIX,
-};
 
 /// Serialises named tensors in the safetensors format (names sorted, so the bytes are stable).
 pub fn tensors_to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {

@@ -19,14 +19,16 @@ use thiserror::Error;
 use crate::config::{TestEval, TrainConfig};
 use crate::data::{DataConfig, Splits};
 use crate::device::DeviceChoice;
-use crate::error::{DataError, DeviceError, TrainError};
+use crate::error::{DataError, DeviceError, SettingNames, TrainError};
 use crate::memory::{check_model_fits, Use};
 use crate::metrics::EpochMetrics;
 use crate::progress::ProgressHook;
 use crate::trainer::{fit_model_config, Trainer};
 
-/// How every child of a search is trained.
+/// How every child of a search is trained. Non-exhaustive, as it grows: start from
+/// [`ChildSpec::new`] and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ChildSpec {
     /// The child network (CIFAR stem); `N@P` text in JSON.
     #[serde(with = "net_text")]
@@ -51,6 +53,7 @@ pub struct ChildSpec {
 
 /// A child specification that cannot work; found before any child starts.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SpecError {
     /// `epochs` is 0.
     #[error("a child needs at least 1 epoch")]
@@ -95,6 +98,7 @@ pub enum SpecError {
 
 /// Why a child produced no reward.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ChildError {
     /// The specification cannot work (the same for every child: a search should stop).
     #[error(transparent)]
@@ -102,7 +106,7 @@ pub enum ChildError {
     /// This architecture could not be built (a failed trial).
     #[error("cannot build the child")]
     Build(#[source] TrainError),
-    /// The loss diverged: not finite, or exploded (see [`crate::divergence`]; a failed trial).
+    /// The loss diverged: not finite, or exploded (see [`crate::divergence_limit`]; a failed trial).
     #[error("the child diverged")]
     Diverged {
         /// Trainable parameters of the child.
@@ -122,7 +126,29 @@ pub enum ChildError {
     },
 }
 
+impl SpecError {
+    /// The message, with every [`Setting`](crate::Setting) it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            SpecError::Data(e) => e.describe(name),
+            SpecError::Settings(e) => e.describe(name),
+            SpecError::TooLarge(e) => e.describe(name),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl ChildError {
+    /// The message, with every [`Setting`](crate::Setting) it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            ChildError::Spec(e) => e.describe(name),
+            other => other.to_string(),
+        }
+    }
+
     /// Trainable parameters of the child, when it was built.
     pub fn params(&self) -> u64 {
         match self {
@@ -146,6 +172,22 @@ pub struct ChildResult {
 }
 
 impl ChildSpec {
+    /// Children of `net` trained on `data` with the defaults of a small search: one epoch of
+    /// batches of 64 at learning rate 0.05 (cosine decay to 0), seed 0, on the CPU, with the
+    /// memory check on.
+    pub fn new(net: NetSize, data: DataConfig) -> Self {
+        ChildSpec {
+            net,
+            epochs: 1,
+            batch_size: 64,
+            lr: 0.05,
+            data,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            no_memory_check: false,
+        }
+    }
+
     /// Checks the settings that need no data: epochs, batch size, learning rate, the device
     /// against this build, a validation split, and the trainer's own checks.
     pub fn check_settings(&self) -> Result<(), SpecError> {

@@ -11,7 +11,7 @@
 use thiserror::Error;
 
 /// Factor over `ln(classes)` above which a loss has exploded.
-pub const DIVERGENCE_FACTOR: f64 = 100.0;
+pub(crate) const DIVERGENCE_FACTOR: f64 = 100.0;
 
 /// A loss that broke the rule of this module.
 #[derive(Debug, Clone, PartialEq, Error)]

@@ -6,8 +6,48 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+/// A setting an error tells the user to change, so they know what to fix. The errors' own
+/// messages call it by its name in this library ([`Setting::field`]); a front end with its own
+/// names for the settings (a command line's flags) renders them with those instead, through the
+/// errors' `describe` ([`TrainError::describe`]). Exhaustive on purpose: a front end's table of
+/// names must cover every setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// The base learning rate, `lr` of [`crate::SgdConfig`] (`TrainConfig::sgd`).
+    Lr,
+    /// The final learning rate of the cosine schedule, `min_lr` of
+    /// [`crate::LrSchedule::Cosine`] (`TrainConfig::schedule`).
+    MinLr,
+    /// The folder a dataset is read from: `dir` of a [`crate::DataSource`].
+    DataDir,
+    /// Training although the memory estimate is above what is available:
+    /// [`crate::ChildSpec::no_memory_check`] (or not calling
+    /// [`crate::memory::check_model_fits`]).
+    NoMemoryCheck,
+    /// Continuing the run in an output folder ([`crate::Trainer::resume`]) instead of starting
+    /// a new one there.
+    Resume,
+}
+
+impl Setting {
+    /// The setting's name in this library, as the errors' own messages show it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Setting::Lr => "`sgd.lr`",
+            Setting::MinLr => "`schedule.schedule.min_lr`",
+            Setting::DataDir => "`dir`",
+            Setting::NoMemoryCheck => "`no_memory_check`",
+            Setting::Resume => "`Trainer::resume`",
+        }
+    }
+}
+
+/// What an error calls each [`Setting`] it names (`Setting::field`, or a front end's names).
+pub type SettingNames = fn(Setting) -> &'static str;
+
 /// Why a dataset could not be read.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum DataError {
     /// A file or folder could not be opened or read.
     #[error("{}: {source}", path.display())]
@@ -52,6 +92,12 @@ pub enum DataError {
     /// training set).
     #[error("{0}")]
     Split(String),
+    /// A dataset read from files was given no folder to read them from.
+    #[error("{}", self.describe(Setting::field))]
+    NeedsDir {
+        /// The dataset's name.
+        dataset: String,
+    },
     /// The embedded dataset was asked for in a build without it.
     #[error("this build has no embedded dataset (enable the `embedded` cargo feature of nasnet-trainer)")]
     EmbeddedNotBuilt,
@@ -66,6 +112,18 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// The message, with every [`Setting`] it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            DataError::NeedsDir { dataset } => format!(
+                "dataset `{dataset}` needs a data folder ({})",
+                name(Setting::DataDir)
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// A format error for `path`.
     pub(crate) fn format(path: &Path, what: impl Into<String>) -> Self {
         DataError::Format {
@@ -83,20 +141,72 @@ impl DataError {
     }
 }
 
+/// Settings that cannot work together (a [`TrainError::Config`]).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// What cannot work, in words.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cosine schedule would end above the rate it starts from.
+    #[error("{}", self.describe(Setting::field))]
+    MinLrAboveLr {
+        /// The final learning rate.
+        min_lr: f64,
+        /// The base learning rate.
+        lr: f64,
+    },
+    /// A new run was asked for in an output folder that holds files of one.
+    #[error("{}", self.describe(Setting::field))]
+    RunExists {
+        /// The output folder.
+        dir: PathBuf,
+        /// The first file of a run found in it.
+        found: String,
+    },
+}
+
+impl ConfigError {
+    /// The message, with every [`Setting`] it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            ConfigError::MinLrAboveLr { min_lr, lr } => format!(
+                "the final learning rate ({} {min_lr}) is above the base rate ({} {lr})",
+                name(Setting::MinLr),
+                name(Setting::Lr)
+            ),
+            ConfigError::RunExists { dir, found } => format!(
+                "{} already holds files of a run ({found}): resume it with {}, or choose another output folder",
+                dir.display(),
+                name(Setting::Resume)
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(what: &str) -> Self {
+        ConfigError::Invalid(what.to_string())
+    }
+}
+
 /// Why training, evaluation or a checkpoint operation failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TrainError {
     /// The data could not be read or split.
     #[error(transparent)]
     Data(#[from] DataError),
     /// A setting that cannot work (zero batch size, bad schedule...).
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
     /// The device cannot be used (unknown, not in this build, or failed to open).
     #[error(transparent)]
     Device(#[from] DeviceError),
     /// A training, validation or test loss became NaN or infinite, or exploded (see
-    /// [`crate::divergence`]): the run diverged.
+    /// [`crate::divergence_limit`]): the run diverged.
     #[error("training diverged in epoch {epoch} at step {step}: {divergence}")]
     Diverged {
         /// The epoch in which it happened, counted from 1 as the progress display does.
@@ -142,14 +252,7 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     /// The model would need more memory than the machine has available (see
     /// [`crate::memory`]); refused before anything is allocated.
-    #[error(
-        "{what} needs about {:.1} GiB ({} parameters, {} values per image, batch {}), more than the {:.1} GiB available; choose a smaller network, batch or image size, or pass --no-memory-check to try anyway",
-        gib(estimate.bytes),
-        estimate.parameters,
-        estimate.values_per_image,
-        estimate.batch,
-        gib(*available)
-    )]
+    #[error("{}", self.describe(Setting::field))]
     TooLarge {
         /// The model, in words.
         what: String,
@@ -187,6 +290,11 @@ impl From<nasnet_cells::durable::DurableError> for TrainError {
 }
 
 impl TrainError {
+    /// A [`TrainError::Config`] saying in words what cannot work.
+    pub(crate) fn config(what: impl Into<String>) -> Self {
+        TrainError::Config(ConfigError::Invalid(what.into()))
+    }
+
     /// An I/O error for `path`.
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         TrainError::Io {
@@ -200,6 +308,29 @@ impl TrainError {
         TrainError::Checkpoint {
             path: path.to_path_buf(),
             what: what.into(),
+        }
+    }
+
+    /// The message, with every [`Setting`] it names called by `name`; `to_string()` is
+    /// `describe(Setting::field)`.
+    pub fn describe(&self, name: SettingNames) -> String {
+        match self {
+            TrainError::Data(e) => e.describe(name),
+            TrainError::Config(e) => format!("invalid configuration: {}", e.describe(name)),
+            TrainError::TooLarge {
+                what,
+                estimate,
+                available,
+            } => format!(
+                "{what} needs about {:.1} GiB ({} parameters, {} values per image, batch {}), more than the {:.1} GiB available; choose a smaller network, batch or image size, or pass {} to try anyway",
+                gib(estimate.bytes),
+                estimate.parameters,
+                estimate.values_per_image,
+                estimate.batch,
+                gib(*available),
+                name(Setting::NoMemoryCheck)
+            ),
+            other => other.to_string(),
         }
     }
 
@@ -235,3 +366,42 @@ pub use nasnet_cells::DeviceError;
 
 /// Results of the trainer.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_fields_and_a_front_end_names_its_own() {
+        let e = TrainError::Config(ConfigError::MinLrAboveLr {
+            min_lr: 0.2,
+            lr: 0.1,
+        });
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: the final learning rate (`schedule.schedule.min_lr` 0.2) \
+             is above the base rate (`sgd.lr` 0.1)"
+        );
+        let flags = |s: Setting| match s {
+            Setting::MinLr => "--min-lr",
+            Setting::Lr => "--lr",
+            _ => "?",
+        };
+        assert_eq!(
+            e.describe(flags),
+            "invalid configuration: the final learning rate (--min-lr 0.2) is above the base \
+             rate (--lr 0.1)"
+        );
+        let data = TrainError::Data(DataError::NeedsDir {
+            dataset: "mnist".into(),
+        });
+        assert_eq!(
+            data.to_string(),
+            "dataset `mnist` needs a data folder (`dir`)"
+        );
+        assert!(data.describe(|_| "--data-dir").ends_with("(--data-dir)"));
+        // Errors that name no setting read the same either way.
+        let other = TrainError::config("batch sizes must be at least 1");
+        assert_eq!(other.describe(|_| "--x"), other.to_string());
+    }
+}

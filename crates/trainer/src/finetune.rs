@@ -24,13 +24,13 @@ use crate::error::{Result, TrainError};
 
 /// Name prefixes of the head: the tensors re-created when the class count changes and the only
 /// ones trained with a frozen backbone.
-pub const HEAD_PREFIXES: [&str; 2] = ["last_linear.", "aux_head."];
+pub(crate) const HEAD_PREFIXES: [&str; 2] = ["last_linear.", "aux_head."];
 
 /// The classifier's weight, whose first dimension is a checkpoint's class count.
 const CLASSIFIER_WEIGHT: &str = "last_linear.weight";
 
 /// Whether `name` is a tensor of the head.
-pub fn is_head(name: &str) -> bool {
+pub(crate) fn is_head(name: &str) -> bool {
     HEAD_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
@@ -182,7 +182,7 @@ fn plan_copy(
 /// ignored) into `varmap`, the variables of `model`, as the module documentation says; a
 /// backbone that does not fit is one [`TrainError::WeightsMismatch`] naming every tensor at
 /// fault. Returns the record of the start.
-pub fn load_pretrained(
+pub(crate) fn load_pretrained(
     model: &NasNet,
     varmap: &VarMap,
     mut tensors: HashMap<String, Tensor>,
@@ -219,7 +219,7 @@ pub fn load_pretrained(
 
 /// The variables the optimiser updates: all of `varmap`, or only the head's with a frozen
 /// backbone.
-pub fn trainable_vars(varmap: &VarMap, freeze_backbone: bool) -> Result<Vec<(String, Var)>> {
+pub(crate) fn trainable_vars(varmap: &VarMap, freeze_backbone: bool) -> Result<Vec<(String, Var)>> {
     Ok(vars_by_name(varmap)?
         .into_iter()
         .filter(|(name, _)| !freeze_backbone || is_head(name))
@@ -230,7 +230,7 @@ pub fn trainable_vars(varmap: &VarMap, freeze_backbone: bool) -> Result<Vec<(Str
 /// (batch norm on its running statistics, which stay as the checkpoint had them; no drop path)
 /// and are detached, so the backward pass covers only the classifier, which runs in training
 /// mode (dense dropout) as `NasNet::forward_t` would run it, with the weights of `varmap`.
-pub fn frozen_logits(model: &NasNet, varmap: &VarMap, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn frozen_logits(model: &NasNet, varmap: &VarMap, x: &Tensor) -> Result<Tensor> {
     let features = model
         .forward_features(x, false)?
         .pop()
@@ -251,7 +251,7 @@ pub fn frozen_logits(model: &NasNet, varmap: &VarMap, x: &Tensor) -> Result<Tens
             .map_err(|_| TrainError::Config("the VarMap lock is poisoned".into()))?;
         let var = vars
             .get(name)
-            .ok_or_else(|| TrainError::Config(format!("the model has no `{name}`")))?;
+            .ok_or_else(|| TrainError::config(format!("the model has no `{name}`")))?;
         Ok(var.as_tensor().clone())
     };
     let classifier = Linear::new(head(CLASSIFIER_WEIGHT)?, Some(head("last_linear.bias")?));

@@ -1,23 +1,26 @@
 //! nasnet-trainer: turns nasnet-cells' models into trained classifiers, as TF-slim's NASNet
 //! training does (docs/training.md), and trains the children of the architecture search.
 //!
-//! - [`data`]: strict readers (IDX, CIFAR binary, image folders), the embedded Fashion-MNIST
-//!   subset, and the seeded train / validation / test split;
-//! - [`augment`] and [`loader`]: seeded augmentation and batches made on a background thread;
-//! - [`optim`] and [`schedule`]: SGD with momentum, Nesterov, weight decay and clipping; cosine,
-//!   exponential and warm-up schedules; drop-path progress;
-//! - [`checkpoint`]: crash-safe checkpoint files;
-//! - [`finetune`]: starting from a pretrained checkpoint, whole or with a frozen backbone;
+//! - data: [`DataSource`] and [`DataConfig`] say what to read and how to split it, [`Splits`]
+//!   holds the seeded train / validation / test sets; [`readers`] are the strict file readers
+//!   (IDX, CIFAR binary, image folders) and the embedded Fashion-MNIST subset;
+//! - [`AugmentConfig`] and [`BatchStream`]: seeded augmentation and batches made on a background
+//!   thread;
+//! - [`Sgd`] and [`ScheduleConfig`]: SGD with momentum, Nesterov, weight decay and clipping;
+//!   cosine, exponential and warm-up schedules; [`drop_path_progress`];
+//! - [`Trainer`]: the training loop, resumable from its crash-safe [`checkpoint`] files,
+//!   [`Trainer::fine_tune`] starting from pretrained weights (whole or with a frozen backbone),
+//!   [`evaluate`] and [`load_checkpoint`] for trained models;
 //! - [`memory`]: a model's memory estimated before it is built, checked against the machine;
-//! - [`child`]: one architecture-search child, specified ([`ChildSpec`]), trained and scored
-//!   ([`train_child`]);
-//! - [`device`]: the typed device choice ([`DeviceChoice`]);
-//! - [`divergence`]: when a loss means the run diverged ([`check_loss`]);
-//! - [`trainer`]: the training loop ([`Trainer`]), evaluation and checkpoint loading;
-//! - [`shared`]: the shared weights of a weight-sharing search, trained through sampled
-//!   children and scoring them ([`SharedTrainer`]);
-//! - [`progress`]: the hook the loop reports to ([`ProgressHook`]; a console display lives in the
-//!   `nasnet` command line).
+//! - [`ChildSpec`] and [`train_child`]: one architecture-search child, specified, trained and
+//!   scored;
+//! - [`SharedTrainer`]: the shared weights of a weight-sharing search, trained through sampled
+//!   children and scoring them;
+//! - [`DeviceChoice`]: the typed device choice; [`check_loss`]: when a loss means the run
+//!   diverged;
+//! - [`progress`]: the hook the loop reports to ([`progress::ProgressHook`]; a console display
+//!   lives in the `nasnet` command line);
+//! - errors: [`TrainError`] and its parts, which name the [`Setting`] to change.
 //!
 //! Cargo features: `embedded` (default) compiles in the 6 MB Fashion-MNIST subset behind
 //! [`DataSource::Embedded`]; library users who read their own data can leave it out with
@@ -26,8 +29,8 @@
 //! ```no_run
 //! use candle_core::Device;
 //! use nasnet_cells::NasNetConfig;
-//! use nasnet_trainer::{fit_model_config, progress::Quiet, DataConfig, DataSource, Splits,
-//!     TrainConfig, Trainer};
+//! use nasnet_trainer::progress::Quiet;
+//! use nasnet_trainer::{fit_model_config, DataConfig, DataSource, Splits, TrainConfig, Trainer};
 //!
 //! let data = DataConfig::new(DataSource::Embedded);
 //! let splits = Splits::load(&data)?;
@@ -42,26 +45,37 @@
 
 #![warn(missing_docs)]
 
-pub mod augment;
+mod augment;
 pub mod checkpoint;
-pub mod child;
-pub mod config;
-pub mod data;
-pub mod device;
-pub mod divergence;
-pub mod error;
-pub mod finetune;
-pub mod loader;
-pub mod memory;
-pub mod metrics;
-pub mod optim;
-pub mod progress;
-pub mod schedule;
-pub mod shared;
-pub mod trainer;
-
+mod child;
+mod config;
+mod data;
+mod device;
+mod divergence;
+mod error;
+mod finetune;
 mod finetune_defaults;
+mod loader;
+pub mod memory;
+mod metrics;
+mod optim;
+pub mod progress;
+mod schedule;
+mod shared;
 mod shared_defaults;
+mod trainer;
+
+#[cfg(test)]
+mod batch_tests;
+
+/// The strict readers of dataset files (IDX, CIFAR binary, image folders), for reading data into
+/// a [`Dataset`] without a [`DataSource`], and the embedded Fashion-MNIST subset. Every reader
+/// checks sizes, counts and labels, and says what is wrong with which file.
+pub mod readers {
+    #[cfg(feature = "embedded")]
+    pub use crate::data::embedded;
+    pub use crate::data::{cifar, folder, idx, DIGIT_CLASSES, FASHION_CLASSES};
+}
 
 pub use augment::AugmentConfig;
 pub use child::{train_child, ChildError, ChildResult, ChildSpec, SpecError};
@@ -71,15 +85,16 @@ pub use data::{
 };
 pub use device::DeviceChoice;
 pub use divergence::{check_loss, divergence_limit, Divergence};
-pub use error::{DataError, DeviceError, Result, TrainError};
-pub use finetune::FineTune;
+pub use error::{ConfigError, DataError, DeviceError, Result, Setting, SettingNames, TrainError};
+pub use finetune::{FineTune, Mismatch};
 pub use finetune_defaults::FINE_TUNE_BN_MOMENTUM;
-pub use metrics::{EpochMetrics, EvalMetrics};
-pub use optim::{Sgd, SgdConfig};
-pub use progress::{ProgressHook, Quiet};
+pub use loader::{Batch, BatchStream};
+pub use metrics::{EpochAccum, EpochMetrics, EvalMetrics};
+pub use optim::{Param, Sgd, SgdConfig, StepStats};
 pub use schedule::{drop_path_progress, LrSchedule, ScheduleConfig};
 pub use shared::{SharedSpec, SharedTrainer};
 pub use trainer::{
     build_model, cross_entropy, evaluate, evaluate_with, fit_model_config, load_checkpoint,
-    BestInfo, CheckpointState, DataSummary, LoadedModel, TrainSummary, Trainer, Weights,
+    BestInfo, CheckpointState, DataSummary, LoadedModel, RngInfo, TrainSummary, Trainer, Weights,
+    STATE_FORMAT,
 };

@@ -40,7 +40,7 @@ impl Batch {
 }
 
 /// The order of the training set in epoch `epoch` (a seeded shuffle).
-pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+pub(crate) fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, epoch as u64, u64::MAX));
     order.shuffle(&mut rng);
@@ -49,13 +49,13 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 /// Full training batches per epoch (the last incomplete batch is dropped, so batch-norm never
 /// sees a batch of one and every step has the same size).
-pub fn train_batches_per_epoch(len: usize, batch_size: usize) -> usize {
+pub(crate) fn train_batches_per_epoch(len: usize, batch_size: usize) -> usize {
     len / batch_size.max(1)
 }
 
 /// Builds training batch `batch` of epoch `epoch` synchronously (what the background thread
 /// does; also used by tests to check determinism).
-pub fn train_batch(
+pub(crate) fn train_batch(
     data: &Dataset,
     order: &[usize],
     batch_size: usize,

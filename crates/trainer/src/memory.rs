@@ -72,7 +72,7 @@ pub fn estimate(
 
 /// Bytes of memory available to a new allocation: `MemAvailable` of `/proc/meminfo`, or None
 /// where it cannot be read (not Linux).
-pub fn available_bytes() -> Option<u64> {
+pub(crate) fn available_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     parse_mem_available(&text)
 }
@@ -86,7 +86,11 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
 
 /// `Err(TrainError::TooLarge)` when `estimate` needs more than `available` bytes (no check when
 /// that is unknown). `what` names the model for the message.
-pub fn check_fits(what: &str, estimate: &MemoryEstimate, available: Option<u64>) -> Result<()> {
+pub(crate) fn check_fits(
+    what: &str,
+    estimate: &MemoryEstimate,
+    available: Option<u64>,
+) -> Result<()> {
     match available {
         Some(available) if estimate.bytes > available => Err(TrainError::TooLarge {
             what: what.to_string(),

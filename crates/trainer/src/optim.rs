@@ -1,22 +1,7 @@
 //! SGD with momentum, Nesterov and L2 weight decay (PyTorch's `torch.optim.SGD` semantics), with
 //! gradient clipping by global norm.
 //!
-//! candle_nn's SGD has none of these. Per parameter `p` with gradient `g`, one step is:
-//!
-//! ```text
-//! g   = g * clip_scale                       # clip_scale = min(1, max_norm / (||G|| + 1e-6))
-//! g   = g + weight_decay * p                 # only weights of rank >= 2 (conv, linear)
-//! buf = g                     (first step)
-//! buf = momentum * buf + (1 - dampening) * g (later steps)
-//! g   = g + momentum * buf    (Nesterov)  or  buf
-//! p   = p - lr * g
-//! ```
-//!
-//! `||G||` is the global norm of the raw loss gradients over every parameter that has one
-//! (PyTorch's `clip_grad_norm_` before `optimizer.step()`). Variables with no gradient (batch-norm
-//! running statistics, an unused head) are skipped; batch-norm scales and shifts, biases and
-//! running statistics (all rank 1) never get weight decay. Momentum buffers are named after
-//! their parameters and can be saved and restored.
+//! The update rule is documented on [`Sgd`].
 
 use std::collections::HashMap;
 
@@ -79,7 +64,24 @@ pub struct StepStats {
     pub updated: usize,
 }
 
-/// SGD over named variables; see the module documentation for the update rule.
+/// SGD over named variables, with momentum, Nesterov, L2 weight decay and clipping.
+///
+/// candle_nn's SGD has none of these. Per parameter `p` with gradient `g`, one step is:
+///
+/// ```text
+/// g   = g * clip_scale                       # clip_scale = min(1, max_norm / (||G|| + 1e-6))
+/// g   = g + weight_decay * p                 # only weights of rank >= 2 (conv, linear)
+/// buf = g                     (first step)
+/// buf = momentum * buf + (1 - dampening) * g (later steps)
+/// g   = g + momentum * buf    (Nesterov)  or  buf
+/// p   = p - lr * g
+/// ```
+///
+/// `||G||` is the global norm of the raw loss gradients over every parameter that has one
+/// (PyTorch's `clip_grad_norm_` before `optimizer.step()`). Variables with no gradient (batch-norm
+/// running statistics, an unused head) are skipped; batch-norm scales and shifts, biases and
+/// running statistics (all rank 1) never get weight decay. Momentum buffers are named after
+/// their parameters and can be saved and restored.
 #[derive(Debug)]
 pub struct Sgd {
     cfg: SgdConfig,
@@ -89,7 +91,7 @@ pub struct Sgd {
 }
 
 /// Prefix of momentum-buffer names in a saved optimiser state.
-pub const MOMENTUM_PREFIX: &str = "momentum.";
+pub(crate) const MOMENTUM_PREFIX: &str = "momentum.";
 
 impl Sgd {
     /// An optimiser over every variable of `varmap` (in name order, so steps are reproducible).
@@ -271,7 +273,7 @@ impl Sgd {
 }
 
 fn validate(cfg: &SgdConfig) -> Result<()> {
-    let bad = |what: &str| Err(TrainError::Config(what.to_string()));
+    let bad = |what: &str| Err(TrainError::config(what));
     if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
         return bad("the learning rate must be a finite number >= 0");
     }

@@ -19,7 +19,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{make_batch, mix_seed, AugmentConfig};
-use crate::checkpoint::{tensors_from_bytes, tensors_to_bytes, write_synced};
+use nasnet_cells::durable::write_synced;
+
+use crate::checkpoint::{tensors_from_bytes, tensors_to_bytes};
 use crate::data::{Dataset, Splits};
 use crate::error::{Result, TrainError};
 use crate::loader::{epoch_order, train_batch, train_batches_per_epoch};
@@ -27,9 +29,9 @@ use crate::optim::{Sgd, SgdConfig};
 use crate::trainer::{count_correct, cross_entropy, fit_model_config};
 
 /// The shared weights' file in a checkpoint folder.
-pub const SHARED_WEIGHTS_FILE: &str = "shared.safetensors";
+pub(crate) const SHARED_WEIGHTS_FILE: &str = "shared.safetensors";
 /// The shared weights' optimiser state (momentum buffers) in a checkpoint folder.
-pub const SHARED_OPTIMIZER_FILE: &str = "shared_optimizer.safetensors";
+pub(crate) const SHARED_OPTIMIZER_FILE: &str = "shared_optimizer.safetensors";
 
 /// How the shared weights are trained and children scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +97,7 @@ impl SharedTrainer {
             return Err(TrainError::Config("batch sizes must be at least 1".into()));
         }
         if splits.train.len() < spec.batch_size {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::config(format!(
                 "the training split holds {} images, less than one batch of {}",
                 splits.train.len(),
                 spec.batch_size
@@ -279,7 +281,7 @@ impl SharedTrainer {
 
 /// The model configuration of the shared network for `splits`: CIFAR stem at `net`, fitted to
 /// the data, no auxiliary head or drop path (as a search child).
-pub fn model_config(net: NetSize, splits: &Splits) -> NasNetConfig {
+pub(crate) fn model_config(net: NetSize, splits: &Splits) -> NasNetConfig {
     let mut cfg = fit_model_config(NasNetConfig::cifar_size(net), &splits.train);
     cfg.aux_head = false;
     cfg.drop_path_keep_prob = 1.0;

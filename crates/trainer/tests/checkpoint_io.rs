@@ -7,10 +7,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarMap};
+use nasnet_cells::durable::{atomic_write, write_synced, FileDigest};
 use nasnet_trainer::checkpoint::{
-    atomic_write, read_checkpoint, recover, restore_varmap, tensors_from_bytes, tensors_to_bytes,
-    varmap_tensors, write_checkpoint, write_synced, FileDigest, MODEL_FILE, OPTIMIZER_FILE,
-    STATE_FILE,
+    read_checkpoint, recover, restore_varmap, tensors_from_bytes, tensors_to_bytes, varmap_tensors,
+    write_checkpoint, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE,
 };
 use nasnet_trainer::TrainError;
 

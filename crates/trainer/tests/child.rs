@@ -16,16 +16,13 @@ fn tiny_spec() -> ChildSpec {
     data.val_size = 64;
     data.train_limit = Some(128);
     data.test_limit = Some(64);
-    ChildSpec {
-        net: parse_net("1@24").unwrap(),
-        epochs: 1,
-        batch_size: 32,
-        lr: 0.05,
-        data,
-        seed: 3,
-        device: DeviceChoice::Cpu,
-        no_memory_check: false,
-    }
+    let mut spec = ChildSpec::new(parse_net("1@24").unwrap(), data);
+    spec.epochs = 1;
+    spec.batch_size = 32;
+    spec.lr = 0.05;
+    spec.seed = 3;
+    spec.device = DeviceChoice::Cpu;
+    spec
 }
 
 /// Counts the steps the child reports.
@@ -110,7 +107,7 @@ fn invalid_specs_are_typed_errors_before_any_child_is_built() {
         let err = spec.validate().unwrap_err();
         assert!(expected(&err), "{spec:?}: {err:?}");
         // train_child refuses the same spec with the same error, before building anything.
-        match train_child(&spec, &genotype, &mut nasnet_trainer::Quiet) {
+        match train_child(&spec, &genotype, &mut nasnet_trainer::progress::Quiet) {
             Err(ChildError::Spec(e)) => assert!(expected(&e), "{e:?}"),
             other => panic!("{spec:?}: {other:?}"),
         }

@@ -3,8 +3,7 @@
 //! learning-rate and drop-path schedules against hand-computed values.
 
 use candle_core::{Device, Tensor, Var};
-use nasnet_trainer::optim::{Sgd, SgdConfig};
-use nasnet_trainer::schedule::{drop_path_progress, LrSchedule, ScheduleConfig};
+use nasnet_trainer::{drop_path_progress, LrSchedule, ScheduleConfig, Sgd, SgdConfig};
 
 fn var(data: &[f32], shape: &[usize]) -> Var {
     Var::from_tensor(&Tensor::from_slice(data, shape, &Device::Cpu).unwrap()).unwrap()

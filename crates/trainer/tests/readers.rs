@@ -5,13 +5,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use nasnet_trainer::data::cifar::{read_cifar100_dir, read_cifar10_dir};
+use nasnet_trainer::readers::cifar::{read_cifar100_dir, read_cifar10_dir};
 #[cfg(feature = "embedded")]
-use nasnet_trainer::data::embedded;
-use nasnet_trainer::data::folder::{read_image_folder, read_sized_folder, Sizing};
-use nasnet_trainer::data::idx::read_mnist_dir;
-use nasnet_trainer::data::{DataConfig, DataSource, Splits, FASHION_CLASSES};
-use nasnet_trainer::DataError;
+use nasnet_trainer::readers::embedded;
+use nasnet_trainer::readers::folder::{read_image_folder, read_sized_folder, Sizing};
+use nasnet_trainer::readers::idx::read_mnist_dir;
+use nasnet_trainer::readers::FASHION_CLASSES;
+use nasnet_trainer::{DataConfig, DataError, DataSource, Splits};
 
 fn idx_images(n: u32, rows: u32, cols: u32, fill: impl Fn(usize) -> u8) -> Vec<u8> {
     let mut v = Vec::new();

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use nasnet_cells::durable::write_synced;
 use nasnet_cells::NasNetConfig;
-use nasnet_trainer::checkpoint::{varmap_tensors, write_synced, METRICS_FILE, STATE_FILE};
+use nasnet_trainer::checkpoint::{varmap_tensors, METRICS_FILE, STATE_FILE};
 use nasnet_trainer::progress::{ProgressHook, Quiet, StepInfo};
 use nasnet_trainer::{
     fit_model_config, load_checkpoint, CheckpointState, DataConfig, DataSource, Dataset, Splits,
@@ -63,7 +64,7 @@ fn half(d: &Dataset) -> Dataset {
 
 /// 128 training, 64 validation and 128 test images of the embedded set, at 14x14.
 fn splits() -> Splits {
-    let (train, test) = nasnet_trainer::data::embedded().unwrap();
+    let (train, test) = nasnet_trainer::readers::embedded().unwrap();
     let mut cfg = DataConfig::new(DataSource::Embedded);
     cfg.val_size = 64;
     cfg.train_limit = Some(128);

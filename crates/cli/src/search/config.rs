@@ -89,16 +89,14 @@ impl SharingMode {
     /// the same batch and learning rate, as such a child would.
     pub fn as_child(&self) -> ChildSpec {
         let spec = &self.sharing.spec;
-        ChildSpec {
-            net: spec.net,
-            epochs: 1,
-            batch_size: spec.batch_size,
-            lr: spec.lr,
-            data: self.data.clone(),
-            seed: spec.seed,
-            device: self.device,
-            no_memory_check: self.no_memory_check,
-        }
+        let mut child = ChildSpec::new(spec.net, self.data.clone());
+        child.epochs = 1;
+        child.batch_size = spec.batch_size;
+        child.lr = spec.lr;
+        child.seed = spec.seed;
+        child.device = self.device;
+        child.no_memory_check = self.no_memory_check;
+        child
     }
 }
 
@@ -205,16 +203,13 @@ fn data_config(args: &SearchArgs) -> (DatasetKind, DataConfig) {
 
 /// The child flags (and the preset's), with `data` as the child's data.
 fn child_spec(args: &SearchArgs, data: DataConfig) -> ChildSpec {
-    let mut child = ChildSpec {
-        net: args.child_net,
-        epochs: args.child_epochs,
-        batch_size: args.child_batch_size,
-        lr: args.child_lr,
-        data,
-        seed: args.seed,
-        device: args.device,
-        no_memory_check: args.no_memory_check,
-    };
+    let mut child = ChildSpec::new(args.child_net, data);
+    child.epochs = args.child_epochs;
+    child.batch_size = args.child_batch_size;
+    child.lr = args.child_lr;
+    child.seed = args.seed;
+    child.device = args.device;
+    child.no_memory_check = args.no_memory_check;
     if args.preset == Some(PresetArg::Paper) {
         child.net = NetSize {
             cells_per_stack: 2,
@@ -377,19 +372,17 @@ mod tests {
     fn child() -> ChildSpec {
         let mut data = DataConfig::new(DataSource::Embedded);
         data.val_size = 128;
-        ChildSpec {
-            net: NetSize {
-                cells_per_stack: 1,
-                filters: 4,
-            },
-            epochs: 1,
-            batch_size: 64,
-            lr: 0.05,
-            data,
-            seed: 7,
-            device: DeviceChoice::Cpu,
-            no_memory_check: false,
-        }
+        let net = NetSize {
+            cells_per_stack: 1,
+            filters: 4,
+        };
+        let mut child = ChildSpec::new(net, data);
+        child.epochs = 1;
+        child.batch_size = 64;
+        child.lr = 0.05;
+        child.seed = 7;
+        child.device = DeviceChoice::Cpu;
+        child
     }
 
     fn config(mode: SearchMode) -> SearchConfig {

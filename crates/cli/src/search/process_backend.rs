@@ -16,9 +16,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread;
 use std::time::Instant;
 
-use nasnet_controller::search_loop::{
-    write_atomic, Backend, RunDir, SearchError, TrialOutcome, TrialSpec,
-};
+use nasnet_cells::durable::atomic_write;
+use nasnet_controller::search_loop::{Backend, RunDir, SearchError, TrialOutcome, TrialSpec};
 use nasnet_trainer::ChildSpec;
 use serde::{Deserialize, Serialize};
 
@@ -172,7 +171,7 @@ impl ProcessBackend {
         };
         let job_path = dir.join("job.json");
         let text = serde_json::to_string_pretty(&job).expect("jobs serialise");
-        write_atomic(&job_path, text.as_bytes())?;
+        atomic_write(&job_path, text.as_bytes())?;
         let mut child = self
             .spawn(&job_path, &dir)
             .map_err(|e| io_err(&self.exe, e))?;
@@ -201,9 +200,9 @@ impl ProcessBackend {
         status: Result<std::process::ExitStatus, String>,
     ) -> Result<Option<TrialOutcome>, SearchError> {
         let Some(running) = self.running.remove(&trial) else {
-            return Err(SearchError::Backend(format!(
-                "worker of trial {trial} exited, but it was not running"
-            )));
+            return Err(SearchError::Backend(
+                format!("worker of trial {trial} exited, but it was not running").into(),
+            ));
         };
         let dir = self.run.trial_dir(trial);
         let signal = status.as_ref().ok().and_then(killing_signal);

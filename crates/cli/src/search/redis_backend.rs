@@ -25,9 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nasnet_controller::search_loop::{
-    write_atomic, Backend, RunDir, SearchError, TrialOutcome, TrialSpec,
-};
+use nasnet_cells::durable::atomic_write;
+use nasnet_controller::search_loop::{Backend, RunDir, SearchError, TrialOutcome, TrialSpec};
 use nasnet_trainer::{ChildSpec, Splits};
 use redis::streams::StreamReadReply;
 use redis::Value;
@@ -168,7 +167,7 @@ fn run_queue_id(run: &RunDir) -> Result<String> {
         now.subsec_nanos() ^ std::process::id()
     );
     let text = serde_json::to_string(&QueueFile { run: id.clone() })?;
-    write_atomic(&path, text.as_bytes())?;
+    atomic_write(&path, text.as_bytes()).map_err(SearchError::from)?;
     Ok(id)
 }
 
@@ -316,7 +315,7 @@ impl RedisBackend {
                     self.conn = None;
                     thread::sleep(Duration::from_millis(300));
                 }
-                Err(e) => return Err(SearchError::Backend(format!("redis: {e}"))),
+                Err(e) => return Err(SearchError::Backend(format!("redis: {e}").into())),
             }
         }
     }

@@ -10,7 +10,7 @@ use nasnet_controller::make_strategy;
 use nasnet_controller::search_loop::sharing::{
     run_sharing_search, SharedModel, SharingEvent, SharingRun, SharingSummary,
 };
-use nasnet_controller::search_loop::RunDir;
+use nasnet_controller::search_loop::{BackendError, RunDir};
 use nasnet_searchspace::Genotype;
 use nasnet_trainer::SharedTrainer;
 
@@ -20,33 +20,30 @@ use crate::search::output::{print_run_files, print_table};
 /// The trainer's shared weights as the loop's [`SharedModel`].
 struct Shared(SharedTrainer);
 
-fn text(e: impl std::fmt::Display) -> String {
-    format!("{e:#}")
-}
-
 impl SharedModel for Shared {
-    fn train_step(&mut self, genotype: &Genotype, step: u64) -> Result<(), String> {
-        self.0.train_step(genotype, step).map(|_| ()).map_err(text)
+    fn train_step(&mut self, genotype: &Genotype, step: u64) -> Result<(), BackendError> {
+        self.0.train_step(genotype, step)?;
+        Ok(())
     }
 
-    fn reward(&mut self, genotype: &Genotype, update: u64) -> Result<f64, String> {
-        self.0.reward(genotype, update).map_err(text)
+    fn reward(&mut self, genotype: &Genotype, update: u64) -> Result<f64, BackendError> {
+        Ok(self.0.reward(genotype, update)?)
     }
 
-    fn validate(&mut self, genotype: &Genotype) -> Result<f64, String> {
-        self.0.validate(genotype).map_err(text)
+    fn validate(&mut self, genotype: &Genotype) -> Result<f64, BackendError> {
+        Ok(self.0.validate(genotype)?)
     }
 
     fn params(&self, genotype: &Genotype) -> u64 {
         self.0.child_params(genotype).unwrap_or(0)
     }
 
-    fn save(&self, dir: &Path) -> Result<(), String> {
-        self.0.save(dir).map_err(text)
+    fn save(&self, dir: &Path) -> Result<(), BackendError> {
+        Ok(self.0.save(dir)?)
     }
 
-    fn load(&mut self, dir: &Path) -> Result<(), String> {
-        self.0.load(dir).map_err(text)
+    fn load(&mut self, dir: &Path) -> Result<(), BackendError> {
+        Ok(self.0.load(dir)?)
     }
 }
 

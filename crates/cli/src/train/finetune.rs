@@ -1,7 +1,7 @@
 //! `nasnet train --weights FILE`: fine-tuning a pretrained checkpoint on an image folder.
 //!
 //! The model is the one `--net` (and `--stem`, `--stem-filters`) describes, the checkpoint's
-//! tensors are its starting point (the trainer's [`nasnet_trainer::finetune`]), and the images
+//! tensors are its starting point (the trainer's [`nasnet_trainer::Trainer::fine_tune`]), and the images
 //! go through the port's transform at the training size: shorter side resized to size / crop_pct
 //! (0.875 bilinear as pretrainedmodels' Mobile, 0.911 bicubic as timm's Large) and the central
 //! square cropped when read, random-resized crops and flips in training, mean and std 0.5. The

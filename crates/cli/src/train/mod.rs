@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::Device;
-use nasnet_trainer::checkpoint::{tmp_path, STATE_FILE};
+use nasnet_cells::durable::{tmp_path, LOCK_FILE};
+use nasnet_trainer::checkpoint::STATE_FILE;
 use nasnet_trainer::progress::{ProgressHook, Quiet};
-use nasnet_trainer::trainer::LOCK_FILE;
 use nasnet_trainer::{FineTune, Splits, TrainSummary, Trainer};
 
 mod args;

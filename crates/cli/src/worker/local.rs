@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nasnet_controller::search_loop::{write_atomic, TrialOutcome};
+use nasnet_cells::durable::atomic_write;
+use nasnet_controller::search_loop::{SearchError, TrialOutcome};
 
 use crate::search::process_backend::WorkerJob;
 use crate::worker::progress::{ProgressSink, ThrottledProgress, WorkerProgress};
@@ -81,7 +82,7 @@ pub fn run(path: &Path) -> Result<()> {
     apply_kill_hook(&job);
     let outcome = train_job(&job);
     let text = serde_json::to_string_pretty(&outcome)?;
-    write_atomic(&job.dir.join("result.json"), text.as_bytes())?;
+    atomic_write(&job.dir.join("result.json"), text.as_bytes()).map_err(SearchError::from)?;
     Ok(())
 }
 

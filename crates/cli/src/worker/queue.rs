@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nasnet_controller::search_loop::{TrialOutcome, TrialStatus};
+use nasnet_controller::search_loop::TrialOutcome;
 use nasnet_trainer::{ChildSpec, DeviceChoice};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Connection, RedisResult};
@@ -485,15 +485,12 @@ fn train(job: &QueueJob, progress: RedisProgress) -> TrialOutcome {
 fn synthetic_outcome(job: &QueueJob, seconds: f64) -> TrialOutcome {
     let text = serde_json::to_string(&job.spec.genotype).unwrap_or_default();
     let hash = crc32fast::hash(text.as_bytes());
-    TrialOutcome {
-        trial: job.spec.trial,
-        reward: f64::from(hash % 10_000) / 10_000.0,
-        status: TrialStatus::Ok,
-        params: 0,
+    TrialOutcome::ok(
+        job.spec.trial,
+        f64::from(hash % 10_000) / 10_000.0,
+        0,
         seconds,
-        error: None,
-        attempts: 1,
-    }
+    )
 }
 
 /// Writes each progress line, with this worker's name, to the run's progress hash.

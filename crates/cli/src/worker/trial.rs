@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use nasnet_controller::search_loop::{TrialOutcome, TrialSpec, TrialStatus};
+use nasnet_controller::search_loop::{TrialOutcome, TrialSpec};
 use nasnet_trainer::progress::ProgressHook;
 use nasnet_trainer::{train_child, ChildSpec};
 
@@ -15,18 +15,10 @@ use nasnet_trainer::{train_child, ChildSpec};
 pub fn run_trial(child: &ChildSpec, spec: &TrialSpec, hook: &mut dyn ProgressHook) -> TrialOutcome {
     let start = Instant::now();
     match train_child(child, &spec.genotype, hook) {
-        Ok(result) => TrialOutcome {
-            trial: spec.trial,
-            reward: result.reward,
-            status: TrialStatus::Ok,
-            params: result.params,
-            seconds: result.seconds,
-            error: None,
-            attempts: 1,
-        },
+        Ok(result) => TrialOutcome::ok(spec.trial, result.reward, result.params, result.seconds),
         Err(e) => {
             let params = e.params();
-            let message = format!("{:#}", anyhow::Error::new(e));
+            let message = crate::input::message(&anyhow::Error::new(e));
             let mut outcome =
                 TrialOutcome::failed(spec.trial, start.elapsed().as_secs_f64(), message);
             outcome.params = params;

@@ -1,26 +1,6 @@
 //! The run folder of a search, and how it survives `kill -9` at any moment.
 //!
-//! ```text
-//! RUN_DIR/
-//!   lock               held (an OS file lock) by the one search that writes the folder
-//!   config.json        the search configuration (written once)
-//!   trials.jsonl       one line per finished child, appended and fsynced before anything else
-//!   best.json          the best genotype so far (plain genotype JSON: `nasnet train --arch` reads it)
-//!   best_trial.json    the trial record behind best.json
-//!   state/CURRENT      name of the newest complete checkpoint, replaced atomically
-//!   state/ckpt-N/      strategy state + loop.json (next trial id, trials in flight, trials observed)
-//!   trials/ID/         whatever the backend writes for a child (logs, metrics)
-//! ```
-//!
-//! A checkpoint directory is written completely and fsynced before `CURRENT` is renamed to point
-//! at it, so a crash leaves either the old or the new checkpoint, never half of one. A torn last
-//! line of `trials.jsonl` (killed mid-append) is cut off on open; that trial is still in flight in
-//! the checkpoint and is trained again.
-//!
-//! One search at a time writes a run folder: [`RunDir::create`] and [`RunDir::resume`] take an
-//! exclusive OS lock on `lock` (released when the process ends, however it ends, so a killed
-//! search never leaves a stale lock) and refuse a folder another search holds. [`RunDir::open`]
-//! is for readers (`nasnet report`): it takes no lock and can never modify the folder.
+//! The layout and its rules are documented on [`RunDir`].
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -28,12 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nasnet_cells::durable;
+use nasnet_cells::durable::{self, FolderLock, LockError};
 use nasnet_searchspace::Genotype;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{TrialSpec, TrialStatus};
-use super::SearchError;
+use super::error::SearchError;
 
 /// One line of `trials.jsonl`: a finished child.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,16 +53,35 @@ pub struct LoopState {
     pub observed: BTreeSet<u64>,
 }
 
-/// The lock file of a run folder.
-pub const LOCK_FILE: &str = "lock";
-
 /// An open run folder: owned (holding its lock, so it may be written) or read-only.
+///
+/// ```text
+/// RUN_DIR/
+///   lock               held (an OS file lock) by the one search that writes the folder
+///   config.json        the search configuration (written once)
+///   trials.jsonl       one line per finished child, appended and fsynced before anything else
+///   best.json          the best genotype so far (plain genotype JSON: `nasnet train --arch` reads it)
+///   best_trial.json    the trial record behind best.json
+///   state/CURRENT      name of the newest complete checkpoint, replaced atomically
+///   state/ckpt-N/      strategy state + loop.json (next trial id, trials in flight, trials observed)
+///   trials/ID/         whatever the backend writes for a child (logs, metrics)
+/// ```
+///
+/// A checkpoint directory is written completely and fsynced before `CURRENT` is renamed to point
+/// at it, so a crash leaves either the old or the new checkpoint, never half of one. A torn last
+/// line of `trials.jsonl` (killed mid-append) is cut off on open; that trial is still in flight in
+/// the checkpoint and is trained again.
+///
+/// One search at a time writes a run folder: [`RunDir::create`] and [`RunDir::resume`] take an
+/// exclusive OS lock on `lock` (released when the process ends, however it ends, so a killed
+/// search never leaves a stale lock) and refuse a folder another search holds. [`RunDir::open`]
+/// is for readers (`nasnet report`): it takes no lock and can never modify the folder.
 ///
 /// Clones share the lock, which is released when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
-    lock: Option<Arc<File>>,
+    lock: Option<Arc<FolderLock>>,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> SearchError {
@@ -92,30 +91,18 @@ fn io_err(path: &Path, source: std::io::Error) -> SearchError {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
-    Ok(durable::atomic_write(path, bytes)?)
-}
-
-/// Takes the exclusive lock of run folder `root` (creating its lock file when `create`), or
-/// says that another process holds it. `Ok(None)`: there is no lock file and `create` is off.
-fn lock_run(root: &Path, create: bool) -> Result<Option<File>, SearchError> {
-    let path = root.join(LOCK_FILE);
-    let file = match OpenOptions::new()
-        .create(create)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(&path, e)),
+/// Takes the lock of run folder `root` (creating its lock file when `create`), or says that
+/// another search holds it. `Ok(None)`: there is no lock file and `create` is off.
+fn lock_run(root: &Path, create: bool) -> Result<Option<FolderLock>, SearchError> {
+    let lock = if create {
+        FolderLock::acquire(root).map(Some)
+    } else {
+        FolderLock::acquire_existing(root)
     };
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(SearchError::InUse(root.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, e)),
-    }
+    lock.map_err(|e| match e {
+        LockError::InUse { dir } => SearchError::InUse(dir),
+        LockError::Io(e) => e.into(),
+    })
 }
 
 impl RunDir {
@@ -139,7 +126,7 @@ impl RunDir {
             lock: lock.map(Arc::new),
         };
         let text = serde_json::to_string_pretty(config).expect("JSON values always serialise");
-        write_atomic(&root.join("config.json"), text.as_bytes())?;
+        durable::atomic_write(&root.join("config.json"), text.as_bytes())?;
         Ok(run)
     }
 
@@ -311,12 +298,15 @@ impl RunDir {
     /// Records `record` as the best trial so far (`best.json` is the bare genotype).
     pub fn write_best(&self, record: &TrialRecord) -> Result<(), SearchError> {
         self.check_owner()?;
-        write_atomic(
+        durable::atomic_write(
             &self.root.join("best.json"),
             record.genotype.to_json_pretty().as_bytes(),
         )?;
         let text = serde_json::to_string_pretty(record).expect("records always serialise");
-        write_atomic(&self.root.join("best_trial.json"), text.as_bytes())
+        Ok(durable::atomic_write(
+            &self.root.join("best_trial.json"),
+            text.as_bytes(),
+        )?)
     }
 
     /// Writes a new checkpoint: `save_strategy` fills a fresh folder with the strategy's state,
@@ -355,7 +345,7 @@ impl RunDir {
             }
         }
         durable::sync_dir(&dir)?;
-        write_atomic(&state.join("CURRENT"), name.as_bytes())?;
+        durable::atomic_write(&state.join("CURRENT"), name.as_bytes())?;
         // Older checkpoints are no longer needed.
         for entry in fs::read_dir(&state).map_err(|e| io_err(&state, e))? {
             let entry = entry.map_err(|e| io_err(&state, e))?;

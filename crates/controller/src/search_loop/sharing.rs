@@ -23,13 +23,15 @@
 use std::path::Path;
 use std::time::Instant;
 
+use nasnet_cells::durable::atomic_write;
 use nasnet_searchspace::{Genotype, SearchSpace};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::backend::TrialStatus;
-use super::run_dir::{write_atomic, LoopState, RunDir, TrialRecord};
-use super::{best_of, SearchError};
+use super::error::{BackendError, SearchError};
+use super::run::best_of;
+use super::run_dir::{LoopState, RunDir, TrialRecord};
 use crate::Strategy;
 
 /// The per-update log of a sharing run.
@@ -45,17 +47,17 @@ const TRIALS_FILE: &str = "trials.jsonl";
 /// trainer by the command line, over a synthetic model by tests.
 pub trait SharedModel {
     /// Trains the shared weights on minibatch `step` through `genotype`'s path.
-    fn train_step(&mut self, genotype: &Genotype, step: u64) -> Result<(), String>;
+    fn train_step(&mut self, genotype: &Genotype, step: u64) -> Result<(), BackendError>;
     /// `genotype`'s accuracy under the shared weights on the held-out minibatch of `update`.
-    fn reward(&mut self, genotype: &Genotype, update: u64) -> Result<f64, String>;
+    fn reward(&mut self, genotype: &Genotype, update: u64) -> Result<f64, BackendError>;
     /// `genotype`'s accuracy under the shared weights on the whole validation split.
-    fn validate(&mut self, genotype: &Genotype) -> Result<f64, String>;
+    fn validate(&mut self, genotype: &Genotype) -> Result<f64, BackendError>;
     /// Trainable parameters of `genotype` as a standalone network.
     fn params(&self, genotype: &Genotype) -> u64;
     /// Writes the shared weights and optimiser state into checkpoint folder `dir`.
-    fn save(&self, dir: &Path) -> Result<(), String>;
+    fn save(&self, dir: &Path) -> Result<(), BackendError>;
     /// Restores what `save` wrote.
-    fn load(&mut self, dir: &Path) -> Result<(), String>;
+    fn load(&mut self, dir: &Path) -> Result<(), BackendError>;
 }
 
 /// How long a sharing search runs, in steps and updates (not wall time, so runs reproduce).
@@ -169,7 +171,7 @@ pub struct SharingRun<'a> {
     pub seed: u64,
 }
 
-fn backend_err(e: String) -> SearchError {
+fn backend_err(e: BackendError) -> SearchError {
     SearchError::Backend(e)
 }
 
@@ -276,7 +278,10 @@ fn checkpoint(
         strategy.save_state(dir)?;
         model.save(dir).map_err(backend_err)?;
         let text = serde_json::to_string_pretty(state).expect("the state serialises");
-        write_atomic(&dir.join(SHARING_STATE_FILE), text.as_bytes())
+        Ok(atomic_write(
+            &dir.join(SHARING_STATE_FILE),
+            text.as_bytes(),
+        )?)
     })
 }
 
@@ -402,7 +407,7 @@ fn rescore(
             .then(a.trial.cmp(&b.trial))
     });
     let text = serde_json::to_string_pretty(&out).expect("re-scored records serialise");
-    write_atomic(&run.root().join(RESCORED_FILE), text.as_bytes())?;
+    atomic_write(&run.root().join(RESCORED_FILE), text.as_bytes())?;
     if let Some(best) = out.first() {
         let record = records
             .iter()

@@ -1,31 +1,7 @@
 //! The search strategies behind one interface, [`Strategy`]: the paper's controller trained with
 //! PPO or REINFORCE, uniform random search, and regularized evolution.
 //!
-//! # Driving a strategy
-//! The search loop asks for architectures with [`Strategy::propose`] (several may be in flight)
-//! and reports each child's reward with [`Strategy::observe`], in any order. RL strategies update
-//! the controller after every `batch_size` observed rewards; evolution turns every reward into a
-//! population member.
-//!
-//! # Resuming
-//! The approach implemented is *full state*: [`Strategy::save_state`] writes everything needed
-//! to continue into a directory (`strategy.json`: config, seed, counters, baseline, the pending
-//! minibatch, the evolution population, the proposals still in flight; and for RL
-//! `controller.safetensors`: weights and Adam moments). Writing it atomically (to a temporary
-//! directory, fsync, rename) after each observe is the search loop's job. After a crash,
-//! [`load_strategy`] (or [`Strategy::load_state`] on a freshly made strategy) restores it and
-//! [`Strategy::pending`] lists the proposals made before the save that still wait for a reward,
-//! to re-submit; proposing an already pending trial id returns the same proposal again.
-//!
-//! Determinism: every random choice for trial `t` comes from its own stream keyed by
-//! `(seed, t)` ([`crate::rng::trial_rng`]), and updates use no randomness. So a strategy's state
-//! is a function of its seed and the sequence of `propose`/`observe` calls: replaying the same
-//! calls in the same order rebuilds the same state, and a restored strategy proposes exactly what
-//! the original would have. Saved f64 values (baseline, rewards, log-probabilities) read back
-//! bit for bit (the workspace builds serde_json with `float_roundtrip`), so saving a restored strategy reproduces the files byte for
-//! byte. A reward for a trial the strategy does not know (e.g. proposed after
-//! the last save) is accepted: the RL strategies then take the current policy's log-probability
-//! as the "old" one.
+//! How to drive a strategy, resume it and reproduce it is documented on the [`Strategy`] trait.
 
 /// The [`Strategy`] methods every strategy answers from its `core` field alone.
 macro_rules! core_accessors {
@@ -94,6 +70,32 @@ pub struct Proposal {
 }
 
 /// A search strategy: proposes architectures and learns from their rewards.
+///
+/// # Driving a strategy
+/// The search loop asks for architectures with [`Strategy::propose`] (several may be in flight)
+/// and reports each child's reward with [`Strategy::observe`], in any order. RL strategies update
+/// the controller after every `batch_size` observed rewards; evolution turns every reward into a
+/// population member.
+///
+/// # Resuming
+/// The approach implemented is *full state*: [`Strategy::save_state`] writes everything needed
+/// to continue into a directory (`strategy.json`: config, seed, counters, baseline, the pending
+/// minibatch, the evolution population, the proposals still in flight; and for RL
+/// `controller.safetensors`: weights and Adam moments). Writing it atomically (to a temporary
+/// directory, fsync, rename) after each observe is the search loop's job. After a crash,
+/// [`load_strategy`] (or [`Strategy::load_state`] on a freshly made strategy) restores it and
+/// [`Strategy::pending`] lists the proposals made before the save that still wait for a reward,
+/// to re-submit; proposing an already pending trial id returns the same proposal again.
+///
+/// Determinism: every random choice for trial `t` comes from its own stream keyed by
+/// `(seed, t)` (a counter-based ChaCha8 stream), and updates use no randomness. So a strategy's state
+/// is a function of its seed and the sequence of `propose`/`observe` calls: replaying the same
+/// calls in the same order rebuilds the same state, and a restored strategy proposes exactly what
+/// the original would have. Saved f64 values (baseline, rewards, log-probabilities) read back
+/// bit for bit (the workspace builds serde_json with `float_roundtrip`), so saving a restored
+/// strategy reproduces the files byte for byte. A reward for a trial the strategy does not know
+/// (e.g. proposed after the last save) is accepted: the RL strategies then take the current
+/// policy's log-probability as the "old" one.
 pub trait Strategy {
     /// Next architecture to try; `trial` is the global trial id (unique per proposal). Asking
     /// again for a trial that is still pending returns the same proposal.

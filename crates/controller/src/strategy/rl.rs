@@ -200,10 +200,10 @@ impl Strategy for RlStrategy {
         trainer
             .adam_mut()
             .load(self.controller.param_names(), &tensors, st.adam_step)
-            .map_err(|e| ControllerError::bad_state(&path, e))?;
+            .map_err(|e| ControllerError::bad_state(&path, e.to_string()))?;
         self.controller
             .load_tensors(&tensors)
-            .map_err(|e| ControllerError::bad_state(&path, e))?;
+            .map_err(|e| ControllerError::bad_state(&path, e.to_string()))?;
         self.trainer = trainer;
         self.core = core;
         self.baseline = st.baseline;

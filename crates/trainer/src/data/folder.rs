@@ -37,7 +37,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 /// The class sub-folders of `dir`, sorted by name.
-pub fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+pub(crate) fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let dirs: Vec<PathBuf> = sorted_entries(dir)?
         .into_iter()
         .filter(|p| p.is_dir())
@@ -175,19 +175,9 @@ fn check_resized_fit(
 
 /// Reads one class-per-sub-folder tree. `classes`, when given, fixes the class list (so a test
 /// tree uses the training tree's labels); a sub-folder not in it is an error. Without it, every
-/// sub-folder is a class and must hold an image: an empty one would be a class no image has. `size` resizes
-/// every image to `size` x `size`; without it all images must share the first one's size.
-pub fn read_class_tree(
-    name: &str,
-    dir: &Path,
-    classes: Option<&[String]>,
-    size: Option<usize>,
-) -> Result<Dataset, DataError> {
-    read_sized_tree(name, dir, classes, Sizing::square(size))
-}
-
-/// [`read_class_tree`] with any [`Sizing`].
-pub fn read_sized_tree(
+/// sub-folder is a class and must hold an image: an empty one would be a class no image has.
+/// Every image is brought to a common size as `sizing` says.
+pub(crate) fn read_sized_tree(
     name: &str,
     dir: &Path,
     classes: Option<&[String]>,

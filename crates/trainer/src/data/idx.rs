@@ -26,7 +26,7 @@ pub struct IdxArray {
 }
 
 /// Decompresses `bytes` if they start with the gzip magic, else returns them unchanged.
-pub fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
+pub(crate) fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
     if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
         let mut out = Vec::with_capacity(bytes.len() * 2);
         flate2::read::MultiGzDecoder::new(&bytes[..])
@@ -39,7 +39,11 @@ pub fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Parses an IDX array whose magic must be `expected_magic`; `path` only names errors.
-pub fn parse_idx(bytes: &[u8], expected_magic: u32, path: &Path) -> Result<IdxArray, DataError> {
+pub(crate) fn parse_idx(
+    bytes: &[u8],
+    expected_magic: u32,
+    path: &Path,
+) -> Result<IdxArray, DataError> {
     if bytes.len() < 4 {
         return Err(DataError::format(
             path,
@@ -105,7 +109,7 @@ pub fn read_idx_file(path: &Path, expected_magic: u32) -> Result<IdxArray, DataE
 
 /// Builds a dataset from the bytes of an images file and a labels file (gzip or raw); the paths
 /// only name errors. Labels must be below `classes`.
-pub fn dataset_from_idx_bytes(
+pub(crate) fn dataset_from_idx_bytes(
     name: &str,
     images: Vec<u8>,
     images_path: &Path,
@@ -178,7 +182,7 @@ pub fn read_idx_pair(
 }
 
 /// Finds `stem` or `stem.gz` in `dir` (the names MNIST-style downloads use).
-pub fn find_idx(dir: &Path, stems: &[&str]) -> Result<PathBuf, DataError> {
+pub(crate) fn find_idx(dir: &Path, stems: &[&str]) -> Result<PathBuf, DataError> {
     for stem in stems {
         for candidate in [format!("{stem}.gz"), stem.to_string()] {
             let path = dir.join(&candidate);

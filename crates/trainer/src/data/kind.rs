@@ -99,9 +99,10 @@ impl DataSource {
         image_size: Option<usize>,
     ) -> Result<Self, DataError> {
         let folder = || {
-            dir.map(Path::to_path_buf).ok_or_else(|| {
-                DataError::Split(format!("dataset `{kind}` needs a data folder (--data-dir)"))
-            })
+            dir.map(Path::to_path_buf)
+                .ok_or_else(|| DataError::NeedsDir {
+                    dataset: kind.to_string(),
+                })
         };
         Ok(match kind {
             DatasetKind::Embedded => DataSource::Embedded,

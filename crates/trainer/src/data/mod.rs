@@ -400,8 +400,10 @@ impl PretrainedInput {
     }
 }
 
-/// How to read and split the data.
+/// How to read and split the data. Non-exhaustive, as it grows: start from
+/// [`DataConfig::new`] and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DataConfig {
     /// Where the data comes from.
     pub source: DataSource,

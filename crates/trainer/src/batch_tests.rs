@@ -1,13 +1,12 @@
-//! Augmentation: exact pixel placement of crop, flip and cutout on a hand-made image, shapes,
-//! and determinism of batches given (seed, epoch, batch), on and off the background thread.
+//! Tests of augmentation and batches (the crate's internals, so unit tests): exact pixel
+//! placement of crop, flip and cutout on a hand-made image, shapes, and determinism of batches
+//! given (seed, epoch, batch), on and off the background thread.
 
 use std::sync::Arc;
 
-use nasnet_trainer::augment::{
-    batch_rng, random_resized_crop, transform_into, AugmentConfig, AugmentDraw,
-};
-use nasnet_trainer::data::{Dataset, Normalization};
-use nasnet_trainer::loader::{epoch_order, train_batch, train_batches_per_epoch, BatchStream};
+use crate::augment::{batch_rng, random_resized_crop, transform_into, AugmentConfig, AugmentDraw};
+use crate::data::{Dataset, Normalization};
+use crate::loader::{epoch_order, train_batch, train_batches_per_epoch, BatchStream};
 
 fn norm() -> Normalization {
     Normalization {
