@@ -24,7 +24,22 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 pub(crate) fn skipped_on_generic_path(route: &str) -> bool {
     let generic = kernel_path() == KernelPath::Generic;
     if generic {
-        eprintln!("skipped: the generic kernel path (NASNET_KERNELS=generic) has no {route}");
+        skip(&format!(
+            "the generic kernel path (NASNET_KERNELS=generic) has no {route}"
+        ));
     }
     generic
+}
+
+/// The variable that turns every skipped test into a failure: CI sets `NASNET_REQUIRE_ALL=1`,
+/// so a green run there means every test ran, not "a tool was missing".
+pub(crate) const REQUIRE_ALL: &str = "NASNET_REQUIRE_ALL";
+
+/// Says on stderr that a test is skipped for `reason` and returns, or fails the test when
+/// `NASNET_REQUIRE_ALL=1` asks for every test to run.
+pub(crate) fn skip(reason: &str) {
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
+        panic!("{reason}, and {REQUIRE_ALL}=1 requires every test to run");
+    }
+    eprintln!("SKIPPED: {reason}");
 }

@@ -55,9 +55,9 @@ impl Driver {
     /// saying so) when there is no C++ compiler.
     fn build(tag: &str) -> Option<Self> {
         let Some(cxx) = compiler() else {
-            eprintln!(
-                "SKIPPED: no C++ compiler ($CXX, c++, g++ or clang++), so the CUDA kernel \
-                 bodies cannot be run on the host"
+            crate::kernels::testing::skip(
+                "no C++ compiler ($CXX, c++, g++ or clang++), so the CUDA kernel bodies cannot \
+                 be run on the host",
             );
             return None;
         };
