@@ -24,10 +24,8 @@ impl ControllerConfig {
 }
 
 /// Strategy updates of a default sharing search, calibrated in CPU time (which a busy machine
-/// does not inflate): a training step of 64 images on the default 1@96 network costs about
-/// 0.6 CPU-seconds, a held-out minibatch of 128 about 0.15, so an update of 10 steps and
-/// 2 x 10 scored children about 9 CPU-seconds, and 110 updates about 1,000 CPU-seconds: about
-/// 15 minutes on 2 cores, which tiny tensors do not keep fully busy.
+/// does not inflate) to about a quarter of an hour on 2 cores: SEARCH.md, "Default budgets",
+/// has the measured costs per step and per update.
 const DEFAULT_UPDATES: u64 = 110;
 
 /// Shared-weight training minibatches per strategy update (ENAS: about one epoch of shared

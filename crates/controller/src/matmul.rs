@@ -4,8 +4,8 @@
 //! Why not `Tensor::matmul`: candle 0.11's CPU matmul asks `utils::get_num_threads()` on every
 //! call, and unless `RAYON_NUM_THREADS` is set that re-reads `/proc/cpuinfo`
 //! (`num_cpus::get_physical`) each time. The controller does ~100 tiny matmuls per sampled
-//! architecture, so that file read dominated: sampling took ~7 ms instead of ~0.6 ms at 32
-//! units. This op calls the same `gemm` kernel directly, through nasnet-cells' bounds-checked
+//! architecture, so that file read dominated sampling (about ten times slower; BENCHMARKS.md,
+//! "Controller"). This op calls the same `gemm` kernel directly, through nasnet-cells' bounds-checked
 //! wrapper, sequentially (the products are far below gemm's own threading threshold anyway), and
 //! handles strided (e.g. transposed) inputs without copying.
 

@@ -22,8 +22,8 @@ use crate::choices::dataset_source;
 use crate::input::user_error;
 use crate::search::args::{PresetArg, SearchArgs};
 
-/// The budget of a default search: about 10-15 minutes on a 2-core CPU (two workers train a
-/// default child, 1@96 on 2,000 images for one epoch, in about 35 s each).
+/// The budget of a default search: two workers train 40 default children (1@96 on 2,000 images
+/// for one epoch); SEARCH.md, "Default budgets", has what that costs on a 2-core CPU.
 pub const DEFAULT_TRIALS: u64 = 40;
 /// Training images per child in a default search on the embedded data.
 pub const DEFAULT_TRAIN_LIMIT: usize = 2000;
