@@ -30,6 +30,15 @@ fn trial_ids(run: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The `attempts` of every record of `trials.jsonl`, in order.
+fn attempts(run: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["attempts"].as_u64().unwrap())
+        .collect()
+}
+
 fn statuses(run: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
     text.lines()
@@ -161,6 +170,7 @@ fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
         rescued.contains("trial 0 started") && rescued.contains("attempt 2"),
         "the rescuer took over the trial: {rescued}"
     );
+    assert_eq!(attempts(&t.run), [2], "the second start is recorded");
 }
 
 #[test]
@@ -246,6 +256,7 @@ fn a_trial_started_more_than_max_attempts_times_is_recorded_failed() {
     one_trial_finishes_as(&mut t, "failed");
     let text = std::fs::read_to_string(t.run.join("trials.jsonl")).unwrap();
     assert!(text.contains("started 1 time(s)"), "{text}");
+    assert_eq!(attempts(&t.run), [1], "as many attempts as its error says");
 }
 
 #[test]

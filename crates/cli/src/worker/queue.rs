@@ -234,7 +234,8 @@ impl Worker {
             self.consumer, entry.id
         );
         match self.train_with_heartbeat(&entry.id, &job)? {
-            Some(outcome) => {
+            Some(mut outcome) => {
+                outcome.attempts = attempts;
                 eprintln!("worker {}: trial {trial} finished", self.consumer);
                 self.finish(&entry.id, &job, outcome)
             }
@@ -285,11 +286,12 @@ impl Worker {
             "worker {}: trial {trial} failed on {starts} workers",
             self.consumer
         );
-        let outcome = TrialOutcome::failed(
+        let mut outcome = TrialOutcome::failed(
             trial,
             0.0,
             format!("the trial was started {starts} time(s) and no worker finished it"),
         );
+        outcome.attempts = starts;
         self.finish(id, job, outcome)
     }
 
