@@ -55,17 +55,23 @@ fn assert_each_once(run: &Path, n: u64) {
     assert_eq!(unique, (0..n).collect(), "trials recorded: {ids:?}");
 }
 
+/// What a finished process wrote to its piped stderr.
+fn stderr_of(proc: &mut Proc) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut e) = proc.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
 fn finish(cmd: &mut Command, limit: Duration) {
     let child = cmd.spawn().unwrap();
     let mut proc = Proc(child);
     let start = Instant::now();
     loop {
         if let Some(status) = proc.0.try_wait().unwrap() {
-            let mut err = String::new();
-            if let Some(mut e) = proc.0.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = stderr_of(&mut proc);
             assert!(status.success(), "search failed: {err}");
             return;
         }
@@ -209,6 +215,40 @@ fn a_killed_search_resumes_on_the_same_queue() {
     assert_eq!(starts, 12, "every trial trained once");
 }
 
+/// A search of ten synthetic 300 ms trials, `queued` at once, on two workers, while Redis is
+/// stopped after three trials (`kill`: SIGKILL, else SIGTERM) and started again: the search
+/// succeeds with every trial once, ok; returns its stderr.
+fn search_through_a_restart(base: &Path, redis: &mut Redis, workers: &str, kill: bool) -> String {
+    let run = base.join("run");
+    let args = [
+        "--trials",
+        "10",
+        "--synthetic-child-ms",
+        "300",
+        "--workers",
+        workers,
+    ];
+    let mut search_proc = Proc(search(redis, &run, &args).spawn().unwrap());
+    wait_for("three finished trials", Duration::from_secs(60), || {
+        trial_ids(&run).len() >= 3
+    });
+    if kill {
+        redis.kill();
+    } else {
+        redis.stop();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    redis.launch();
+    wait_for("the search to finish", Duration::from_secs(120), || {
+        search_proc.0.try_wait().unwrap().is_some()
+    });
+    let err = stderr_of(&mut search_proc);
+    assert!(search_proc.0.wait().unwrap().success(), "{err}");
+    assert_each_once(&run, 10);
+    assert!(statuses(&run).iter().all(|s| s == "ok"));
+    err
+}
+
 #[test]
 fn a_redis_restart_mid_run_loses_nothing() {
     if !have_redis() {
@@ -217,29 +257,27 @@ fn a_redis_restart_mid_run_loses_nothing() {
     let base = temp_dir("restart");
     let mut redis = Redis::start(&base);
     let _workers = workers(&redis, &base, 2);
-    let run = base.join("run");
-    let args = [
-        "--trials",
-        "10",
-        "--synthetic-child-ms",
-        "300",
-        "--workers",
-        "2",
-    ];
-    let mut cmd = search(&redis, &run, &args);
-    let mut search_proc = Proc(cmd.spawn().unwrap());
-    wait_for("three finished trials", Duration::from_secs(60), || {
-        trial_ids(&run).len() >= 3
-    });
-    redis.stop();
-    std::thread::sleep(Duration::from_millis(500));
-    redis.launch();
-    wait_for("the search to finish", Duration::from_secs(120), || {
-        search_proc.0.try_wait().unwrap().is_some()
-    });
-    assert!(search_proc.0.wait().unwrap().success());
-    assert_each_once(&run, 10);
-    assert!(statuses(&run).iter().all(|s| s == "ok"));
+    search_through_a_restart(&base, &mut redis, "2", false);
+}
+
+#[test]
+fn a_redis_restart_that_lost_every_key_queues_the_lost_trials_again() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("volatile");
+    let mut redis = Redis::start_volatile(&base);
+    let mut two = workers(&redis, &base, 2);
+    // Four queued for two workers: two are waiting in the stream when Redis dies.
+    let err = search_through_a_restart(&base, &mut redis, "4", true);
+    assert!(err.contains("queuing them again"), "{err}");
+    for (i, w) in two.iter_mut().enumerate() {
+        let log = std::fs::read_to_string(base.join(format!("w{i}.log"))).unwrap();
+        assert!(
+            w.0.try_wait().unwrap().is_none(),
+            "worker {i} exited: {log}"
+        );
+    }
 }
 
 #[test]

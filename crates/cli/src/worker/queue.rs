@@ -7,7 +7,8 @@
 //! resets the entry's idle time), so only a worker that died loses its trial. A trial started
 //! `max_attempts` times is recorded as failed instead of started again. Ctrl-C finishes the
 //! current trial and exits; a second Ctrl-C, or SIGTERM, hands the trial back to the queue at
-//! once (it is queued again and acknowledged, atomically) and exits.
+//! once (it is queued again and acknowledged, atomically) and exits. A consumer group that
+//! Redis lost (a restart without persistence) is made again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -141,6 +142,7 @@ impl Worker {
         mut op: impl FnMut(&Worker, &mut Connection) -> RedisResult<T>,
     ) -> Result<T> {
         let mut warned = false;
+        let mut group_made = 0;
         loop {
             let mut conn = match self.conn.take() {
                 Some(c) => c,
@@ -155,6 +157,10 @@ impl Worker {
                     self.conn = Some(conn);
                     return Ok(v);
                 }
+                Err(e) if e.code() == Some("NOGROUP") && group_made < 3 => {
+                    group_made += 1;
+                    self.remake_group(conn)?;
+                }
                 Err(e) if is_transient(&e) => {
                     if stop_now() {
                         bail!("stopped while Redis was unreachable ({e})");
@@ -168,6 +174,21 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Makes the consumer group again after Redis lost it (restarted without its data); the
+    /// search queues its lost trials again.
+    fn remake_group(&mut self, mut conn: Connection) -> Result<()> {
+        eprintln!(
+            "worker {}: the consumer group of {} is gone (Redis lost its data?); making it again",
+            self.consumer, self.keys.trials
+        );
+        match ensure_group(&mut conn, &self.keys) {
+            Ok(()) => self.conn = Some(conn),
+            Err(e) if is_transient(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// An entry whose lease expired, else a new one (waiting up to half a second), with the
@@ -331,6 +352,7 @@ impl Worker {
         let beat = (self.config.lease / 3).max(Duration::from_millis(50));
         let mut last_beat = Instant::now();
         let mut told = false;
+        let mut taken_over = false;
         loop {
             match wait(&rx, job.spec.trial, Duration::from_millis(50)) {
                 Some(outcome) => return Ok(Some(outcome)),
@@ -346,7 +368,8 @@ impl Worker {
             }
             if last_beat.elapsed() >= beat {
                 last_beat = Instant::now();
-                if !self.heartbeat(id) {
+                if !self.heartbeat(id) && !taken_over {
+                    taken_over = true;
                     eprintln!(
                         "worker {}: trial {} was taken over by another worker; finishing anyway",
                         self.consumer, job.spec.trial
