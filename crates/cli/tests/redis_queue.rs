@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis_server::{have_redis, search, worker, Proc, Redis};
+use common::redis_server::{have_redis, search, worker, Proc, Redis, PASSWORD_ENV};
 use common::{nasnet, temp_dir, wait_for};
 
 /// `n` workers with a 30 s lease, logging to `base/wI.log`.
@@ -413,4 +413,46 @@ fn a_worker_with_other_data_refuses_the_trial_and_a_right_one_trains_it() {
     assert!(search_proc.0.wait().unwrap().success());
     assert_each_once(&run, 1);
     assert_eq!(statuses(&run), ["ok"]);
+}
+
+/// A `nasnet search --queue URL` of one synthetic trial in `run` that is expected to fail at
+/// once: its message, after checking that it failed within 5 s and wrote no run folder.
+fn failed_start(url: &str, run: &Path) -> String {
+    let start = Instant::now();
+    let out = nasnet()
+        .args(["search", "--queue", url, "--strategy", "random", "--quiet"])
+        .args(["--trials", "1", "--synthetic-child-ms", "10", "--run-dir"])
+        .arg(run)
+        .env_remove(PASSWORD_ENV)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{url}: {err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{url}: not retried for long: {err}"
+    );
+    assert!(!run.exists(), "{url}: no run folder left behind: {err}");
+    err
+}
+
+#[test]
+fn a_queue_that_cannot_be_reached_leaves_no_run_folder_and_fails_at_once() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("badqueue");
+    let redis = Redis::start(&base);
+    let run = base.join("run");
+    let err = failed_start("redis:/127.0.0.1", &run);
+    assert!(err.contains("--queue redis:/127.0.0.1"), "{err}");
+    let err = failed_start("http://127.0.0.1:6379", &run);
+    assert!(err.contains("--queue http://"), "{err}");
+    let err = failed_start(&format!("{}/99", redis.url()), &run);
+    assert!(err.contains("DB index is out of range"), "{err}");
+    // The corrected command runs, without --resume.
+    let _worker = worker(&redis, &base.join("w.log"), 30_000);
+    let args = ["--trials", "1", "--synthetic-child-ms", "10"];
+    finish(&mut search(&redis, &run, &args), Duration::from_secs(60));
+    assert_each_once(&run, 1);
 }

@@ -35,6 +35,7 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::console::show_status_line;
+use crate::search::redis_connect::{connect, is_transient, QueueServer};
 use crate::worker::progress::WorkerProgress;
 
 /// The consumer group every worker joins.
@@ -176,21 +177,6 @@ fn run_queue_id(run: &RunDir) -> Result<String> {
     Ok(id)
 }
 
-/// Opens a connection to `url`, retrying every half second for up to `patience`.
-pub fn connect(
-    client: &redis::Client,
-    patience: Duration,
-) -> redis::RedisResult<redis::Connection> {
-    let start = Instant::now();
-    loop {
-        match client.get_connection_with_timeout(Duration::from_secs(5)) {
-            Ok(c) => return Ok(c),
-            Err(e) if start.elapsed() >= patience => return Err(e),
-            Err(_) => thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
-
 /// Creates the consumer group of the trials stream (and the stream) unless it exists.
 pub fn ensure_group(conn: &mut redis::Connection, keys: &QueueKeys) -> redis::RedisResult<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
@@ -223,15 +209,6 @@ struct JobTemplate {
     synthetic_ms: Option<u64>,
 }
 
-/// Whether a Redis error means "the server is away for now" (restarting, loading its file).
-pub fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || e.code() == Some("LOADING")
-}
-
 /// The search's side of the queue.
 pub struct RedisBackend {
     client: redis::Client,
@@ -254,18 +231,17 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to the queue of `args` for `run`, whose children train under `child`.
+    /// Attaches to the queue of `args` on `server` for `run`, whose children train under
+    /// `child`.
     pub fn connect(
         args: &QueueArgs,
-        url: &str,
+        server: QueueServer,
         run: &RunDir,
         child: &ChildSpec,
         workers: usize,
         display: bool,
     ) -> Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("--queue {url}"))?;
-        let mut conn = connect(&client, Duration::from_secs(10))
-            .with_context(|| format!("connecting to {url}"))?;
+        let QueueServer { client, mut conn } = server;
         let keys = QueueKeys::new(&args.queue_name);
         ensure_group(&mut conn, &keys)?;
         let run_id = run_queue_id(run)?;
@@ -310,7 +286,8 @@ impl RedisBackend {
             if self.conn.is_none() {
                 match connect(&self.client, Duration::from_secs(1)) {
                     Ok(c) => self.conn = Some(c),
-                    Err(_) => continue,
+                    Err(e) if is_transient(&e) => continue,
+                    Err(e) => return Err(SearchError::Backend(format!("redis: {e}").into())),
                 }
             }
             let conn = self.conn.as_mut().expect("connected above");

@@ -23,9 +23,10 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Connection, RedisResult};
 
 use crate::search::redis_backend::{
-    connect, ensure_group, is_transient, relocate_data, split_hash, value_text, QueueJob,
-    QueueKeys, QueueProgress, QueueResult, GROUP,
+    ensure_group, relocate_data, split_hash, value_text, QueueJob, QueueKeys, QueueProgress,
+    QueueResult, GROUP,
 };
+use crate::search::redis_connect::{connect, is_transient, QueueServer};
 use crate::worker::progress::{ProgressSink, ThrottledProgress, WorkerProgress};
 use crate::worker::trial::run_trial;
 
@@ -105,10 +106,7 @@ struct Worker {
 /// Runs a queue worker until it is stopped by a signal.
 pub fn run(config: QueueWorkerConfig) -> Result<()> {
     install_signal_handlers();
-    let client = redis::Client::open(config.url.as_str())
-        .with_context(|| format!("--queue {}", config.url))?;
-    let mut conn = connect(&client, Duration::from_secs(30))
-        .with_context(|| format!("connecting to {}", config.url))?;
+    let QueueServer { client, mut conn } = QueueServer::open(&config.url, Duration::from_secs(30))?;
     let keys = QueueKeys::new(&config.name);
     ensure_group(&mut conn, &keys)?;
     let consumer = format!("{}:{}", host_name(), std::process::id());
@@ -149,7 +147,8 @@ impl Worker {
                 None => match connect(&self.client, Duration::from_secs(1)) {
                     Ok(c) => c,
                     Err(e) if stop_now() => bail!("stopped while Redis was unreachable ({e})"),
-                    Err(_) => continue,
+                    Err(e) if is_transient(&e) => continue,
+                    Err(e) => return Err(e.into()),
                 },
             };
             match op(self, &mut conn) {

@@ -29,6 +29,9 @@ impl Drop for Proc {
     }
 }
 
+/// The environment variable the queue's Redis password is read from (docs/distributed.md).
+pub const PASSWORD_ENV: &str = "NASNET_REDIS_PASSWORD";
+
 /// A redis-server on a loopback port, with its append-only file in `dir`.
 pub struct Redis {
     port: u16,
