@@ -456,3 +456,27 @@ fn a_queue_that_cannot_be_reached_leaves_no_run_folder_and_fails_at_once() {
     finish(&mut search(&redis, &run, &args), Duration::from_secs(60));
     assert_each_once(&run, 1);
 }
+
+#[test]
+fn a_password_protected_queue_takes_the_password_from_the_environment_and_never_shows_it() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("password");
+    let redis = Redis::start_with_password(&base, "s3cretWord");
+    let run = base.join("run");
+    let err = failed_start(&redis.url(), &run);
+    assert!(err.contains(&redis.url()), "names the server: {err}");
+    let wrong = redis.url().replace("redis://", "redis://:b4dGuess@");
+    let err = failed_start(&wrong, &run);
+    assert!(!err.contains("b4dGuess"), "the password is shown: {err}");
+    assert!(err.contains("redis://***@127.0.0.1"), "{err}");
+    // The helpers pass the password in the environment, to the worker and the search.
+    let log = base.join("w.log");
+    let _worker = worker(&redis, &log, 30_000);
+    let args = ["--trials", "1", "--synthetic-child-ms", "10"];
+    finish(&mut search(&redis, &run, &args), Duration::from_secs(60));
+    assert_each_once(&run, 1);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("s3cretWord"), "{log}");
+}

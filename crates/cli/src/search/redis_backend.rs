@@ -52,7 +52,7 @@ pub(crate) const DEFAULT_QUEUE_DEPTH: usize = 64;
 pub struct QueueArgs {
     /// Train the children on `nasnet worker --queue` processes through this Redis server
     /// (redis://HOST:PORT[/DB]) instead of local processes; --workers is then the number of
-    /// trials queued at once (default 64).
+    /// trials queued at once (default 64). A password is read from NASNET_REDIS_PASSWORD.
     #[arg(long, value_name = "URL")]
     pub queue: Option<String>,
     /// Name of the queue (key prefix); the workers must be given the same.

@@ -135,14 +135,22 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Gives `cmd` the server's password in [`PASSWORD_ENV`], when it has one.
+    fn authorise(&self, cmd: &mut Command) {
+        if let Some(password) = &self.password {
+            cmd.env(PASSWORD_ENV, password);
+        }
+    }
 }
 
 /// A `nasnet worker --queue` process on `redis` with lease `lease_ms`, logging to `log`.
 pub fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
     let stderr = std::fs::File::create(log).unwrap();
+    let mut cmd = nasnet();
+    redis.authorise(&mut cmd);
     Proc(
-        nasnet()
-            .args(["worker", "--queue", &redis.url(), "--lease-ms"])
+        cmd.args(["worker", "--queue", &redis.url(), "--lease-ms"])
             .arg(lease_ms.to_string())
             .env("RAYON_NUM_THREADS", "1")
             .stdout(Stdio::null())
@@ -156,6 +164,7 @@ pub fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
 /// `extra` flags; its stderr is piped, for the test to read on failure.
 pub fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
     let mut cmd = nasnet();
+    redis.authorise(&mut cmd);
     cmd.args([
         "search",
         "--queue",
