@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis_server::{have_redis, search, worker, Proc, Redis};
+use common::redis_server::{have_redis, search, worker, Proc, Redis, PASSWORD_ENV};
 use common::{nasnet, temp_dir, wait_for};
 
 /// `n` workers with a 30 s lease, logging to `base/wI.log`.
@@ -27,6 +27,15 @@ fn trial_ids(run: &Path) -> Vec<u64> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| v["trial"].as_u64().unwrap())
+        .collect()
+}
+
+/// The `attempts` of every record of `trials.jsonl`, in order.
+fn attempts(run: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(run.join("trials.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["attempts"].as_u64().unwrap())
         .collect()
 }
 
@@ -46,17 +55,23 @@ fn assert_each_once(run: &Path, n: u64) {
     assert_eq!(unique, (0..n).collect(), "trials recorded: {ids:?}");
 }
 
+/// What a finished process wrote to its piped stderr.
+fn stderr_of(proc: &mut Proc) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut e) = proc.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
 fn finish(cmd: &mut Command, limit: Duration) {
     let child = cmd.spawn().unwrap();
     let mut proc = Proc(child);
     let start = Instant::now();
     loop {
         if let Some(status) = proc.0.try_wait().unwrap() {
-            let mut err = String::new();
-            if let Some(mut e) = proc.0.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = stderr_of(&mut proc);
             assert!(status.success(), "search failed: {err}");
             return;
         }
@@ -161,6 +176,7 @@ fn a_trial_of_a_killed_worker_is_reclaimed_and_finished_by_another() {
         rescued.contains("trial 0 started") && rescued.contains("attempt 2"),
         "the rescuer took over the trial: {rescued}"
     );
+    assert_eq!(attempts(&t.run), [2], "the second start is recorded");
 }
 
 #[test]
@@ -199,6 +215,40 @@ fn a_killed_search_resumes_on_the_same_queue() {
     assert_eq!(starts, 12, "every trial trained once");
 }
 
+/// A search of ten synthetic 300 ms trials, `queued` at once, on two workers, while Redis is
+/// stopped after three trials (`kill`: SIGKILL, else SIGTERM) and started again: the search
+/// succeeds with every trial once, ok; returns its stderr.
+fn search_through_a_restart(base: &Path, redis: &mut Redis, workers: &str, kill: bool) -> String {
+    let run = base.join("run");
+    let args = [
+        "--trials",
+        "10",
+        "--synthetic-child-ms",
+        "300",
+        "--workers",
+        workers,
+    ];
+    let mut search_proc = Proc(search(redis, &run, &args).spawn().unwrap());
+    wait_for("three finished trials", Duration::from_secs(60), || {
+        trial_ids(&run).len() >= 3
+    });
+    if kill {
+        redis.kill();
+    } else {
+        redis.stop();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    redis.launch();
+    wait_for("the search to finish", Duration::from_secs(120), || {
+        search_proc.0.try_wait().unwrap().is_some()
+    });
+    let err = stderr_of(&mut search_proc);
+    assert!(search_proc.0.wait().unwrap().success(), "{err}");
+    assert_each_once(&run, 10);
+    assert!(statuses(&run).iter().all(|s| s == "ok"));
+    err
+}
+
 #[test]
 fn a_redis_restart_mid_run_loses_nothing() {
     if !have_redis() {
@@ -207,29 +257,27 @@ fn a_redis_restart_mid_run_loses_nothing() {
     let base = temp_dir("restart");
     let mut redis = Redis::start(&base);
     let _workers = workers(&redis, &base, 2);
-    let run = base.join("run");
-    let args = [
-        "--trials",
-        "10",
-        "--synthetic-child-ms",
-        "300",
-        "--workers",
-        "2",
-    ];
-    let mut cmd = search(&redis, &run, &args);
-    let mut search_proc = Proc(cmd.spawn().unwrap());
-    wait_for("three finished trials", Duration::from_secs(60), || {
-        trial_ids(&run).len() >= 3
-    });
-    redis.stop();
-    std::thread::sleep(Duration::from_millis(500));
-    redis.launch();
-    wait_for("the search to finish", Duration::from_secs(120), || {
-        search_proc.0.try_wait().unwrap().is_some()
-    });
-    assert!(search_proc.0.wait().unwrap().success());
-    assert_each_once(&run, 10);
-    assert!(statuses(&run).iter().all(|s| s == "ok"));
+    search_through_a_restart(&base, &mut redis, "2", false);
+}
+
+#[test]
+fn a_redis_restart_that_lost_every_key_queues_the_lost_trials_again() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("volatile");
+    let mut redis = Redis::start_volatile(&base);
+    let mut two = workers(&redis, &base, 2);
+    // Four queued for two workers: two are waiting in the stream when Redis dies.
+    let err = search_through_a_restart(&base, &mut redis, "4", true);
+    assert!(err.contains("queuing them again"), "{err}");
+    for (i, w) in two.iter_mut().enumerate() {
+        let log = std::fs::read_to_string(base.join(format!("w{i}.log"))).unwrap();
+        assert!(
+            w.0.try_wait().unwrap().is_none(),
+            "worker {i} exited: {log}"
+        );
+    }
 }
 
 #[test]
@@ -246,6 +294,7 @@ fn a_trial_started_more_than_max_attempts_times_is_recorded_failed() {
     one_trial_finishes_as(&mut t, "failed");
     let text = std::fs::read_to_string(t.run.join("trials.jsonl")).unwrap();
     assert!(text.contains("started 1 time(s)"), "{text}");
+    assert_eq!(attempts(&t.run), [1], "as many attempts as its error says");
 }
 
 #[test]
@@ -364,4 +413,70 @@ fn a_worker_with_other_data_refuses_the_trial_and_a_right_one_trains_it() {
     assert!(search_proc.0.wait().unwrap().success());
     assert_each_once(&run, 1);
     assert_eq!(statuses(&run), ["ok"]);
+}
+
+/// A `nasnet search --queue URL` of one synthetic trial in `run` that is expected to fail at
+/// once: its message, after checking that it failed within 5 s and wrote no run folder.
+fn failed_start(url: &str, run: &Path) -> String {
+    let start = Instant::now();
+    let out = nasnet()
+        .args(["search", "--queue", url, "--strategy", "random", "--quiet"])
+        .args(["--trials", "1", "--synthetic-child-ms", "10", "--run-dir"])
+        .arg(run)
+        .env_remove(PASSWORD_ENV)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{url}: {err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{url}: not retried for long: {err}"
+    );
+    assert!(!run.exists(), "{url}: no run folder left behind: {err}");
+    err
+}
+
+#[test]
+fn a_queue_that_cannot_be_reached_leaves_no_run_folder_and_fails_at_once() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("badqueue");
+    let redis = Redis::start(&base);
+    let run = base.join("run");
+    let err = failed_start("redis:/127.0.0.1", &run);
+    assert!(err.contains("--queue redis:/127.0.0.1"), "{err}");
+    let err = failed_start("http://127.0.0.1:6379", &run);
+    assert!(err.contains("--queue http://"), "{err}");
+    let err = failed_start(&format!("{}/99", redis.url()), &run);
+    assert!(err.contains("DB index is out of range"), "{err}");
+    // The corrected command runs, without --resume.
+    let _worker = worker(&redis, &base.join("w.log"), 30_000);
+    let args = ["--trials", "1", "--synthetic-child-ms", "10"];
+    finish(&mut search(&redis, &run, &args), Duration::from_secs(60));
+    assert_each_once(&run, 1);
+}
+
+#[test]
+fn a_password_protected_queue_takes_the_password_from_the_environment_and_never_shows_it() {
+    if !have_redis() {
+        return;
+    }
+    let base = temp_dir("password");
+    let redis = Redis::start_with_password(&base, "s3cretWord");
+    let run = base.join("run");
+    let err = failed_start(&redis.url(), &run);
+    assert!(err.contains(&redis.url()), "names the server: {err}");
+    let wrong = redis.url().replace("redis://", "redis://:b4dGuess@");
+    let err = failed_start(&wrong, &run);
+    assert!(!err.contains("b4dGuess"), "the password is shown: {err}");
+    assert!(err.contains("redis://***@127.0.0.1"), "{err}");
+    // The helpers pass the password in the environment, to the worker and the search.
+    let log = base.join("w.log");
+    let _worker = worker(&redis, &log, 30_000);
+    let args = ["--trials", "1", "--synthetic-child-ms", "10"];
+    finish(&mut search(&redis, &run, &args), Duration::from_secs(60));
+    assert_each_once(&run, 1);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("s3cretWord"), "{log}");
 }

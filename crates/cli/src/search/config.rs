@@ -350,19 +350,23 @@ pub fn open_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
     Ok((run, config))
 }
 
-/// Validates the arguments, then (only then) creates the run folder with `config.json`.
-pub fn create_run(args: &SearchArgs) -> Result<(RunDir, SearchConfig)> {
+/// The configuration of a new run from the flags, validated; nothing is written yet.
+pub fn new_config(args: &SearchArgs) -> Result<SearchConfig> {
     let config = from_args(args)?;
     validate(&config)?;
+    Ok(config)
+}
+
+/// Creates the run folder of `config` (from [`new_config`]) with `config.json`.
+pub fn create_run(args: &SearchArgs, config: &SearchConfig) -> Result<RunDir> {
     let dir = args.run_dir.clone().unwrap_or_else(|| {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         PathBuf::from("runs").join(format!("search-{secs}"))
     });
-    let value = serde_json::to_value(&config)?;
-    let run = RunDir::create(&dir, &value)?;
-    Ok((run, config))
+    let value = serde_json::to_value(config)?;
+    Ok(RunDir::create(&dir, &value)?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod config;
 mod output;
 pub(crate) mod process_backend;
 pub(crate) mod redis_backend;
+pub(crate) mod redis_connect;
 mod sharing;
 mod trials;
 
@@ -46,13 +47,28 @@ fn worker_count(args: &SearchArgs) -> Result<usize> {
     Ok(workers)
 }
 
+/// The Redis server of `--queue`, reached (waiting up to 10 s for one that is away), if given.
+fn open_queue(args: &SearchArgs) -> Result<Option<redis_connect::QueueServer>> {
+    let patience = std::time::Duration::from_secs(10);
+    args.queue
+        .queue
+        .as_deref()
+        .map(|url| redis_connect::QueueServer::open(url, patience))
+        .transpose()
+}
+
 /// Runs `nasnet search`: a new run as the flags say, or the run of `--resume --run-dir`.
 pub fn run(args: &SearchArgs) -> Result<()> {
     let workers = worker_count(args)?;
-    let (run, config) = if args.resume {
-        config::open_run(args)?
+    let (run, config, queue) = if args.resume {
+        let (run, config) = config::open_run(args)?;
+        (run, config, open_queue(args)?)
     } else {
-        config::create_run(args)?
+        let config = config::new_config(args)?;
+        // The queue is reached before anything is written, so a failed start leaves no run
+        // folder behind and the corrected command needs no --resume.
+        let queue = open_queue(args)?;
+        (config::create_run(args, &config)?, config, queue)
     };
     match &config.mode {
         SearchMode::Trials { trials, child } => {
@@ -63,7 +79,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                 child,
                 workers,
             };
-            trials::run(&t, args)
+            trials::run(&t, args, queue)
         }
         SearchMode::Sharing(mode) => sharing::run(&run, &config, mode, args.quiet),
     }

@@ -16,9 +16,11 @@
 //! A trial is queued at most once per run (a Lua script checks and adds atomically), a result is
 //! recorded once (the first for a trial still running wins), and the search reads the results
 //! stream from its start on every (re)start, so a resumed search finds the outcomes of trials that
-//! finished while it was down.
+//! finished while it was down. A server that lost its data (restarted without persistence) is
+//! noticed by the submitted marks of the running trials being gone: the search makes the
+//! consumer group again and queues those trials again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,10 +35,14 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::console::show_status_line;
+use crate::search::redis_connect::{connect, is_transient, QueueServer};
 use crate::worker::progress::WorkerProgress;
 
 /// The consumer group every worker joins.
 pub const GROUP: &str = "workers";
+
+/// How often the search checks that Redis still holds its running trials.
+const LOSS_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Trials queued at once when `--workers` is not given with `--queue`.
 pub(crate) const DEFAULT_QUEUE_DEPTH: usize = 64;
@@ -46,7 +52,7 @@ pub(crate) const DEFAULT_QUEUE_DEPTH: usize = 64;
 pub struct QueueArgs {
     /// Train the children on `nasnet worker --queue` processes through this Redis server
     /// (redis://HOST:PORT[/DB]) instead of local processes; --workers is then the number of
-    /// trials queued at once (default 64).
+    /// trials queued at once (default 64). A password is read from NASNET_REDIS_PASSWORD.
     #[arg(long, value_name = "URL")]
     pub queue: Option<String>,
     /// Name of the queue (key prefix); the workers must be given the same.
@@ -171,21 +177,6 @@ fn run_queue_id(run: &RunDir) -> Result<String> {
     Ok(id)
 }
 
-/// Opens a connection to `url`, retrying every half second for up to `patience`.
-pub fn connect(
-    client: &redis::Client,
-    patience: Duration,
-) -> redis::RedisResult<redis::Connection> {
-    let start = Instant::now();
-    loop {
-        match client.get_connection_with_timeout(Duration::from_secs(5)) {
-            Ok(c) => return Ok(c),
-            Err(e) if start.elapsed() >= patience => return Err(e),
-            Err(_) => thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
-
 /// Creates the consumer group of the trials stream (and the stream) unless it exists.
 pub fn ensure_group(conn: &mut redis::Connection, keys: &QueueKeys) -> redis::RedisResult<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
@@ -218,15 +209,6 @@ struct JobTemplate {
     synthetic_ms: Option<u64>,
 }
 
-/// Whether a Redis error means "the server is away for now" (restarting, loading its file).
-pub fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || e.code() == Some("LOADING")
-}
-
 /// The search's side of the queue.
 pub struct RedisBackend {
     client: redis::Client,
@@ -239,25 +221,27 @@ pub struct RedisBackend {
     capacity: usize,
     /// Id of the last results-stream entry read.
     last_result: String,
-    running: HashSet<u64>,
+    /// The trials queued and not finished, kept to queue them again if Redis loses them.
+    running: HashMap<u64, TrialSpec>,
+    /// When the search last checked that Redis still holds the running trials.
+    last_loss_check: Instant,
     ready: VecDeque<TrialOutcome>,
     /// Whether to show the workers' progress (a terminal, not --quiet).
     display: bool,
 }
 
 impl RedisBackend {
-    /// Connects to the queue of `args` for `run`, whose children train under `child`.
+    /// Attaches to the queue of `args` on `server` for `run`, whose children train under
+    /// `child`.
     pub fn connect(
         args: &QueueArgs,
-        url: &str,
+        server: QueueServer,
         run: &RunDir,
         child: &ChildSpec,
         workers: usize,
         display: bool,
     ) -> Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("--queue {url}"))?;
-        let mut conn = connect(&client, Duration::from_secs(10))
-            .with_context(|| format!("connecting to {url}"))?;
+        let QueueServer { client, mut conn } = server;
         let keys = QueueKeys::new(&args.queue_name);
         ensure_group(&mut conn, &keys)?;
         let run_id = run_queue_id(run)?;
@@ -284,7 +268,8 @@ impl RedisBackend {
             template,
             capacity: workers.max(1),
             last_result: "0".into(),
-            running: HashSet::new(),
+            running: HashMap::new(),
+            last_loss_check: Instant::now(),
             ready: VecDeque::new(),
             display,
         })
@@ -301,7 +286,8 @@ impl RedisBackend {
             if self.conn.is_none() {
                 match connect(&self.client, Duration::from_secs(1)) {
                     Ok(c) => self.conn = Some(c),
-                    Err(_) => continue,
+                    Err(e) if is_transient(&e) => continue,
+                    Err(e) => return Err(SearchError::Backend(format!("redis: {e}").into())),
                 }
             }
             let conn = self.conn.as_mut().expect("connected above");
@@ -345,7 +331,7 @@ impl RedisBackend {
                 eprintln!("queue: ignoring a malformed result {}", entry.id);
                 continue;
             };
-            if self.running.remove(&result.outcome.trial) {
+            if self.running.remove(&result.outcome.trial).is_some() {
                 self.ready.push_back(result.outcome);
             }
         }
@@ -364,7 +350,7 @@ impl RedisBackend {
         let mut lines: Vec<QueueProgress> = all
             .values()
             .filter_map(|t| serde_json::from_str::<QueueProgress>(t).ok())
-            .filter(|p| self.running.contains(&p.progress.trial))
+            .filter(|p| self.running.contains_key(&p.progress.trial))
             .collect();
         if lines.is_empty() {
             return Ok(());
@@ -372,6 +358,78 @@ impl RedisBackend {
         lines.sort_by_key(|p| p.progress.trial);
         show_status_line(&progress_line(&lines, 4));
         Ok(())
+    }
+}
+
+impl RedisBackend {
+    /// Adds the job of `spec` to the trials stream unless this run already queued it.
+    fn queue_once(&mut self, spec: &TrialSpec) -> Result<(), SearchError> {
+        let t = &self.template;
+        let job = QueueJob {
+            run: t.run.clone(),
+            results: self.results_key.clone(),
+            progress: self.progress_key.clone(),
+            spec: spec.clone(),
+            child: t.child.clone(),
+            data_hash: t.data_hash.clone(),
+            max_attempts: t.max_attempts,
+            synthetic_ms: t.synthetic_ms,
+        };
+        let text = serde_json::to_string(&job).expect("jobs serialise");
+        let (submitted, trials) = (self.submitted_key.clone(), self.keys.trials.clone());
+        let _: Value = self.with_conn(|c| {
+            redis::cmd("EVAL")
+                .arg(SUBMIT_ONCE)
+                .arg(2)
+                .arg(&submitted)
+                .arg(&trials)
+                .arg(spec.trial)
+                .arg(&text)
+                .query(c)
+        })?;
+        Ok(())
+    }
+
+    /// Every [`LOSS_CHECK_EVERY`]: the running trials whose submitted mark Redis no longer
+    /// has were lost with its data (a restart without persistence, a flush); the consumer
+    /// group is made again and they are queued again, so the search does not wait forever.
+    fn requeue_lost(&mut self) -> Result<(), SearchError> {
+        if self.running.is_empty() || self.last_loss_check.elapsed() < LOSS_CHECK_EVERY {
+            return Ok(());
+        }
+        self.last_loss_check = Instant::now();
+        let lost = self.lost_trials()?;
+        if lost.is_empty() {
+            return Ok(());
+        }
+        eprintln!(
+            "queue: Redis no longer holds {} running trial(s) of this run ({lost:?}): it lost \
+             its data (restarted without persistence?); queuing them again",
+            lost.len()
+        );
+        let keys = self.keys.clone();
+        self.with_conn(|c| ensure_group(c, &keys))?;
+        // The results stream was lost too: read the new one from its start.
+        self.last_result = "0".into();
+        for trial in lost {
+            let spec = self.running[&trial].clone();
+            self.queue_once(&spec)?;
+        }
+        Ok(())
+    }
+
+    /// The running trials that the run's submitted hash no longer names, in order.
+    fn lost_trials(&mut self) -> Result<Vec<u64>, SearchError> {
+        let mut ids: Vec<u64> = self.running.keys().copied().collect();
+        ids.sort_unstable();
+        let key = self.submitted_key.clone();
+        let marks: Vec<Option<String>> =
+            self.with_conn(|c| redis::cmd("HMGET").arg(&key).arg(&ids).query(c))?;
+        Ok(ids
+            .into_iter()
+            .zip(marks)
+            .filter_map(|(id, mark)| mark.is_none().then_some(id))
+            .collect())
     }
 }
 
@@ -399,30 +457,8 @@ impl Backend for RedisBackend {
     }
 
     fn submit(&mut self, spec: &TrialSpec) -> Result<(), SearchError> {
-        let t = &self.template;
-        let job = QueueJob {
-            run: t.run.clone(),
-            results: self.results_key.clone(),
-            progress: self.progress_key.clone(),
-            spec: spec.clone(),
-            child: t.child.clone(),
-            data_hash: t.data_hash.clone(),
-            max_attempts: t.max_attempts,
-            synthetic_ms: t.synthetic_ms,
-        };
-        let text = serde_json::to_string(&job).expect("jobs serialise");
-        let (submitted, trials) = (self.submitted_key.clone(), self.keys.trials.clone());
-        let _: Value = self.with_conn(|c| {
-            redis::cmd("EVAL")
-                .arg(SUBMIT_ONCE)
-                .arg(2)
-                .arg(&submitted)
-                .arg(&trials)
-                .arg(spec.trial)
-                .arg(&text)
-                .query(c)
-        })?;
-        self.running.insert(spec.trial);
+        self.queue_once(spec)?;
+        self.running.insert(spec.trial, spec.clone());
         Ok(())
     }
 
@@ -434,6 +470,7 @@ impl Backend for RedisBackend {
             if self.running.is_empty() {
                 return Err(SearchError::NothingRunning);
             }
+            self.requeue_lost()?;
             self.read_results()?;
             if self.ready.is_empty() {
                 self.show_progress()?;

@@ -18,6 +18,7 @@ use crate::search::config::SearchConfig;
 use crate::search::output::{print_run_files, print_table};
 use crate::search::process_backend::{ProcessBackend, ProgressCallback};
 use crate::search::redis_backend::RedisBackend;
+use crate::search::redis_connect::QueueServer;
 use crate::worker::progress::WorkerProgress;
 
 /// How a trials search runs and shows itself.
@@ -34,8 +35,9 @@ pub struct TrialsRun<'a> {
     pub workers: usize,
 }
 
-/// Runs (or resumes) the trials search `t` with the backend and display `args` ask for.
-pub fn run(t: &TrialsRun, args: &SearchArgs) -> Result<()> {
+/// Runs (or resumes) the trials search `t` with the backend and display `args` ask for; `queue`
+/// is the reached server of `--queue`.
+pub fn run(t: &TrialsRun, args: &SearchArgs, queue: Option<QueueServer>) -> Result<()> {
     // The search loop restores the strategy from the run's checkpoint when there is one.
     let mut strategy = make_strategy(
         t.config.strategy,
@@ -49,7 +51,7 @@ pub fn run(t: &TrialsRun, args: &SearchArgs) -> Result<()> {
     if !quiet {
         announce(t);
     }
-    let mut backend = open_backend(t, args, !quiet && terminal)?;
+    let mut backend = open_backend(t, args, queue, !quiet && terminal)?;
     let summary = run_search(
         strategy.as_mut(),
         backend.as_mut(),
@@ -80,11 +82,17 @@ fn announce(t: &TrialsRun) {
     );
 }
 
-/// The backend `--queue` asks for: the Redis queue's workers, or local worker processes.
-/// `display`: show the running trials' progress on the terminal.
-fn open_backend(t: &TrialsRun, args: &SearchArgs, display: bool) -> Result<Box<dyn Backend>> {
-    if let Some(url) = &args.queue.queue {
-        let backend = RedisBackend::connect(&args.queue, url, t.run, t.child, t.workers, display)?;
+/// The backend `--queue` asks for: the Redis queue's workers (on `queue`), or local worker
+/// processes. `display`: show the running trials' progress on the terminal.
+fn open_backend(
+    t: &TrialsRun,
+    args: &SearchArgs,
+    queue: Option<QueueServer>,
+    display: bool,
+) -> Result<Box<dyn Backend>> {
+    if let Some(server) = queue {
+        let backend =
+            RedisBackend::connect(&args.queue, server, t.run, t.child, t.workers, display)?;
         return Ok(Box::new(backend));
     }
     let backend = ProcessBackend::new(

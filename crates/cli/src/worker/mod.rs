@@ -26,7 +26,8 @@ pub struct WorkerArgs {
     pub job: Option<PathBuf>,
     /// Serve the trials of `nasnet search --queue` from this Redis server
     /// (redis://HOST:PORT[/DB]) until stopped: Ctrl-C finishes the current trial, a second
-    /// Ctrl-C or SIGTERM hands it back to the queue.
+    /// Ctrl-C or SIGTERM hands it back to the queue. A password is read from
+    /// NASNET_REDIS_PASSWORD.
     #[arg(long, value_name = "URL")]
     pub queue: Option<String>,
     /// The queue name the search was given.

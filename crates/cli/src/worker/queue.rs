@@ -7,7 +7,8 @@
 //! resets the entry's idle time), so only a worker that died loses its trial. A trial started
 //! `max_attempts` times is recorded as failed instead of started again. Ctrl-C finishes the
 //! current trial and exits; a second Ctrl-C, or SIGTERM, hands the trial back to the queue at
-//! once (it is queued again and acknowledged, atomically) and exits.
+//! once (it is queued again and acknowledged, atomically) and exits. A consumer group that
+//! Redis lost (a restart without persistence) is made again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,9 +23,10 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Connection, RedisResult};
 
 use crate::search::redis_backend::{
-    connect, ensure_group, is_transient, relocate_data, split_hash, value_text, QueueJob,
-    QueueKeys, QueueProgress, QueueResult, GROUP,
+    ensure_group, relocate_data, split_hash, value_text, QueueJob, QueueKeys, QueueProgress,
+    QueueResult, GROUP,
 };
+use crate::search::redis_connect::{connect, is_transient, QueueServer};
 use crate::worker::progress::{ProgressSink, ThrottledProgress, WorkerProgress};
 use crate::worker::trial::run_trial;
 
@@ -104,10 +106,7 @@ struct Worker {
 /// Runs a queue worker until it is stopped by a signal.
 pub fn run(config: QueueWorkerConfig) -> Result<()> {
     install_signal_handlers();
-    let client = redis::Client::open(config.url.as_str())
-        .with_context(|| format!("--queue {}", config.url))?;
-    let mut conn = connect(&client, Duration::from_secs(30))
-        .with_context(|| format!("connecting to {}", config.url))?;
+    let QueueServer { client, mut conn } = QueueServer::open(&config.url, Duration::from_secs(30))?;
     let keys = QueueKeys::new(&config.name);
     ensure_group(&mut conn, &keys)?;
     let consumer = format!("{}:{}", host_name(), std::process::id());
@@ -141,19 +140,25 @@ impl Worker {
         mut op: impl FnMut(&Worker, &mut Connection) -> RedisResult<T>,
     ) -> Result<T> {
         let mut warned = false;
+        let mut group_made = 0;
         loop {
             let mut conn = match self.conn.take() {
                 Some(c) => c,
                 None => match connect(&self.client, Duration::from_secs(1)) {
                     Ok(c) => c,
                     Err(e) if stop_now() => bail!("stopped while Redis was unreachable ({e})"),
-                    Err(_) => continue,
+                    Err(e) if is_transient(&e) => continue,
+                    Err(e) => return Err(e.into()),
                 },
             };
             match op(self, &mut conn) {
                 Ok(v) => {
                     self.conn = Some(conn);
                     return Ok(v);
+                }
+                Err(e) if e.code() == Some("NOGROUP") && group_made < 3 => {
+                    group_made += 1;
+                    self.remake_group(conn)?;
                 }
                 Err(e) if is_transient(&e) => {
                     if stop_now() {
@@ -168,6 +173,21 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Makes the consumer group again after Redis lost it (restarted without its data); the
+    /// search queues its lost trials again.
+    fn remake_group(&mut self, mut conn: Connection) -> Result<()> {
+        eprintln!(
+            "worker {}: the consumer group of {} is gone (Redis lost its data?); making it again",
+            self.consumer, self.keys.trials
+        );
+        match ensure_group(&mut conn, &self.keys) {
+            Ok(()) => self.conn = Some(conn),
+            Err(e) if is_transient(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// An entry whose lease expired, else a new one (waiting up to half a second), with the
@@ -234,7 +254,8 @@ impl Worker {
             self.consumer, entry.id
         );
         match self.train_with_heartbeat(&entry.id, &job)? {
-            Some(outcome) => {
+            Some(mut outcome) => {
+                outcome.attempts = attempts;
                 eprintln!("worker {}: trial {trial} finished", self.consumer);
                 self.finish(&entry.id, &job, outcome)
             }
@@ -285,11 +306,12 @@ impl Worker {
             "worker {}: trial {trial} failed on {starts} workers",
             self.consumer
         );
-        let outcome = TrialOutcome::failed(
+        let mut outcome = TrialOutcome::failed(
             trial,
             0.0,
             format!("the trial was started {starts} time(s) and no worker finished it"),
         );
+        outcome.attempts = starts;
         self.finish(id, job, outcome)
     }
 
@@ -329,6 +351,7 @@ impl Worker {
         let beat = (self.config.lease / 3).max(Duration::from_millis(50));
         let mut last_beat = Instant::now();
         let mut told = false;
+        let mut taken_over = false;
         loop {
             match wait(&rx, job.spec.trial, Duration::from_millis(50)) {
                 Some(outcome) => return Ok(Some(outcome)),
@@ -344,7 +367,8 @@ impl Worker {
             }
             if last_beat.elapsed() >= beat {
                 last_beat = Instant::now();
-                if !self.heartbeat(id) {
+                if !self.heartbeat(id) && !taken_over {
+                    taken_over = true;
                     eprintln!(
                         "worker {}: trial {} was taken over by another worker; finishing anyway",
                         self.consumer, job.spec.trial

@@ -1,6 +1,7 @@
 //! A real `redis-server` for the tests of the multi-machine search: started on a free loopback
-//! port with its append-only file on, stopped (or killed) with the test, and the queue workers
-//! that serve it.
+//! port with its append-only file on (or, to test a server that loses its data, without any
+//! persistence; or protected by a password), stopped (or killed) with the test, and the queue
+//! workers that serve it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,16 +29,37 @@ impl Drop for Proc {
     }
 }
 
+/// The environment variable the queue's Redis password is read from (docs/distributed.md).
+pub const PASSWORD_ENV: &str = "NASNET_REDIS_PASSWORD";
+
 /// A redis-server on a loopback port, with its append-only file in `dir`.
 pub struct Redis {
     port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// Whether it keeps an append-only file (else a restart loses everything).
+    persist: bool,
+    /// The password it requires, if any.
+    password: Option<String>,
 }
 
 impl Redis {
     /// Starts a server on a free port, its files in `dir`.
     pub fn start(dir: &Path) -> Redis {
+        Redis::start_as(dir, true, None)
+    }
+
+    /// Starts a server that keeps nothing on disk: a restart loses every key.
+    pub fn start_volatile(dir: &Path) -> Redis {
+        Redis::start_as(dir, false, None)
+    }
+
+    /// Starts a server that requires `password` (`--requirepass`).
+    pub fn start_with_password(dir: &Path, password: &str) -> Redis {
+        Redis::start_as(dir, true, Some(password.to_string()))
+    }
+
+    fn start_as(dir: &Path, persist: bool, password: Option<String>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -47,6 +69,8 @@ impl Redis {
             port,
             dir: dir.to_path_buf(),
             proc: None,
+            persist,
+            password,
         };
         r.launch();
         r
@@ -55,8 +79,20 @@ impl Redis {
     /// Starts (or restarts) the server process and waits until it accepts connections.
     pub fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+        let appendonly = if self.persist { "yes" } else { "no" };
+        let mut cmd = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+            ])
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--dir")
@@ -87,18 +123,34 @@ impl Redis {
         }
     }
 
-    /// The server's URL.
+    /// Kills the server at once (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.0.kill();
+            let _ = p.0.wait();
+        }
+    }
+
+    /// The server's URL (without the password: the commands get it from [`PASSWORD_ENV`]).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Gives `cmd` the server's password in [`PASSWORD_ENV`], when it has one.
+    fn authorise(&self, cmd: &mut Command) {
+        if let Some(password) = &self.password {
+            cmd.env(PASSWORD_ENV, password);
+        }
     }
 }
 
 /// A `nasnet worker --queue` process on `redis` with lease `lease_ms`, logging to `log`.
 pub fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
     let stderr = std::fs::File::create(log).unwrap();
+    let mut cmd = nasnet();
+    redis.authorise(&mut cmd);
     Proc(
-        nasnet()
-            .args(["worker", "--queue", &redis.url(), "--lease-ms"])
+        cmd.args(["worker", "--queue", &redis.url(), "--lease-ms"])
             .arg(lease_ms.to_string())
             .env("RAYON_NUM_THREADS", "1")
             .stdout(Stdio::null())
@@ -112,6 +164,7 @@ pub fn worker(redis: &Redis, log: &Path, lease_ms: u64) -> Proc {
 /// `extra` flags; its stderr is piped, for the test to read on failure.
 pub fn search(redis: &Redis, run: &Path, extra: &[&str]) -> Command {
     let mut cmd = nasnet();
+    redis.authorise(&mut cmd);
     cmd.args([
         "search",
         "--queue",
