@@ -174,12 +174,29 @@ fn images(root: &Path) {
     let big = DynamicImage::ImageRgb8(RgbImage::from_fn(10, 7, |x, y| {
         Rgb([x as u8 * 20, y as u8 * 30, 7])
     }));
+    // One class is refused (a classifier needs 2).
     seed(
         root,
         "image_folder",
-        "png-alone",
+        "reject-png-alone",
         &encode(big, ImageFormat::Png),
         1,
+    );
+    // Extreme aspect ratios: the port's transform would resize them to 256 x 4194304.
+    let black = |w, h| DynamicImage::ImageRgb8(RgbImage::new(w, h));
+    for (name, w, h) in [("tall", 1, 16384), ("wide", 16384, 1)] {
+        let thin = encode(black(w, h), ImageFormat::Png);
+        let name = format!("reject-thin-{name}-png");
+        seed(root, "image_folder", &name, &join(&[&thin, &png_rgb]), 2);
+    }
+    // A JPEG cut in half is refused as truncated.
+    let cut = &jpeg_rgb[..jpeg_rgb.len() / 2];
+    seed(
+        root,
+        "image_folder",
+        "reject-truncated-jpeg",
+        &join(&[cut, &jpeg_gray]),
+        2,
     );
 }
 

@@ -40,8 +40,10 @@ pub fn cifar(data: &[u8]) -> bool {
     cifar::read_cifar100_dir(&dir, false).is_ok() || cifar10
 }
 
-/// Up to two image files (PNG, JPEG or anything else) in two class folders, read as they are
-/// and resized to 8 x 8. Accepted: the folder reads as it is.
+/// Up to two image files (PNG, JPEG or anything else) in two class folders, read as they are,
+/// resized to 8 x 8 and through the Mobile port's transform (shorter side to 256, where a thin
+/// image would ask for gigabytes were the resize not bounded). Accepted: the folder reads as it
+/// is.
 pub fn image_folder(data: &[u8]) -> bool {
     let dir = scratch::fresh("image_folder");
     for (i, bytes) in parts(data, 2).into_iter().enumerate() {
@@ -49,5 +51,11 @@ pub fn image_folder(data: &[u8]) -> bool {
         scratch::put(&dir, &format!("class{i}/image.png"), bytes);
     }
     let _ = folder::read_image_folder(&dir, Some(8));
+    let mobile = folder::Sizing::ResizeCrop {
+        resize: 256,
+        crop: 224,
+        bicubic: false,
+    };
+    let _ = folder::read_sized_folder(&dir, mobile);
     folder::read_image_folder(&dir, None).is_ok()
 }

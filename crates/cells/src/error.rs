@@ -5,6 +5,8 @@ use candle_core::Shape;
 use nasnet_searchspace::GenotypeError;
 use thiserror::Error;
 
+use crate::vision::{MAX_IMAGE_BYTES, MAX_IMAGE_SIDE};
+
 /// Why a model could not be built, loaded or checked. Non-exhaustive: later versions may add
 /// kinds of failure, so a match needs a catch-all arm.
 #[derive(Debug, Error)]
@@ -66,6 +68,21 @@ pub enum CellsError {
         /// Why.
         reason: String,
     },
+    /// A resize or crop would make an image beyond the decode limits
+    /// ([`crate::vision::MAX_IMAGE_SIDE`] a side, [`crate::vision::MAX_IMAGE_BYTES`] of RGB
+    /// pixels): resizing the shorter side of a 1 x 65535 image to 256 keeps the aspect ratio
+    /// and asks for 12.9 GB, so such a request is refused before anything is allocated.
+    #[error(
+        "a {}x{} image resized or cropped to {}x{} would exceed the image limits ({} pixels a \
+         side, {} MiB of pixels){}",
+        .from.0, .from.1, .to.0, .to.1, MAX_IMAGE_SIDE, MAX_IMAGE_BYTES >> 20, aspect_hint(*.from)
+    )]
+    ImageTooLarge {
+        /// The image's width and height.
+        from: (u32, u32),
+        /// The width and height asked for.
+        to: (usize, usize),
+    },
     /// A fixture folder is malformed.
     #[error("fixture {dir}: {reason}")]
     Fixture {
@@ -74,6 +91,17 @@ pub enum CellsError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Why an image could not be resized: its aspect ratio, when that is what makes the request
+/// large.
+fn aspect_hint((w, h): (u32, u32)) -> &'static str {
+    let (short, long) = (w.min(h).max(1), w.max(h));
+    if long / short >= 16 {
+        ": its aspect ratio is too extreme for the shorter side to be resized"
+    } else {
+        ""
+    }
 }
 
 /// Lists at most this many tensors of each kind in a [`CellsError::WeightsMismatch`] message.

@@ -178,3 +178,29 @@ fn candle_var_builder_errors_name_the_tensor() {
         .expect_err("missing tensor");
     assert!(err.to_string().contains("conv0.bn.running_var"), "{err}");
 }
+
+/// A weights file holding a NaN is refused at load, naming the tensor (before, it loaded and
+/// every output was NaN: `"prob": null` from `nasnet classify`, exit 0).
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let mut tensors = weights();
+    let name = tensors
+        .keys()
+        .filter(|k| tensors[*k].dtype() == DType::F32)
+        .min()
+        .unwrap()
+        .clone();
+    let t = &tensors[&name];
+    let mut values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[0] = f32::NAN;
+    let damaged = Tensor::from_vec(values, t.shape(), &Device::Cpu).unwrap();
+    tensors.insert(name.clone(), damaged);
+    let path = temp_file("nan.safetensors", &tensors);
+    let err = nasnet_cells::load_state_dict(&path, &Device::Cpu).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CellsError::Checkpoint { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("`{name}`")) && text.contains("non-finite"),
+        "{text}"
+    );
+}

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use nasnet_cells::vision::{imagenet_class_name, IMAGENET_CLASSES};
 use nasnet_cells::vision::{load_rgb, EvalTransform};
@@ -193,9 +192,12 @@ fn load_batch(
     let mut images = Vec::with_capacity(paths.len());
     for path in paths {
         let image = load_rgb(path).map_err(|e| user_error(e.to_string()))?;
-        let t = transform
-            .apply(&image, device)
-            .with_context(|| format!("preprocessing {}", path.display()))?;
+        let t = transform.apply(&image, device).map_err(|e| match e {
+            CellsError::ImageTooLarge { .. } => {
+                user_error(format!("cannot classify {}: {e}", path.display()))
+            }
+            other => anyhow::Error::new(other).context(format!("preprocessing {}", path.display())),
+        })?;
         images.push(t);
     }
     Ok(Tensor::stack(&images, 0)?)

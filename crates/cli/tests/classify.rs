@@ -208,3 +208,73 @@ fn a_file_that_is_not_an_image_is_a_user_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model mobile"));
 }
+
+/// Runs `nasnet classify --model mobile` with the tiny weights on one image.
+fn classify_one(image: &Path) -> Output {
+    nasnet()
+        .args(["classify", "--model", "mobile", "--json", "--weights"])
+        .arg(cells_fixture("nasnet-a-mobile-tiny/weights.safetensors"))
+        .arg(image)
+        .output()
+        .unwrap()
+}
+
+/// A one-line user error (exit 2) naming `file` and saying `words`.
+fn assert_user_error(out: &Output, file: &str, words: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(file) && stderr.contains(words) && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+/// Thin images (a few hundred bytes) whose shorter side resized to 256 would ask for gigabytes
+/// (1 x 65535: 12.9 GB, an abort before) are one clear error each.
+#[test]
+fn a_thin_image_is_a_user_error_not_a_resize_bomb() {
+    let dir = common::temp_dir("classify-thin");
+    let dir: &Path = dir.as_ref();
+    for h in [16384, 65535] {
+        let path = dir.join(format!("tall-{h}.png"));
+        image::RgbImage::new(1, h).save(&path).unwrap();
+        assert_user_error(&classify_one(&path), &format!("tall-{h}.png"), "limit");
+    }
+}
+
+/// The first 6000 bytes of a JPEG are refused as truncated (as PIL refuses them) instead of
+/// classified with the missing part filled in.
+#[test]
+fn a_truncated_jpeg_is_a_user_error() {
+    let dir = common::temp_dir("classify-truncated");
+    let dir: &Path = dir.as_ref();
+    let path = dir.join("t.jpg");
+    let jpeg = std::fs::read(&images()[0]).unwrap();
+    std::fs::write(&path, &jpeg[..6000]).unwrap();
+    assert_user_error(&classify_one(&path), "t.jpg", "truncated");
+}
+
+/// The decoder follows the content, not the name: a PNG named `.jpg` classifies as the PNG it
+/// is (before: "Illegal start bytes:8950"), and a file that is no image says what it is.
+#[test]
+fn the_format_comes_from_the_content() {
+    let dir = common::temp_dir("classify-format");
+    let dir: &Path = dir.as_ref();
+    let png_named_jpg = dir.join("really-a-png.jpg");
+    std::fs::copy(&images()[1], &png_named_jpg).unwrap();
+    let out = classify_one(&png_named_jpg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let as_png = classify_one(&images()[1]);
+    let probs = |o: &Output| {
+        let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        line["top"].clone()
+    };
+    assert_eq!(probs(&out), probs(&as_png));
+    let gif = dir.join("anim.png");
+    std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
+    assert_user_error(&classify_one(&gif), "anim.png", "GIF image");
+}

@@ -81,10 +81,19 @@ pub(crate) fn random_resized_crop(
         let i = y as usize * width + x as usize;
         image::Rgb([channel(0, i), channel(1, i), channel(2, i)])
     });
-    let mut out = vision::random_resized_crop(&rgb, height, Interpolation::Bilinear, rng);
-    if width != height {
-        out = vision::resize(&out, width, height, Interpolation::Bilinear);
-    }
+    // The crop and its resize are no larger than the image, which was decoded within the limits
+    // the resizes check; only a one-channel image whose RGB bytes exceed them can be refused,
+    // and it then stays uncropped rather than the batch failing.
+    let cropped =
+        vision::random_resized_crop(&rgb, height, Interpolation::Bilinear, rng).and_then(|out| {
+            match width == height {
+                true => Ok(out),
+                false => vision::resize(&out, width, height, Interpolation::Bilinear),
+            }
+        });
+    let Ok(out) = cropped else {
+        return pixels.to_vec();
+    };
     let mut chw = vec![0u8; channels * plane];
     for (i, px) in out.pixels().enumerate() {
         for c in 0..channels {

@@ -338,8 +338,10 @@ fn the_ports_transform_resizes_the_shorter_side_then_crops_the_centre() {
             img.put_pixel(x, y, image::Rgb([200, 100, 50]));
         }
     }
-    std::fs::create_dir_all(t.path().join("a")).unwrap();
-    img.save(t.path().join("a/wide.png")).unwrap();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(t.path().join(class)).unwrap();
+        img.save(t.path().join(class).join("wide.png")).unwrap();
+    }
     let sizing = Sizing::ResizeCrop {
         resize: 18,
         crop: 16,
@@ -352,6 +354,65 @@ fn the_ports_transform_resizes_the_shorter_side_then_crops_the_centre() {
     let red = &train.image(0)[..256];
     assert_eq!(red[8 * 16 + 8], 200);
     assert_eq!((red[8 * 16], red[8 * 16 + 15]), (0, 0));
+}
+
+/// The ports' transform on a thin image: the shorter side resized to 256 keeps the aspect, so
+/// a 1 x 16384 PNG (a few hundred bytes) would become 256 x 4194304 (3.2 GB); it is refused
+/// naming the file, and a 1 x 65535 one is refused by the decode limits.
+#[test]
+fn a_thin_image_is_refused_before_its_resize_allocates() {
+    let t = tempfile::tempdir().unwrap();
+    save_png(&t.path().join("a/ok.png"), 8, 8, false, 1);
+    save_png(&t.path().join("b/thin.png"), 1, 16384, false, 2);
+    let sizing = Sizing::ResizeCrop {
+        resize: 256,
+        crop: 224,
+        bicubic: false,
+    };
+    let err = read_sized_folder(t.path(), sizing).unwrap_err();
+    format_error_about(err, "thin.png", "exceed the image limits");
+    save_png(&t.path().join("b/thin.png"), 1, 65535, false, 2);
+    let err = read_sized_folder(t.path(), sizing).unwrap_err();
+    format_error_about(err, "thin.png", "limit");
+    // A square resize of the thin image stays what it was: 8 x 8.
+    save_png(&t.path().join("b/thin.png"), 1, 16384, false, 2);
+    let (train, _) = read_image_folder(t.path(), Some(8)).unwrap();
+    assert_eq!((train.height, train.width, train.len()), (8, 8, 2));
+}
+
+/// The first 6000 bytes of a JPEG are refused as truncated, naming the file (before, the
+/// decoder filled the rest and the image was trained on); a PNG named `.jpg` is read as the PNG
+/// it is.
+#[test]
+fn a_truncated_jpeg_is_refused_naming_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let jpeg = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../cells/tests/data/preprocess/grace_hopper.jpg"),
+    )
+    .unwrap();
+    save_png(&t.path().join("a/ok.png"), 8, 8, false, 1);
+    std::fs::create_dir_all(t.path().join("b")).unwrap();
+    write(&t.path().join("b"), "cut.jpg", &jpeg[..6000]);
+    let err = read_image_folder(t.path(), Some(8)).unwrap_err();
+    format_error_about(err, "cut.jpg", "truncated");
+    write(&t.path().join("b"), "cut.jpg", &jpeg);
+    save_png(&t.path().join("b/png-named.jpg"), 8, 8, false, 3);
+    let (train, _) = read_image_folder(t.path(), Some(8)).unwrap();
+    assert_eq!(train.len(), 3);
+}
+
+/// A folder of one class is refused: it would train to loss 0 and 100 % accuracy.
+#[test]
+fn a_single_class_folder_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    save_png(&t.path().join("only/a.png"), 2, 2, true, 1);
+    save_png(&t.path().join("only/b.png"), 2, 2, true, 2);
+    let err = read_image_folder(t.path(), None).unwrap_err();
+    format_error_about(err, "only", "at least 2 classes");
+    save_png(&t.path().join("train/only/a.png"), 2, 2, true, 1);
+    let err = read_image_folder(t.path(), None).unwrap_err();
+    format_error_about(err, "train", "at least 2 classes");
 }
 
 #[test]

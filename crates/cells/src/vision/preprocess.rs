@@ -1,7 +1,8 @@
 //! Images into the tensors the released NASNet-A models expect (behind the default cargo feature
-//! `image`): decoding JPEG and PNG to RGB, applying a port's evaluation transform
-//! ([`EvalTransform::apply`]), and the training augmentation pieces (random-resized crop,
-//! horizontal flip) for fine-tuning.
+//! `image`): applying a port's evaluation transform ([`EvalTransform::apply`]) and the training
+//! augmentation pieces (random-resized crop, horizontal flip) for fine-tuning. Every resize and
+//! crop is refused beyond the decode limits (`super::limits`), so that a tiny thin image cannot
+//! ask for gigabytes after a bounded decode.
 //!
 //! The ports resize with PIL, so this module follows PIL's `Image.resize` (antialiased
 //! separable resampling: a filter widened by the scale factor when shrinking, horizontal pass
@@ -9,12 +10,11 @@
 //! arithmetic; libraries differ in detail, so the result is close to, not equal to, the ports'
 //! (tests/data/README.md states the tolerance).
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rand::Rng;
 
+use super::limits::check_step;
 use super::transform::{EvalTransform, Interpolation};
 use crate::error::CellsError;
 
@@ -50,38 +50,39 @@ impl Interpolation {
 impl EvalTransform {
     /// The image as a 3 x crop x crop f32 tensor (stack several for a batch).
     pub fn apply(&self, image: &RgbImage, device: &Device) -> Result<Tensor, CellsError> {
-        let resized = resize_shorter_side(image, self.resize, self.interpolation);
-        let cropped = center_crop(&resized, self.crop, self.crop);
+        let resized = resize_shorter_side(image, self.resize, self.interpolation)?;
+        let cropped = center_crop(&resized, self.crop, self.crop)?;
         to_tensor(&cropped, self.mean, self.std, device)
     }
 }
 
-/// Decodes a JPEG or PNG file to 8-bit RGB (alpha dropped, grayscale replicated), as PIL's
-/// `convert("RGB")` does.
-pub fn load_rgb(path: &Path) -> Result<RgbImage, CellsError> {
-    let image = image::open(path).map_err(|e| CellsError::Image {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(image.to_rgb8())
-}
-
 /// torchvision's `Resize(size)`: the shorter side becomes `size`, the longer one
-/// `int(size * long / short)`.
-pub fn resize_shorter_side(image: &RgbImage, size: usize, filter: Interpolation) -> RgbImage {
+/// `int(size * long / short)`. Refused ([`CellsError::ImageTooLarge`]) when that is beyond the
+/// decode limits, as for a very thin image.
+pub fn resize_shorter_side(
+    image: &RgbImage,
+    size: usize,
+    filter: Interpolation,
+) -> Result<RgbImage, CellsError> {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let (nw, nh) = if w <= h {
-        (size, size * h / w.max(1))
+        (size, size.saturating_mul(h) / w.max(1))
     } else {
-        (size * w / h.max(1), size)
+        (size.saturating_mul(w) / h.max(1), size)
     };
     resize(image, nw.max(1), nh.max(1), filter)
 }
 
 /// PIL's antialiased resize to `width x height`: horizontal pass, then vertical, each rounded
-/// to 8 bits.
-pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Interpolation) -> RgbImage {
+/// to 8 bits. Refused ([`CellsError::ImageTooLarge`]) beyond the decode limits.
+pub fn resize(
+    image: &RgbImage,
+    width: usize,
+    height: usize,
+    filter: Interpolation,
+) -> Result<RgbImage, CellsError> {
     let (w, h) = (image.width() as usize, image.height() as usize);
+    check_step((image.width(), image.height()), width, height, h)?;
     let src = image.as_raw();
     let horizontal = if w == width {
         src.to_vec()
@@ -95,8 +96,8 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Interpolati
         let taps = filter_taps(h, height, filter);
         resample(&horizontal, width, h, &taps, Axis::Vertical)
     };
-    RgbImage::from_raw(width as u32, height as u32, vertical)
-        .unwrap_or_else(|| RgbImage::new(width as u32, height as u32))
+    Ok(RgbImage::from_raw(width as u32, height as u32, vertical)
+        .unwrap_or_else(|| RgbImage::new(width as u32, height as u32)))
 }
 
 /// One output pixel's source range and normalised weights.
@@ -165,21 +166,23 @@ fn resample(src: &[u8], width: usize, height: usize, taps: &[Taps], axis: Axis) 
 }
 
 /// torchvision's `CenterCrop`: offsets `round((size - crop) / 2)` (half to even, as Python
-/// rounds); a crop larger than the image is padded with black as torchvision pads.
-pub fn center_crop(image: &RgbImage, width: usize, height: usize) -> RgbImage {
+/// rounds); a crop larger than the image is padded with black as torchvision pads. Refused
+/// ([`CellsError::ImageTooLarge`]) beyond the decode limits.
+pub fn center_crop(image: &RgbImage, width: usize, height: usize) -> Result<RgbImage, CellsError> {
+    check_step((image.width(), image.height()), width, height, height)?;
     let offset = |size: u32, crop: usize| -> i64 {
         let d = (size as f64 - crop as f64) / 2.0;
         d.round_ties_even() as i64
     };
     let (left, top) = (offset(image.width(), width), offset(image.height(), height));
-    RgbImage::from_fn(width as u32, height as u32, |x, y| {
+    Ok(RgbImage::from_fn(width as u32, height as u32, |x, y| {
         let (sx, sy) = (x as i64 + left, y as i64 + top);
         if sx < 0 || sy < 0 || sx >= image.width() as i64 || sy >= image.height() as i64 {
             image::Rgb([0, 0, 0])
         } else {
             *image.get_pixel(sx as u32, sy as u32)
         }
-    })
+    }))
 }
 
 /// An RGB image as a 3 x H x W f32 tensor: `(v / 255 - mean) / std` per channel.
@@ -201,13 +204,14 @@ pub fn to_tensor(
 
 /// torchvision's `RandomResizedCrop(size)` for training: a random area of 8% to 100% of the
 /// image with aspect ratio between 3/4 and 4/3 (log-uniform), resized to `size x size`; after
-/// ten misses, the central crop of the nearest allowed ratio.
+/// ten misses, the central crop of the nearest allowed ratio. Refused
+/// ([`CellsError::ImageTooLarge`]) when `size x size` is beyond the decode limits.
 pub fn random_resized_crop<R: Rng>(
     image: &RgbImage,
     size: usize,
     filter: Interpolation,
     rng: &mut R,
-) -> RgbImage {
+) -> Result<RgbImage, CellsError> {
     let (w, h) = (image.width() as f64, image.height() as f64);
     let area = w * h;
     let (log_lo, log_hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
@@ -231,7 +235,7 @@ pub fn random_resized_crop<R: Rng>(
     } else {
         (w, h)
     };
-    let crop = center_crop(image, cw as usize, ch as usize);
+    let crop = center_crop(image, cw as usize, ch as usize)?;
     resize(&crop, size, size, filter)
 }
 
@@ -254,7 +258,7 @@ mod tests {
         // A constant image stays constant whatever the filter and scale.
         let flat = RgbImage::from_pixel(37, 23, image::Rgb([200, 10, 99]));
         for f in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            let r = resize(&flat, 11, 40, f);
+            let r = resize(&flat, 11, 40, f).unwrap();
             assert!(r.pixels().all(|p| p.0 == [200, 10, 99]));
         }
         // Halving a 0/255 stripe pattern with the triangle filter widened to 2 pixels averages
@@ -262,7 +266,7 @@ mod tests {
         let stripes = RgbImage::from_fn(8, 1, |x, _| {
             image::Rgb([if x % 2 == 0 { 0 } else { 255 }; 3])
         });
-        let r = resize(&stripes, 4, 1, Interpolation::Bilinear);
+        let r = resize(&stripes, 4, 1, Interpolation::Bilinear).unwrap();
         assert!(
             r.pixels().skip(1).take(2).all(|p| p.0[0] == 128),
             "{:?}",
@@ -273,11 +277,11 @@ mod tests {
     #[test]
     fn shorter_side_and_center_crop_follow_torchvision() {
         let img = RgbImage::new(512, 600);
-        let r = resize_shorter_side(&img, 363, Interpolation::Bicubic);
+        let r = resize_shorter_side(&img, 363, Interpolation::Bicubic).unwrap();
         assert_eq!((r.width(), r.height()), (363, 425));
         let marked = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8, y as u8, 0]));
         // (5 - 2) / 2 = 1.5 rounds to 2, (4 - 2) / 2 = 1.
-        let c = center_crop(&marked, 2, 2);
+        let c = center_crop(&marked, 2, 2).unwrap();
         assert_eq!(c.get_pixel(0, 0).0, [2, 1, 0]);
     }
 
@@ -287,8 +291,34 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let img = RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 1]));
         for _ in 0..20 {
-            let c = random_resized_crop(&img, 16, Interpolation::Bilinear, &mut rng);
+            let c = random_resized_crop(&img, 16, Interpolation::Bilinear, &mut rng).unwrap();
             assert_eq!((c.width(), c.height()), (16, 16));
         }
+    }
+
+    #[test]
+    fn a_resize_beyond_the_decode_limits_is_refused_before_allocating() {
+        // A 1 x 65535 image with its shorter side to 256 would be 256 x 16776960 (12.9 GB).
+        let thin = RgbImage::new(1, 65535);
+        let err = resize_shorter_side(&thin, 256, Interpolation::Bilinear).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CellsError::ImageTooLarge {
+                    to: (256, 16776960),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("aspect ratio"), "{err}");
+        let wide = RgbImage::new(16384, 1);
+        assert!(resize_shorter_side(&wide, 256, Interpolation::Bicubic).is_err());
+        // Within the limits but over the bytes: 16384 x 16384 RGB is 768 MiB.
+        assert!(resize(&RgbImage::new(2, 2), 16384, 16384, Interpolation::Bilinear).is_err());
+        assert!(center_crop(&RgbImage::new(2, 2), 16384, 16384).is_err());
+        // A thin image whose resize fits is still resized.
+        let r = resize_shorter_side(&RgbImage::new(4, 64), 16, Interpolation::Bilinear).unwrap();
+        assert_eq!((r.width(), r.height()), (16, 256));
     }
 }

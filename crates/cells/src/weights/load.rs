@@ -31,8 +31,8 @@ const WRAPPER_KEYS: [&str; 3] = ["state_dict", "model", "model_state_dict"];
 /// PyTorch's zip archive or PyTorch's legacy pickle stream (protocol 2, as `torch.save` writes
 /// it). The state dict is found inside a `state_dict` / `model` wrapper, `module.` prefixes
 /// (from `DataParallel`) are removed, and each tensor keeps its stored dtype (a model built
-/// from the map converts). A file that is none of these, or is truncated or malformed, is a
-/// [`CellsError::Checkpoint`] saying why.
+/// from the map converts). A file that is none of these, or is truncated or malformed, or holds a
+/// NaN or infinite weight (the tensor named), is a [`CellsError::Checkpoint`] saying why.
 pub fn load_state_dict(
     path: &Path,
     device: &Device,
@@ -53,7 +53,47 @@ pub fn load_state_dict(
             ))
         }
     };
-    Ok(strip_module_prefix(tensors))
+    let tensors = strip_module_prefix(tensors);
+    refuse_non_finite(&tensors).map_err(fail)?;
+    Ok(tensors)
+}
+
+/// An error naming the first tensor (by name) holding a NaN or an infinity: such weights make
+/// every output NaN, which would otherwise pass as a result (`"prob": null`, classes in
+/// arbitrary order). Integer tensors (counters such as `num_batches_tracked`) are not checked.
+fn refuse_non_finite(tensors: &HashMap<String, Tensor>) -> Result<(), String> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let bad = non_finite_count(&tensors[name])
+            .map_err(|e| format!("cannot check tensor `{name}`: {e}"))?;
+        if bad > 0 {
+            return Err(format!(
+                "tensor `{name}` holds {bad} non-finite value(s) (NaN or infinity): the weights are \
+                 damaged"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How many values of a floating-point tensor are NaN or infinite (0 for integer tensors).
+fn non_finite_count(t: &Tensor) -> candle_core::Result<usize> {
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F64 => flat
+            .to_vec1::<f64>()?
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count(),
+        DType::F32 | DType::F16 | DType::BF16 => flat
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count(),
+        _ => 0,
+    })
 }
 
 /// Removes the `module.` prefix `DataParallel` adds to every name.

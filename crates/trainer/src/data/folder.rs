@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use nasnet_cells::CellsError;
 use rayon::prelude::*;
 
 use crate::data::Dataset;
@@ -87,27 +88,34 @@ impl Sizing {
         }
     }
 
-    fn apply(self, img: image::DynamicImage) -> image::DynamicImage {
+    /// The image brought to this sizing; refused when a resize or crop would exceed the decode
+    /// limits (a thin image whose shorter side is resized).
+    fn apply(self, img: image::DynamicImage) -> Result<image::DynamicImage, CellsError> {
         use image::imageops::FilterType::Triangle;
-        match self {
+        use nasnet_cells::vision::{
+            center_crop, check_output_size, resize_shorter_side, Interpolation,
+        };
+        Ok(match self {
             Sizing::AsIs => img,
             Sizing::Square(s) if (img.width(), img.height()) == (s as u32, s as u32) => img,
-            Sizing::Square(s) => img.resize_exact(s as u32, s as u32, Triangle),
+            Sizing::Square(s) => {
+                check_output_size((img.width(), img.height()), s, s)?;
+                img.resize_exact(s as u32, s as u32, Triangle)
+            }
             Sizing::ResizeCrop {
                 resize,
                 crop,
                 bicubic,
             } => {
-                use nasnet_cells::vision::{center_crop, resize_shorter_side, Interpolation};
                 let filter = if bicubic {
                     Interpolation::Bicubic
                 } else {
                     Interpolation::Bilinear
                 };
-                let resized = resize_shorter_side(&img.to_rgb8(), resize, filter);
-                image::DynamicImage::ImageRgb8(center_crop(&resized, crop, crop))
+                let resized = resize_shorter_side(&img.to_rgb8(), resize, filter)?;
+                image::DynamicImage::ImageRgb8(center_crop(&resized, crop, crop)?)
             }
-        }
+        })
     }
 }
 
@@ -117,29 +125,17 @@ struct Decoded {
     size: (u32, u32),
 }
 
-/// The largest image side the reader decodes (a header declaring more is refused before any
-/// pixel is allocated).
-const MAX_IMAGE_SIDE: u32 = 16_384;
-/// The most the decoder may allocate for one image: 128 MiB, so that its RGB8 copy stays under
-/// 384 MiB even for a one-channel image (found by fuzzing: a JPEG header declaring 32262 x 9990
-/// pixels took about 1 GB before).
-const MAX_DECODE_BYTES: u64 = 128 << 20;
-
+/// Decodes one image (format from its content, within `nasnet_cells::vision`'s limits, a
+/// truncated JPEG refused) and brings it to `sizing`.
 fn decode(path: &Path, sizing: Sizing) -> Result<Decoded, DataError> {
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| DataError::format(path, format!("cannot decode image: {e}")))?;
+    let img = nasnet_cells::vision::load_image(path).map_err(|e| match e {
+        CellsError::Image { reason, .. } => DataError::format(path, reason),
+        other => DataError::format(path, other.to_string()),
+    })?;
     let gray = !img.color().has_color();
-    let img = sizing.apply(img);
+    let img = sizing
+        .apply(img)
+        .map_err(|e| DataError::format(path, format!("cannot resize: {e}")))?;
     Ok(Decoded {
         size: (img.width(), img.height()),
         rgb: img.to_rgb8().into_raw(),
@@ -175,7 +171,9 @@ fn check_resized_fit(
 
 /// Reads one class-per-sub-folder tree. `classes`, when given, fixes the class list (so a test
 /// tree uses the training tree's labels); a sub-folder not in it is an error. Without it, every
-/// sub-folder is a class and must hold an image: an empty one would be a class no image has.
+/// sub-folder is a class and must hold an image: an empty one would be a class no image has;
+/// and there must be at least 2 (one class trains to loss 0 and 100 % accuracy, learning
+/// nothing).
 /// Every image is brought to a common size as `sizing` says.
 pub(crate) fn read_sized_tree(
     name: &str,
@@ -184,6 +182,16 @@ pub(crate) fn read_sized_tree(
     sizing: Sizing,
 ) -> Result<Dataset, DataError> {
     let dirs = class_dirs(dir)?;
+    if classes.is_none() && dirs.len() < 2 {
+        return Err(DataError::format(
+            dir,
+            format!(
+                "only one class sub-folder ({}): a classifier needs at least 2 classes (one \
+                 sub-folder per class)",
+                dirs[0].display()
+            ),
+        ));
+    }
     let class_names: Vec<String> = match classes {
         Some(c) => c.to_vec(),
         None => dirs
