@@ -69,6 +69,8 @@ fn search_flag(setting: SearchSetting) -> &'static str {
     match setting {
         SearchSetting::Resume => "--resume",
         SearchSetting::RunDir => "--run-dir",
+        SearchSetting::Updates => "--updates",
+        SearchSetting::StepsPerUpdate => "--steps-per-update",
     }
 }
 

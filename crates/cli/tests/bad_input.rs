@@ -191,6 +191,50 @@ fn long_genotype(blocks: usize) -> String {
     )
 }
 
+/// `nasnet train` of a `net` network (else as [`tiny_train`]) into `out`, under an address-space
+/// limit of `limit_kib` KiB (`ulimit -v`), so that a check that allocates fails the test. Two
+/// threads and two malloc arenas keep the address space of a many-core machine's thread pool
+/// (reserved, not used) inside the limit.
+fn train_under_address_limit(out: &std::path::Path, net: &str, limit_kib: u64) -> Output {
+    Command::new("sh")
+        .env("RAYON_NUM_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2")
+        .arg("-c")
+        .arg(format!("ulimit -v {limit_kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_nasnet"))
+        .args(["train", "--quiet", "--epochs", "1", "--net", net])
+        .args([
+            "--train-limit",
+            "128",
+            "--test-limit",
+            "32",
+            "--batch-size",
+            "32",
+        ])
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// The memory check built a shape-only model to count it, at a cost linear in N: `--net
+/// 5000@24` took 935 MB to refuse and `--net 100000@24000` exhausted memory: under this 512 MiB
+/// limit, in which `--net 1@24` trains, both aborted. It now estimates deep networks in
+/// constant memory.
+#[test]
+fn the_memory_check_of_a_huge_network_fits_in_little_memory() {
+    if !std::path::Path::new("/proc/meminfo").exists() {
+        return; // the check only runs where the available memory is known
+    }
+    let dir = temp_dir("memory-limit");
+    for net in ["100000@24000", "5000@24"] {
+        let out = dir.join(net);
+        let o = train_under_address_limit(&out, net, 512 << 10);
+        assert_user_error(&o, "GiB available", &format!("--net {net}"));
+        assert!(!out.exists());
+    }
+}
+
 #[test]
 fn models_too_large_for_the_machine_are_refused_before_allocating() {
     if !std::path::Path::new("/proc/meminfo").exists() {

@@ -164,3 +164,27 @@ fn a_killed_sharing_search_resumes_bit_for_bit() {
     );
     assert_eq!(outcome(&run), outcome(&straight));
 }
+
+/// A budget of no updates or of no steps per update is refused before the run folder is made
+/// (with no steps, the search scored the untrained shared weights and wrote a `best.json`).
+#[test]
+fn a_sharing_budget_of_nothing_is_refused() {
+    let base = temp_dir("sharing-zero");
+    for flag in ["--updates", "--steps-per-update"] {
+        let run = base.join(flag.trim_start_matches('-'));
+        let mut args = TINY.to_vec();
+        let at = args.iter().position(|a| *a == flag).unwrap();
+        args[at + 1] = "0";
+        let out = nasnet()
+            .args(&args)
+            .arg("--run-dir")
+            .arg(&run)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} 0: {err}");
+        assert!(err.contains(&format!("{flag} must be at least 1")), "{err}");
+        assert!(!run.join("config.json").exists(), "{flag} 0 made a run");
+        assert!(!run.join("best.json").exists(), "{flag} 0 wrote best.json");
+    }
+}

@@ -238,12 +238,7 @@ pub(crate) fn frozen_logits(model: &NasNet, varmap: &VarMap, x: &Tensor) -> Resu
         .1
         .detach();
     let pooled = features.relu()?.mean((2, 3))?;
-    let keep = model.config().dense_dropout_keep_prob;
-    let pooled = if keep < 1.0 {
-        candle_nn::ops::dropout(&pooled, (1.0 - keep) as f32)?
-    } else {
-        pooled
-    };
+    let pooled = model.dense_dropout(&pooled)?;
     let head = |name: &str| -> Result<Tensor> {
         let vars = varmap
             .data()

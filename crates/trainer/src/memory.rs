@@ -10,10 +10,17 @@
 //! - inference: `4 x (parameters + 3 x batch x largest cell's activations)`: the weights, and
 //!   the largest cell's values with its two inputs.
 //!
+//! The counts are exact and cost constant time and memory whatever the size: a network of up to
+//! [`BUILT_UP_TO`] cells per stack is built shape-only and counted; a deeper one adds only
+//! copies of a stack's steady-state normal cell (from the third cell of a stack on, every cell
+//! reads two tensors of its own shape), so its counts are extrapolated from the networks of
+//! `BUILT_UP_TO - 1` and `BUILT_UP_TO` cells per stack. Building a `--net 100000@24000` to
+//! count it took gigabytes, the very exhaustion the check exists to prevent.
+//!
 //! What the machine has is `MemAvailable` of `/proc/meminfo` on Linux; elsewhere the check is
 //! skipped. Users who know better override it (`--no-memory-check` in the command line).
 
-use nasnet_cells::{NasNet, NasNetConfig};
+use nasnet_cells::{ActivationValues, NasNet, NasNetConfig};
 use nasnet_searchspace::Genotype;
 
 use crate::error::{Result, TrainError};
@@ -41,16 +48,15 @@ pub enum Use {
 }
 
 /// Estimates the memory of `genotype` under `cfg` (at `cfg.image_size`) for batches of `batch`,
-/// without allocating its weights; see the module documentation for the formula.
+/// without allocating its weights, in constant time and memory whatever `cfg`'s size; see the
+/// module documentation for the formula.
 pub fn estimate(
     genotype: &Genotype,
     cfg: &NasNetConfig,
     batch: usize,
     use_: Use,
 ) -> Result<MemoryEstimate> {
-    let model = NasNet::shape_only(genotype, cfg)?;
-    let parameters = model.parameter_count();
-    let values = model.activation_values(cfg.image_size, cfg.image_size);
+    let ModelCounts { parameters, values } = model_counts(genotype, cfg)?;
     let (weight_copies, values_per_image, per_value) = match use_ {
         Use::Training => (4, values.total, 2),
         Use::Inference => (1, values.largest_cell, 3),
@@ -67,6 +73,55 @@ pub fn estimate(
         values_per_image,
         batch,
         bytes,
+    })
+}
+
+/// The most cells per stack [`estimate`] builds a shape-only network of; deeper networks are
+/// extrapolated (see the module documentation). At least 3, so that both networks it
+/// extrapolates from hold a steady-state normal cell in every stack.
+const BUILT_UP_TO: usize = 6;
+
+/// What [`estimate`] reads off a network: its trainable parameters and activation values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModelCounts {
+    parameters: u64,
+    values: ActivationValues,
+}
+
+/// The counts of `genotype` under `cfg`: built for up to [`BUILT_UP_TO`] cells per stack,
+/// extrapolated beyond (each further cell per stack adds what the last one did).
+fn model_counts(genotype: &Genotype, cfg: &NasNetConfig) -> Result<ModelCounts> {
+    if cfg.cells_per_stack <= BUILT_UP_TO {
+        return built_counts(genotype, cfg);
+    }
+    cfg.validate()?;
+    let with_cells = |cells_per_stack| {
+        let mut shallow = cfg.clone();
+        shallow.cells_per_stack = cells_per_stack;
+        shallow
+    };
+    let shallower = built_counts(genotype, &with_cells(BUILT_UP_TO - 1))?;
+    let deepest = built_counts(genotype, &with_cells(BUILT_UP_TO))?;
+    let more = (cfg.cells_per_stack - BUILT_UP_TO) as u64;
+    let extend = |last: u64, before: u64| {
+        last.saturating_add(last.saturating_sub(before).saturating_mul(more))
+    };
+    Ok(ModelCounts {
+        parameters: extend(deepest.parameters, shallower.parameters),
+        values: ActivationValues {
+            total: extend(deepest.values.total, shallower.values.total),
+            largest_cell: deepest.values.largest_cell,
+        },
+    })
+}
+
+/// The counts of the shape-only network of `genotype` under `cfg` (its cost is linear in the
+/// cells per stack).
+fn built_counts(genotype: &Genotype, cfg: &NasNetConfig) -> Result<ModelCounts> {
+    let model = NasNet::shape_only(genotype, cfg)?;
+    Ok(ModelCounts {
+        parameters: model.parameter_count(),
+        values: model.activation_values(cfg.image_size, cfg.image_size),
     })
 }
 
@@ -145,6 +200,55 @@ mod tests {
         assert!(err.is_user_error());
         // Unknown availability: no check.
         assert!(check_fits("100@99984", &huge, None).is_ok());
+    }
+
+    /// Deep networks' counts, extrapolated, are those of the built network, for both stems,
+    /// with and without the aux head, skipping reduction inputs (Large) or not, and for another
+    /// genotype.
+    #[test]
+    fn extrapolated_counts_equal_the_built_networks() {
+        let mut aux = cifar(BUILT_UP_TO + 1, 96);
+        aux.aux_head = true;
+        let cases = [
+            (
+                nasnet_searchspace::named::nasnet_a(),
+                cifar(BUILT_UP_TO + 1, 48),
+            ),
+            (nasnet_searchspace::named::nasnet_a(), aux),
+            (
+                nasnet_searchspace::named::nasnet_a(),
+                NasNetConfig::mobile(),
+            ),
+            (nasnet_searchspace::named::nasnet_a(), NasNetConfig::large()),
+            (
+                nasnet_searchspace::named::amoebanet_a(),
+                cifar(BUILT_UP_TO + 1, 48),
+            ),
+        ];
+        for (g, cfg) in cases {
+            for cells_per_stack in [BUILT_UP_TO + 1, BUILT_UP_TO + 3] {
+                let mut cfg = cfg.clone();
+                cfg.cells_per_stack = cells_per_stack;
+                let built = built_counts(&g, &cfg).unwrap();
+                assert_eq!(model_counts(&g, &cfg).unwrap(), built, "{cfg:?}");
+            }
+        }
+    }
+
+    /// `--net 100000@24000` and `--net 5000@24` are refused from an estimate in constant
+    /// memory: counting them by building them took gigabytes (and 2.6 s for the smaller).
+    #[test]
+    fn huge_networks_are_estimated_without_building_them() {
+        let g = nasnet_searchspace::named::nasnet_a();
+        for (n, p) in [(100_000, 24_000), (5000, 24)] {
+            let e = estimate(&g, &cifar(n, p), 32, Use::Training).unwrap();
+            let err = check_fits("huge", &e, Some(64 << 30)).unwrap_err();
+            assert!(matches!(err, TrainError::TooLarge { .. }), "{err:?}");
+        }
+        // A wrong configuration is still refused as such.
+        let mut bad = cifar(100_000, 24_000);
+        bad.num_classes = 0;
+        assert!(estimate(&g, &bad, 32, Use::Training).is_err());
     }
 
     #[test]

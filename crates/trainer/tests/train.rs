@@ -482,3 +482,104 @@ fn mismatched_data_and_settings_are_config_errors() {
     cfg.epochs = 0;
     assert!(Trainer::new(&genotype(), &m, &cfg, &Device::Cpu).is_err());
 }
+
+/// NASNet-A 1@192 with the ImageNet stem (conv0 of 8 filters, two stem reduction cells) and its
+/// dense dropout (keep 0.5), fitted to the data.
+fn imagenet_cfg(s: &Splits) -> NasNetConfig {
+    let size = nasnet_cells::NetSize {
+        cells_per_stack: 1,
+        filters: 8,
+    };
+    let m = NasNetConfig::imagenet(size, 0.25, 14);
+    assert!(m.dense_dropout_keep_prob < 1.0);
+    fit_model_config(m, &s.train)
+}
+
+fn file_bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+/// ImageNet-stem training, dense dropout on, stopped after a mid-epoch checkpoint (as a kill
+/// would) and resumed, ends byte for byte as the run in one go (the dropout masks came from
+/// candle's unseeded generator, so the two differed from the first step).
+#[test]
+fn an_imagenet_stem_run_resumed_ends_as_the_run_in_one_go() {
+    let _serial = serial();
+    let s = splits();
+    let m = imagenet_cfg(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = train_cfg(2);
+    cfg.checkpoint_every_steps = Some(3);
+    let new_run = |out: &Path| {
+        Trainer::new(&genotype(), &m, &cfg, &Device::Cpu)
+            .unwrap()
+            .with_output_dir(out)
+            .unwrap()
+    };
+    let resumed = dir.path().join("resumed");
+    let mut t = new_run(&resumed);
+    let err = t.train(&s, &mut StopAt::new(6)).unwrap_err();
+    assert!(matches!(err, TrainError::Stopped { step: 6 }), "{err:?}");
+    drop(t); // releases the folder's lock, as a killed process would
+    let mut r = Trainer::resume(&resumed, &Device::Cpu).unwrap();
+    assert_eq!(r.train(&s, &mut Quiet).unwrap().steps, 8);
+    drop(r);
+
+    let one_go = dir.path().join("one-go");
+    assert_eq!(new_run(&one_go).train(&s, &mut Quiet).unwrap().steps, 8);
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(
+            file_bytes(&resumed, file) == file_bytes(&one_go, file),
+            "{file} differs after resume"
+        );
+    }
+    let losses = |d: &Path| -> Vec<serde_json::Value> {
+        metrics_lines(d)
+            .iter()
+            .map(|l| l["train_loss"].clone())
+            .collect()
+    };
+    assert_eq!(losses(&resumed), losses(&one_go));
+}
+
+/// Two runs of the same seeded fine-tune of an ImageNet-stem checkpoint, whole model or
+/// frozen backbone (the classifier's dropout run by the trainer), end with the same weights.
+#[test]
+fn two_runs_of_a_seeded_fine_tune_are_equal() {
+    let _serial = serial();
+    let s = splits();
+    let m = imagenet_cfg(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("pretrained.safetensors");
+    let mut pretraining = train_cfg(1);
+    pretraining.seed = 99;
+    let start = Trainer::new(&genotype(), &m, &pretraining, &Device::Cpu).unwrap();
+    let tensors: std::collections::HashMap<String, Tensor> =
+        varmap_tensors(start.varmap()).into_iter().collect();
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    for freeze_backbone in [false, true] {
+        let fine_tune = |name: &str| {
+            let out = dir.path().join(format!("{name}-{freeze_backbone}"));
+            let cfg = train_cfg(1);
+            let device = &Device::Cpu;
+            let mut t = Trainer::fine_tune(
+                &genotype(),
+                &m,
+                &cfg,
+                device,
+                tensors.clone(),
+                &weights,
+                freeze_backbone,
+            )
+            .unwrap()
+            .with_output_dir(&out)
+            .unwrap();
+            t.train(&s, &mut Quiet).unwrap();
+            file_bytes(&out, "model.safetensors")
+        };
+        assert!(
+            fine_tune("first") == fine_tune("second"),
+            "two fine-tunes (freeze_backbone {freeze_backbone}) differ"
+        );
+    }
+}

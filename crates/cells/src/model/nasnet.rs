@@ -588,9 +588,10 @@ impl NasNet {
         Ok(())
     }
 
-    /// Draws drop-path masks from streams of `seed` keyed by the drop-path progress, which the
-    /// trainer sets before each step: a step's masks then depend only on the seed and the step,
-    /// so a run resumed from a checkpoint (weights restored, not re-drawn) continues exactly.
+    /// Draws drop-path and dense-dropout masks from streams of `seed` keyed by the drop-path
+    /// progress, which the trainer sets before each step: a step's masks then depend only on
+    /// the seed and the step, so a run resumed from a checkpoint (weights restored, not
+    /// re-drawn) continues exactly.
     pub fn seed_drop_path(&self, seed: u64) {
         self.drop_path.seed(seed);
     }
@@ -635,14 +636,41 @@ impl NasNet {
             .last()
             .ok_or_else(|| candle_core::Error::Msg("model has no layers".into()))?;
         let pooled = self.kernels.relu(features)?.mean((2, 3))?;
-        let keep = self.config.dense_dropout_keep_prob;
-        let pooled = if train && keep < 1.0 {
-            candle_nn::ops::dropout(&pooled, (1.0 - keep) as f32)?
+        let pooled = if train {
+            self.dense_dropout(&pooled)?
         } else {
             pooled
         };
         let logits = self.last_linear.forward_t(&pooled, train)?;
         Ok(NasNetOutput { logits, aux_logits })
+    }
+}
+
+impl NasNet {
+    /// The classifier's dropout in training (`dense_dropout_keep_prob`) on the pooled features
+    /// `pooled`, for a caller running the classifier itself (a frozen backbone's fine-tune).
+    /// Once the model is seeded ([`NasNet::seed`], [`NasNet::seed_drop_path`]) its masks come
+    /// from the drop-path stream, restarted from (seed, progress) at every step, so a step's
+    /// masks depend on the seed and the step alone and a resumed run draws those of the
+    /// uninterrupted one; candle's generator, which cannot be seeded, draws them otherwise.
+    pub fn dense_dropout(&self, pooled: &Tensor) -> Result<Tensor> {
+        let keep = self.config.dense_dropout_keep_prob;
+        if keep >= 1.0 {
+            return Ok(pooled.clone());
+        }
+        let drop = (1.0 - keep) as f32;
+        let Some(draws) = self.drop_path.uniform(pooled.elem_count()) else {
+            return candle_nn::ops::dropout(pooled, drop);
+        };
+        // As candle's dropout: keep a value when its draw is at least `drop`, scaled up.
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = draws
+            .into_iter()
+            .map(|u| if u >= drop { scale } else { 0.0 })
+            .collect();
+        let mask =
+            Tensor::from_vec(mask, pooled.shape(), pooled.device())?.to_dtype(pooled.dtype())?;
+        pooled * mask
     }
 }
 

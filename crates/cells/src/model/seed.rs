@@ -1,6 +1,7 @@
 //! Reproducible randomness for training from scratch: candle's CPU generator cannot be seeded
 //! (`Device::set_seed` fails on CPU in candle 0.11), so a seeded model draws its initial weights
-//! and its drop-path masks here instead, from ChaCha8 streams derived from one seed.
+//! and its drop-path and dense-dropout masks here instead, from ChaCha8 streams derived from one
+//! seed.
 //!
 //! Each parameter gets its own stream, keyed by the seed and the parameter's name, so its
 //! initial value does not depend on the order layers are built in or on which other
@@ -66,8 +67,8 @@ pub(crate) fn draw(init: Init, shape: &Shape, rng: &mut ChaCha8Rng) -> Vec<f64> 
     }
 }
 
-/// Training progress and the random stream of ScheduledDropPath, shared by every cell of a
-/// model so that one call moves (or seeds) them all.
+/// Training progress and the random stream of ScheduledDropPath and of the classifier's dense
+/// dropout, shared by every cell of a model so that one call moves (or seeds) them all.
 ///
 /// Once seeded, the stream restarts from (seed, progress) whenever the progress is set: the
 /// trainer sets it before every step, so a step's masks are a function of the seed and the step

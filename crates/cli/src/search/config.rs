@@ -247,9 +247,7 @@ fn sharing_budget(args: &SearchArgs) -> Result<SharingBudget> {
     if let Some(steps) = args.steps_per_update {
         budget.steps_per_update = steps;
     }
-    if budget.updates == 0 {
-        return Err(user_error("--updates must be at least 1"));
-    }
+    budget.validate()?;
     Ok(budget)
 }
 

@@ -25,6 +25,11 @@ pub enum Setting {
     Resume,
     /// The run folder itself.
     RunDir,
+    /// The strategy updates of a sharing search, [`super::sharing::SharingBudget::updates`].
+    Updates,
+    /// The shared-weight steps before each update,
+    /// [`super::sharing::SharingBudget::steps_per_update`].
+    StepsPerUpdate,
 }
 
 impl Setting {
@@ -33,6 +38,8 @@ impl Setting {
         match self {
             Setting::Resume => "`RunDir::resume`",
             Setting::RunDir => "run folder",
+            Setting::Updates => "`SharingBudget::updates`",
+            Setting::StepsPerUpdate => "`SharingBudget::steps_per_update`",
         }
     }
 }
@@ -88,6 +95,10 @@ pub enum SearchError {
     /// The run files contradict each other.
     #[error("run folder inconsistent: {0}")]
     Inconsistent(String),
+    /// A sharing budget setting is 0, so the search would do nothing it reports (no updates) or
+    /// score untrained shared weights (no steps per update).
+    #[error("{}", self.describe(Setting::field))]
+    ZeroBudget(Setting),
 }
 
 impl SearchError {
@@ -101,13 +112,15 @@ impl SearchError {
                 name(Setting::Resume),
                 name(Setting::RunDir)
             ),
+            SearchError::ZeroBudget(setting) => format!("{} must be at least 1", name(*setting)),
             other => other.to_string(),
         }
     }
 
     /// Whether the user can fix it: a folder that holds a run (or none, or is in use by another
     /// search), a run file that is corrupt or contradicts the others, a file that cannot be read
-    /// or written. A strategy or backend failure, or a write through a read-only handle, is not.
+    /// or written, a sharing budget of nothing. A strategy or backend failure, or a write
+    /// through a read-only handle, is not.
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
@@ -117,6 +130,7 @@ impl SearchError {
                 | SearchError::NotARun(_)
                 | SearchError::InUse(_)
                 | SearchError::Inconsistent(_)
+                | SearchError::ZeroBudget(_)
         )
     }
 }

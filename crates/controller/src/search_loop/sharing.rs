@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::backend::TrialStatus;
-use super::error::{BackendError, SearchError};
+use super::error::{BackendError, SearchError, Setting};
 use super::run::best_of;
 use super::run_dir::{LoopState, RunDir, TrialRecord};
 use crate::Strategy;
@@ -78,6 +78,20 @@ impl SharingBudget {
     /// Training steps of the whole run.
     pub fn total_steps(&self) -> u64 {
         self.updates.saturating_mul(self.steps_per_update)
+    }
+
+    /// Checks the budget can search: at least one update, and at least one training step before
+    /// each (with none, every child would be scored on the untrained shared weights and a
+    /// meaningless best written). [`run_sharing_search`] calls it first; a front end can call
+    /// it before creating a run folder.
+    pub fn validate(&self) -> Result<(), SearchError> {
+        if self.updates == 0 {
+            return Err(SearchError::ZeroBudget(Setting::Updates));
+        }
+        if self.steps_per_update == 0 {
+            return Err(SearchError::ZeroBudget(Setting::StepsPerUpdate));
+        }
+        Ok(())
     }
 }
 
@@ -183,6 +197,7 @@ pub fn run_sharing_search(
     ctx: &SharingRun,
     on_event: &mut dyn FnMut(&SharingEvent),
 ) -> Result<SharingSummary, SearchError> {
+    ctx.budget.validate()?;
     let run = ctx.run;
     let mut state = restore(strategy, model, run)?;
     if state.update > 0 {
@@ -422,4 +437,38 @@ fn rescore(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `steps_per_update: 0` was accepted: the search scored untrained shared weights and
+    /// wrote a best architecture from them.
+    #[test]
+    fn a_budget_of_no_updates_or_no_steps_is_refused_naming_the_field() {
+        let budget = SharingBudget::default();
+        assert!(budget.validate().is_ok());
+        let cases = [
+            (
+                SharingBudget {
+                    steps_per_update: 0,
+                    ..budget
+                },
+                "`SharingBudget::steps_per_update` must be at least 1",
+            ),
+            (
+                SharingBudget {
+                    updates: 0,
+                    ..budget
+                },
+                "`SharingBudget::updates` must be at least 1",
+            ),
+        ];
+        for (zero, message) in cases {
+            let err = zero.validate().unwrap_err();
+            assert!(err.is_user_error(), "{err:?}");
+            assert_eq!(err.to_string(), message);
+        }
+    }
 }
